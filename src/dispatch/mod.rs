@@ -1,0 +1,24 @@
+//! IRP dispatch routines. Each routine validates, then completes the IRP now or hands
+//! it to the queue; every path completes each IRP exactly once.
+
+mod close;
+mod create;
+
+use crate::sys::{DRIVER_OBJECT, IRP_MJ_CLOSE, IRP_MJ_CREATE, NTSTATUS, PIRP, complete_request};
+
+/// Points the driver object's major-function table at this driver's routines.
+/// Majors left alone keep the I/O manager's default (STATUS_INVALID_DEVICE_REQUEST).
+pub fn install(driver: &mut DRIVER_OBJECT) {
+    driver.MajorFunction[IRP_MJ_CREATE as usize] = Some(create::dispatch_create);
+    driver.MajorFunction[IRP_MJ_CLOSE as usize] = Some(close::dispatch_close);
+}
+
+/// Completes `irp` with `status` and returns it, the usual tail of a dispatch routine.
+///
+/// # Safety
+/// The caller owns `irp` and does not touch it afterwards.
+pub unsafe fn finish(irp: PIRP, status: NTSTATUS, information: u64) -> NTSTATUS {
+    // SAFETY: forwarded with the caller's ownership of `irp`.
+    unsafe { complete_request(irp, status, information) };
+    status
+}

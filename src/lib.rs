@@ -1,0 +1,29 @@
+//! stagedrv — a legacy (non-PnP) WDM driver that owns every kind of resource the
+//! "Releasing Driver-Allocated Resources" documents describe and releases them in the
+//! documented stages.
+//!
+//! The same source builds as `stagedrv.sys` for Windows (on the windows-drivers-rs
+//! crates) and, on a Linux host, as a library that the `ntsim` kernel simulator loads
+//! in `cargo test`. [`sys`] is the only module that knows which one it is.
+
+#![no_std]
+
+#[cfg(target_os = "windows")]
+extern crate wdk_panic;
+
+#[cfg(target_os = "windows")]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
+
+#[macro_use]
+mod log;
+
+mod device;
+mod dispatch;
+mod driver;
+mod link;
+mod name;
+pub mod sys;
+mod unload;
+
+pub use driver::driver_entry;

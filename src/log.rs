@@ -1,0 +1,63 @@
+//! Logging through `DbgPrintEx` under the IHV driver component, so a debugger filter
+//! (`ed nt!Kd_IHVDRIVER_Mask 0xf`) or DebugView shows only what is enabled.
+//!
+//! Messages are formatted in Rust into a stack buffer and printed with `"%s"`, so no
+//! format directive that is only legal at PASSIVE_LEVEL (`%wZ`, `%ws`) is ever used and
+//! the same text appears on every host.
+
+use core::fmt::{self, Write};
+
+use crate::sys::{_DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID, DPFLTR_ERROR_LEVEL, DPFLTR_INFO_LEVEL, DPFLTR_WARNING_LEVEL, DbgPrintEx, ULONG};
+
+/// Severity of a message; maps to the `DPFLTR_*_LEVEL` values.
+#[derive(Clone, Copy)]
+pub enum Level {
+    Error,
+    Warning,
+    Info,
+}
+
+/// A fixed-capacity line that silently truncates, so logging never allocates or fails.
+struct Line {
+    bytes: [u8; 200],
+    len: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Keep one byte for the terminating NUL.
+        let room = self.bytes.len() - 1 - self.len;
+        let take = s.len().min(room);
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+/// Prints one line prefixed with `stagedrv: `.
+pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    let mut line = Line { bytes: [0; 200], len: 0 };
+    // Line never fails; a too-long message is cut.
+    let _ = line.write_str("stagedrv: ");
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    line.bytes[line.len] = 0;
+    let level: ULONG = match level {
+        Level::Error => DPFLTR_ERROR_LEVEL,
+        Level::Warning => DPFLTR_WARNING_LEVEL,
+        Level::Info => DPFLTR_INFO_LEVEL,
+    };
+    // The component id is a small non-negative enum value.
+    #[allow(clippy::cast_sign_loss)]
+    let component = DPFLTR_IHVDRIVER_ID as ULONG;
+    // SAFETY: both strings are NUL-terminated and live across the call; "%s" consumes
+    // exactly the one vararg passed.
+    unsafe { DbgPrintEx(component, level, c"%s".as_ptr(), line.bytes.as_ptr()) };
+}
+
+/// `log!(Info, "...", args)` — one line to the kernel debugger.
+macro_rules! log {
+    ($level:ident, $($arg:tt)*) => {
+        $crate::log::write($crate::log::Level::$level, format_args!($($arg)*))
+    };
+}

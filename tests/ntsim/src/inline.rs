@@ -1,0 +1,33 @@
+//! The host side of inline DDIs that `wdm.h` implements without an export. A driver's
+//! own helpers for them call these on host builds, so they are scheduling points and
+//! can be checked like any export.
+
+use crate::machine::kcall;
+use crate::wdk_sys::{KIRQL, PDRIVER_CANCEL, PIRP};
+
+/// KeGetCurrentIrql.
+#[allow(non_snake_case)]
+pub fn KeGetCurrentIrql() -> KIRQL {
+    kcall("KeGetCurrentIrql", |ctx| Ok(ctx.irql()))
+}
+
+/// IoSetCancelRoutine: an atomic exchange of `Irp->CancelRoutine`.
+///
+/// # Safety
+/// `irp` must point to a valid IRP.
+#[allow(non_snake_case)]
+pub unsafe fn IoSetCancelRoutine(irp: PIRP, routine: PDRIVER_CANCEL) -> PDRIVER_CANCEL {
+    kcall("IoSetCancelRoutine", |_ctx| {
+        // SAFETY: the machine lock makes this exchange atomic with IoCancelIrp's.
+        Ok(unsafe { std::mem::replace(&mut (*irp).CancelRoutine, routine) })
+    })
+}
+
+/// A read of `Irp->Cancel`.
+///
+/// # Safety
+/// `irp` must point to a valid IRP.
+pub unsafe fn irp_cancel_requested(irp: PIRP) -> bool {
+    // SAFETY: guaranteed by the caller.
+    kcall("Irp->Cancel", |_ctx| Ok(unsafe { (*irp).Cancel } != 0))
+}

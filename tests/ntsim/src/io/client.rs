@@ -1,0 +1,446 @@
+//! A user-mode-like client: processes with handle tables and threads that issue
+//! CreateFile, ReadFile (synchronous or overlapped), DeviceIoControl, CancelIo(Ex),
+//! DuplicateHandle and CloseHandle, and that can exit abruptly.
+//!
+//! Each client thread is a simulated thread; a call made by the test runs on it, so
+//! driver code never runs on the test's own thread.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::irp::{self, IoResult, Request, ResultSlot};
+use crate::machine::{Ctx, KResult, Machine, Stopped, service};
+use crate::ob::Kind;
+use crate::sched::Tid;
+use crate::wdk_sys::{
+    DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, FILE_OBJECT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS,
+    PDEVICE_OBJECT, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE, STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_PENDING, STATUS_SUCCESS, UNICODE_STRING,
+};
+
+pub(crate) struct ProcessInfo {
+    pub(crate) handles: BTreeMap<u64, usize>,
+    next_handle: u64,
+    pub(crate) threads: Vec<Tid>,
+    pub(crate) exited: bool,
+}
+
+/// A handle in one process's handle table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(pub u64);
+
+/// A request that returned STATUS_PENDING to an overlapped caller.
+#[derive(Clone)]
+pub struct PendingIo {
+    pub(crate) irp: usize,
+    result: ResultSlot,
+}
+
+impl PendingIo {
+    /// The final result, if the IRP completed.
+    pub fn result(&self) -> Option<IoResult> {
+        self.result.lock().expect("slot").clone()
+    }
+}
+
+/// What ReadFile/DeviceIoControl returned to the caller.
+#[derive(Clone)]
+pub enum Issued {
+    Done(IoResult),
+    Pending(PendingIo),
+}
+
+impl Issued {
+    /// The result of a request that did not pend.
+    pub fn done(self) -> Option<IoResult> {
+        match self {
+            Issued::Done(r) => Some(r),
+            Issued::Pending(_) => None,
+        }
+    }
+}
+
+/// A process of the simulated machine.
+pub struct Process<'m> {
+    machine: &'m Machine,
+    pid: usize,
+}
+
+/// One thread of a [`Process`]; requests it issues belong to it (CancelIo, exit).
+#[derive(Clone, Copy)]
+pub struct Thread<'m> {
+    machine: &'m Machine,
+    pid: usize,
+    tid: Tid,
+}
+
+/// Completion's "APC": drop an IRP's file-object reference on the issuing thread.
+pub(crate) fn post_apc(ctx: &mut Ctx<'_>, thread: Tid, file: usize) {
+    ctx.mailboxes[thread].push_back(Box::new(move || {
+        service("completion-apc", |ctx| crate::ob::dereference(ctx, file).map(|_| ()));
+    }));
+    ctx.signal();
+}
+
+fn client_loop(tid: Tid) {
+    loop {
+        let job = service("client-wait", |ctx| {
+            ctx.block(Box::new(move |state| (!state.mailboxes[tid].is_empty()).then_some(0)))?;
+            Ok(ctx.mailboxes[tid].pop_front())
+        });
+        match job {
+            Some(Some(job)) => job(),
+            Some(None) => {}
+            None => return,
+        }
+    }
+}
+
+impl Machine {
+    /// Starts a new process with one thread.
+    pub fn new_process(&self) -> Process<'_> {
+        let pid = {
+            let mut state = self.lock();
+            state.io.processes.push(ProcessInfo { handles: BTreeMap::new(), next_handle: 0, threads: Vec::new(), exited: false });
+            state.io.processes.len() - 1
+        };
+        let process = Process { machine: self, pid };
+        process.spawn_thread();
+        process
+    }
+
+    /// Runs `op` on client thread `tid` and waits (moving the clock if needed) for it.
+    fn on_thread<R: Send + 'static>(&self, tid: Tid, what: &str, op: impl FnOnce(&mut Ctx<'_>) -> KResult<R> + Send + 'static) -> Result<R, Stopped> {
+        let slot: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        {
+            let mut state = self.lock();
+            state.mailboxes[tid].push_back(Box::new(move || {
+                if let Some(value) = service("client-call", op) {
+                    *out.lock().expect("slot") = Some(value);
+                }
+            }));
+        }
+        self.inner.cv.notify_all();
+        self.run_until(what, |_| slot.lock().expect("slot").is_some())?;
+        Ok(slot.lock().expect("slot").take().expect("finished"))
+    }
+}
+
+impl<'m> Process<'m> {
+    fn spawn_thread(&self) -> Thread<'m> {
+        let tid = {
+            let mut state = self.machine.lock();
+            let n = state.io.processes[self.pid].threads.len();
+            let name = format!("p{}-t{n}", self.pid);
+            let inner = Arc::clone(&self.machine.inner);
+            let tid_slot = Arc::new(Mutex::new(0usize));
+            let tid_for_thread = Arc::clone(&tid_slot);
+            let tid = crate::sched::spawn(&inner, &mut state, name, 0, move || {
+                let tid = *tid_for_thread.lock().expect("tid");
+                client_loop(tid);
+            });
+            *tid_slot.lock().expect("tid") = tid;
+            state.io.processes[self.pid].threads.push(tid);
+            tid
+        };
+        self.machine.run_until_idle();
+        Thread { machine: self.machine, pid: self.pid, tid }
+    }
+
+    /// The process's `n`th thread, creating threads up to it.
+    pub fn thread(&self, n: usize) -> Thread<'m> {
+        loop {
+            let existing = self.machine.lock().io.processes[self.pid].threads.get(n).copied();
+            if let Some(tid) = existing {
+                return Thread { machine: self.machine, pid: self.pid, tid };
+            }
+            self.spawn_thread();
+        }
+    }
+
+    /// The main thread.
+    pub fn main(&self) -> Thread<'m> {
+        self.thread(0)
+    }
+
+    pub fn open(&self, path: &str, overlapped: bool) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        self.main().open(path, overlapped)
+    }
+    pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
+        self.main().read(handle, length)
+    }
+    pub fn ioctl(&self, handle: Handle, code: u32, input: &[u8], output_length: usize) -> Result<Issued, Stopped> {
+        self.main().ioctl(handle, code, input, output_length)
+    }
+    pub fn close(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
+        self.main().close(handle)
+    }
+    pub fn cancel_io_ex(&self, handle: Handle, io: Option<&PendingIo>) -> Result<NTSTATUS, Stopped> {
+        self.main().cancel_io_ex(handle, io)
+    }
+    pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        self.main().duplicate(handle)
+    }
+
+    /// Ends the process abruptly: every thread's pending I/O is cancelled, then every
+    /// handle is closed (IRP_MJ_CLEANUP for each file object whose last handle it was).
+    pub fn exit(self) -> Result<(), Stopped> {
+        let threads = self.machine.lock().io.processes[self.pid].threads.clone();
+        for tid in threads {
+            Thread { machine: self.machine, pid: self.pid, tid }.exit()?;
+        }
+        let pid = self.pid;
+        let main = self.machine.lock().io.processes[pid].threads[0];
+        self.machine.on_thread(main, "process exit", move |ctx| {
+            let handles: Vec<u64> = ctx.io.processes[pid].handles.keys().copied().collect();
+            for handle in handles {
+                close(ctx, pid, handle)?;
+            }
+            ctx.io.processes[pid].exited = true;
+            Ok(())
+        })
+    }
+
+    /// Handles open in this process.
+    pub fn handle_count(&self) -> usize {
+        self.machine.lock().io.processes[self.pid].handles.len()
+    }
+}
+
+impl Thread<'_> {
+    /// CreateFile on `\\.\NAME` (or any `\??\` path). Returns the open's status as
+    /// the client would see it.
+    pub fn open(&self, path: &str, overlapped: bool) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        let pid = self.pid;
+        let path = path.to_owned();
+        self.machine.on_thread(self.tid, "CreateFile", move |ctx| open(ctx, pid, &path, overlapped))
+    }
+
+    /// ReadFile of `length` bytes. On a synchronous handle it waits for the result;
+    /// on an overlapped handle a pending read returns [`Issued::Pending`].
+    pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
+        let pid = self.pid;
+        let len = u32::try_from(length).unwrap_or(u32::MAX);
+        self.issue(handle, "ReadFile", move |ctx, file, device| {
+            Ok(Request {
+                major: u8::try_from(IRP_MJ_READ).expect("code"),
+                file,
+                device,
+                buffer_len: length,
+                input: Vec::new(),
+                max_information: u64::from(len),
+                holds_file_ref: true,
+                fill: Box::new(move |stack| {
+                    // Writing a union field is safe; the driver reads the Read member.
+                    stack.Parameters.Read.Length = len;
+                }),
+            })
+            .map(|r| (r, ctx.tid, pid))
+        })
+    }
+
+    /// DeviceIoControl with METHOD_BUFFERED semantics.
+    pub fn ioctl(&self, handle: Handle, code: u32, input: &[u8], output_length: usize) -> Result<Issued, Stopped> {
+        let pid = self.pid;
+        let input = input.to_vec();
+        let in_len = u32::try_from(input.len()).unwrap_or(u32::MAX);
+        let out_len = u32::try_from(output_length).unwrap_or(u32::MAX);
+        self.issue(handle, "DeviceIoControl", move |ctx, file, device| {
+            Ok(Request {
+                major: u8::try_from(IRP_MJ_DEVICE_CONTROL).expect("code"),
+                file,
+                device,
+                buffer_len: output_length.max(input.len()),
+                input,
+                max_information: u64::from(out_len),
+                holds_file_ref: true,
+                fill: Box::new(move |stack| {
+                    stack.Parameters.DeviceIoControl.OutputBufferLength = out_len;
+                    stack.Parameters.DeviceIoControl.InputBufferLength = in_len;
+                    stack.Parameters.DeviceIoControl.IoControlCode = code;
+                }),
+            })
+            .map(|r| (r, ctx.tid, pid))
+        })
+    }
+
+    fn issue(
+        &self,
+        handle: Handle,
+        what: &'static str,
+        make: impl FnOnce(&mut Ctx<'_>, usize, usize) -> KResult<(Request, Tid, usize)> + Send + 'static,
+    ) -> Result<Issued, Stopped> {
+        let pid = self.pid;
+        let issued = self.machine.on_thread(self.tid, what, move |ctx| {
+            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
+                return Ok(Err(STATUS_INVALID_HANDLE));
+            };
+            let (device, overlapped) = {
+                let f = &ctx.io.files[&file];
+                (f.device, f.overlapped)
+            };
+            let (request, _, _) = make(ctx, file, device)?;
+            let (irp, result) = irp::build(ctx, request);
+            let returned = irp::send(ctx, irp)?;
+            if returned == STATUS_PENDING && overlapped {
+                return Ok(Ok((irp, result, true)));
+            }
+            Ok(Ok((irp, result, false)))
+        })?;
+        let (irp, result, pending) = match issued {
+            Err(status) => return Ok(Issued::Done(IoResult { status, information: 0, data: Vec::new() })),
+            Ok(x) => x,
+        };
+        if pending {
+            return Ok(Issued::Pending(PendingIo { irp, result }));
+        }
+        // Synchronous: the caller waits for the final status.
+        let slot = Arc::clone(&result);
+        self.machine.run_until(what, move |_| slot.lock().expect("slot").is_some())?;
+        Ok(Issued::Done(result.lock().expect("slot").clone().expect("completed")))
+    }
+
+    /// Waits (moving the clock as needed) for an overlapped request's result.
+    pub fn wait(&self, io: &PendingIo) -> Result<IoResult, Stopped> {
+        let slot = Arc::clone(&io.result);
+        self.machine.run_until("the pending I/O to complete", move |_| slot.lock().expect("slot").is_some())?;
+        Ok(io.result().expect("completed"))
+    }
+
+    /// CancelIo: cancels this thread's requests on `handle`.
+    pub fn cancel_io(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
+        let (pid, me) = (self.pid, self.tid);
+        self.machine.on_thread(self.tid, "CancelIo", move |ctx| cancel_matching(ctx, pid, handle, |i| i.thread == me))
+    }
+
+    /// CancelIoEx: cancels `io`, or every request of this process on `handle`.
+    pub fn cancel_io_ex(&self, handle: Handle, io: Option<&PendingIo>) -> Result<NTSTATUS, Stopped> {
+        let pid = self.pid;
+        let only = io.map(|p| p.irp);
+        self.machine.on_thread(self.tid, "CancelIoEx", move |ctx| {
+            let threads = ctx.io.processes[pid].threads.clone();
+            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread))
+                .and_then(|status| if let Some(irp) = only { cancel_one(ctx, irp).map(|_| status) } else { Ok(status) })
+        })
+    }
+
+    pub fn close(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
+        let pid = self.pid;
+        self.machine.on_thread(self.tid, "CloseHandle", move |ctx| close(ctx, pid, handle.0))
+    }
+
+    pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        let pid = self.pid;
+        self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
+            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(Err(STATUS_INVALID_HANDLE)) };
+            Ok(Ok(insert_handle(ctx, pid, file)))
+        })
+    }
+
+    /// The thread ends abruptly: its pending requests are cancelled and it waits for
+    /// them to complete, as Windows does at thread exit.
+    pub fn exit(&self) -> Result<(), Stopped> {
+        let me = self.tid;
+        self.machine.on_thread(self.tid, "thread exit", move |ctx| {
+            for irp in irp::outstanding(ctx, |i| i.thread == me) {
+                irp::cancel(ctx, irp)?;
+            }
+            Ok(())
+        })?;
+        let slot_owner = me;
+        self.machine.run_until("the exiting thread's I/O to complete", move |state| {
+            !state.io.irps.live.values().any(|i| i.thread == slot_owner && i.phase == irp::Phase::Outstanding)
+        })
+    }
+}
+
+fn cancel_one(ctx: &mut Ctx<'_>, irp: usize) -> KResult<()> {
+    irp::cancel(ctx, irp).map(|_| ())
+}
+
+fn cancel_matching(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, keep: impl Fn(&irp::IrpInfo) -> bool) -> KResult<NTSTATUS> {
+    let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
+    for irp in irp::outstanding(ctx, |i| i.file == file && keep(i)) {
+        irp::cancel(ctx, irp)?;
+    }
+    Ok(STATUS_SUCCESS)
+}
+
+fn insert_handle(ctx: &mut Ctx<'_>, pid: usize, file: usize) -> Handle {
+    let process = &mut ctx.io.processes[pid];
+    process.next_handle += 4;
+    let handle = process.next_handle;
+    process.handles.insert(handle, file);
+    ctx.io.files.get_mut(&file).expect("file").handles += 1;
+    crate::ob::reference(ctx, file);
+    Handle(handle)
+}
+
+fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<Result<Handle, NTSTATUS>> {
+    let nt_path = path.strip_prefix("\\\\.\\").map_or_else(|| path.to_owned(), |rest| format!("\\??\\{rest}"));
+    let Some((device, remainder)) = super::device::resolve(ctx, &nt_path) else {
+        return Ok(Err(STATUS_OBJECT_NAME_NOT_FOUND));
+    };
+    let Some(info) = ctx.io.devices.get(&device) else { return Ok(Err(STATUS_OBJECT_NAME_NOT_FOUND)) };
+    if info.deleted || super::driver::is_stopping(ctx, info.driver) {
+        return Ok(Err(STATUS_NO_SUCH_DEVICE));
+    }
+    // SAFETY: the device object is live.
+    let flags = unsafe { (*(device as PDEVICE_OBJECT)).Flags };
+    if flags & DO_DEVICE_INITIALIZING != 0 {
+        return Ok(Err(STATUS_NO_SUCH_DEVICE));
+    }
+    if flags & DO_EXCLUSIVE != 0 && ctx.io.files.values().any(|f| f.device == device) {
+        return Ok(Err(STATUS_ACCESS_DENIED));
+    }
+    if let Some(denied) = super::driver::access_check(ctx, device, pid) {
+        return Ok(Err(denied));
+    }
+    // SAFETY: FILE_OBJECT is plain data; all-zero is a valid start.
+    let mut object: Box<FILE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
+    let mut name: Vec<u16> = remainder.encode_utf16().collect();
+    object.Type = 5;
+    object.Size = i16::try_from(size_of::<FILE_OBJECT>()).expect("small");
+    object.DeviceObject = device as PDEVICE_OBJECT;
+    let bytes = u16::try_from(name.len() * 2).unwrap_or(u16::MAX);
+    object.FileName = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: if name.is_empty() { std::ptr::null_mut() } else { name.as_mut_ptr() } };
+    let file = std::ptr::from_mut(object.as_mut()) as usize;
+    ctx.io.files.insert(file, super::file::FileInfo { device, handles: 0, outstanding: 0, overlapped, _object: object, _name: name });
+    ctx.ob.insert(file, Kind::File, 0);
+    crate::ob::reference(ctx, device);
+    let request = Request {
+        major: u8::try_from(IRP_MJ_CREATE).expect("code"),
+        file,
+        device,
+        buffer_len: 0,
+        input: Vec::new(),
+        max_information: u64::MAX,
+        holds_file_ref: false,
+        fill: Box::new(|_| {}),
+    };
+    let (irp, result) = irp::build(ctx, request);
+    irp::send(ctx, irp)?;
+    let slot = Arc::clone(&result);
+    ctx.block(Box::new(move |_| slot.lock().expect("slot").is_some().then_some(0)))?;
+    let status = result.lock().expect("slot").as_ref().map_or(0, |r| r.status);
+    if !crate::wdk_sys::NT_SUCCESS(status) {
+        // A failed open gets neither CLEANUP nor CLOSE.
+        ctx.io.files.remove(&file);
+        ctx.ob.objects.remove(&file);
+        crate::ob::dereference(ctx, device)?;
+        return Ok(Err(status));
+    }
+    Ok(Ok(insert_handle(ctx, pid, file)))
+}
+
+fn close(ctx: &mut Ctx<'_>, pid: usize, handle: u64) -> KResult<NTSTATUS> {
+    let Some(file) = ctx.io.processes[pid].handles.remove(&handle) else { return Ok(STATUS_INVALID_HANDLE) };
+    let info = ctx.io.files.get_mut(&file).expect("file of a handle");
+    info.handles -= 1;
+    if info.handles == 0 {
+        super::file::cleanup(ctx, file)?;
+    }
+    crate::ob::dereference(ctx, file)?;
+    Ok(STATUS_SUCCESS)
+}

@@ -1,0 +1,355 @@
+//! Loading a driver (DriverEntry) and unloading it as the service manager does: a stop
+//! while devices are referenced makes the unload pending; DriverUnload runs when the
+//! last reference goes, and then the unload checks run.
+
+use crate::checker::{Violation, c4, code, unload};
+use crate::machine::{Ctx, KResult, Machine, Stopped, service};
+use crate::trace::Routine;
+use crate::wdk_sys::{
+    DRIVER_EXTENSION, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, PIRP, PDEVICE_OBJECT, PVOID, STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, ULONG, UNICODE_STRING,
+};
+
+/// The signature of DriverEntry.
+pub type DriverEntry = unsafe extern "C" fn(PDRIVER_OBJECT, PCUNICODE_STRING) -> NTSTATUS;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverState {
+    Running,
+    /// `sc stop` was issued while devices were referenced.
+    UnloadPending,
+    /// DriverUnload (and then ntsim's unload checks) are running.
+    Unloading,
+    Unloaded,
+    /// DriverEntry failed; the driver was unloaded without DriverUnload.
+    FailedToLoad(NTSTATUS),
+}
+
+pub(crate) struct DriverInfo {
+    pub(crate) name: String,
+    pub(crate) state: DriverState,
+    _object: Box<DRIVER_OBJECT>,
+    _extension: Box<DRIVER_EXTENSION>,
+    _service_name: Vec<u16>,
+    _driver_name: Vec<u16>,
+    registry_path: Vec<u16>,
+    registry_path_string: Box<UNICODE_STRING>,
+    /// IoAllocateDriverObjectExtension blocks: (client id, memory).
+    client_extensions: Vec<(usize, Box<[u128]>)>,
+    /// The unload report, once the driver is unloaded.
+    pub(crate) unloaded_clean: Option<Result<(), Box<Violation>>>,
+}
+
+/// What a test holds for a loaded driver.
+#[derive(Clone, Copy, Debug)]
+pub struct Driver {
+    pub(crate) object: usize,
+}
+
+/// What a major function points to until the driver sets it: fail the request.
+unsafe extern "C" fn invalid_device_request(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the I/O manager passed a valid IRP we now complete.
+    unsafe {
+        (*irp).IoStatus.__bindgen_anon_1.Status = STATUS_INVALID_DEVICE_REQUEST;
+        (*irp).IoStatus.Information = 0;
+        crate::io::irp::IofCompleteRequest(irp, 0);
+    }
+    STATUS_INVALID_DEVICE_REQUEST
+}
+
+fn utf16(s: &str) -> Vec<u16> {
+    s.encode_utf16().collect()
+}
+
+fn counted(buffer: &mut [u16]) -> UNICODE_STRING {
+    let bytes = u16::try_from(buffer.len() * 2).unwrap_or(u16::MAX);
+    UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: buffer.as_mut_ptr() }
+}
+
+/// The service key a driver named `name` is loaded from.
+pub fn service_key(name: &str) -> String {
+    format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{name}")
+}
+
+impl Machine {
+    /// Loads a driver as the service manager's `sc start` would: builds its driver
+    /// object and registry path (fill `Parameters` beforehand with
+    /// [`Machine::registry`]) and runs DriverEntry at PASSIVE_LEVEL.
+    pub fn load_driver(&self, name: &str, entry: DriverEntry) -> Result<(Driver, NTSTATUS), Stopped> {
+        let object = {
+            let mut state = self.lock();
+            // SAFETY: DRIVER_OBJECT and DRIVER_EXTENSION are plain data.
+            let mut object: Box<DRIVER_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
+            // SAFETY: as above.
+            let mut extension: Box<DRIVER_EXTENSION> = Box::new(unsafe { std::mem::zeroed() });
+            let mut service_name = utf16(name);
+            let mut driver_name = utf16(&format!("\\Driver\\{name}"));
+            let mut registry_path = utf16(&service_key(name));
+            let address = std::ptr::from_mut(object.as_mut()) as usize;
+            extension.DriverObject = address as PDRIVER_OBJECT;
+            extension.ServiceKeyName = counted(&mut service_name);
+            object.Type = 4;
+            object.Size = i16::try_from(size_of::<DRIVER_OBJECT>()).expect("small");
+            object.DriverExtension = std::ptr::from_mut(extension.as_mut());
+            object.DriverName = counted(&mut driver_name);
+            for slot in &mut object.MajorFunction {
+                *slot = Some(invalid_device_request);
+            }
+            let registry_path_string = Box::new(counted(&mut registry_path));
+            state.registry.create_key(&service_key(name), false);
+            state.io.drivers.insert(
+                address,
+                DriverInfo {
+                    name: name.to_owned(),
+                    state: DriverState::Running,
+                    _object: object,
+                    _extension: extension,
+                    _service_name: service_name,
+                    _driver_name: driver_name,
+                    registry_path,
+                    registry_path_string,
+                    client_extensions: Vec::new(),
+                    unloaded_clean: None,
+                },
+            );
+            address
+        };
+        let path = std::ptr::from_ref(self.lock().io.drivers[&object].registry_path_string.as_ref()) as usize;
+        let status = self.run_job("driver-entry", Routine::DriverEntry, move || {
+            // SAFETY: DriverEntry with the objects built above.
+            unsafe { entry(object as PDRIVER_OBJECT, path as PCUNICODE_STRING) }
+        })?;
+        {
+            let mut state = self.lock();
+            let hostile = state.hostile.poison_registry_path;
+            let info = state.io.drivers.get_mut(&object).expect("driver");
+            if hostile {
+                // The I/O manager frees the path after DriverEntry; poison it so a driver
+                // that kept the pointer reads garbage.
+                info.registry_path.fill(0xFFFD);
+            }
+        }
+        let driver = Driver { object };
+        if !crate::wdk_sys::NT_SUCCESS(status) {
+            self.lock().io.drivers.get_mut(&object).expect("driver").state = DriverState::FailedToLoad(status);
+            // No DriverUnload after a failed DriverEntry, but nothing may be left.
+            self.run_job("driver-load-failed", Routine::Kernel, move || {
+                service("unload-checks", move |ctx| check_unloaded(ctx, object));
+            })?;
+            self.verdict()?;
+        }
+        Ok((driver, status))
+    }
+
+    /// `sc stop`: requests the unload. Returns the state right after the request:
+    /// `Unloaded` if DriverUnload ran, `UnloadPending` while devices are referenced.
+    pub fn stop_driver(&self, driver: Driver) -> Result<DriverState, Stopped> {
+        let object = driver.object;
+        self.run_job("service-stop", Routine::Kernel, move || {
+            service("sc-stop", move |ctx| {
+                if let Some(info) = ctx.io.drivers.get_mut(&object)
+                    && info.state == DriverState::Running
+                {
+                    info.state = DriverState::UnloadPending;
+                }
+                maybe_finish_unload(ctx)
+            });
+        })?;
+        // DriverUnload runs on its own thread; let it finish if it started.
+        self.run_until("DriverUnload to finish", |state| {
+            state.io.drivers.get(&object).is_none_or(|d| d.state != DriverState::Unloading)
+        })?;
+        self.verdict()?;
+        Ok(self.driver_state(driver))
+    }
+
+    /// Waits (moving the clock as needed) until the driver is unloaded.
+    pub fn wait_unloaded(&self, driver: Driver) -> Result<(), Stopped> {
+        self.run_until("the driver to unload", |state| {
+            state.io.drivers.get(&driver.object).is_none_or(|d| d.state == DriverState::Unloaded)
+        })?;
+        self.verdict()
+    }
+
+    pub fn driver_state(&self, driver: Driver) -> DriverState {
+        self.lock().io.drivers.get(&driver.object).map_or(DriverState::Unloaded, |d| d.state)
+    }
+
+    /// The driver's name, as given to load_driver.
+    pub fn driver_name(&self, driver: Driver) -> String {
+        self.lock().io.drivers.get(&driver.object).map(|d| d.name.clone()).unwrap_or_default()
+    }
+}
+
+pub(crate) fn is_stopping(ctx: &Ctx<'_>, driver: usize) -> bool {
+    ctx.io.drivers.get(&driver).is_some_and(|d| d.state != DriverState::Running)
+}
+
+/// The security check of an open; `None` admits it. ntsim's clients run as
+/// administrators unless the test says otherwise.
+pub(crate) fn access_check(ctx: &Ctx<'_>, device: usize, pid: usize) -> Option<NTSTATUS> {
+    crate::se::access_check(ctx, device, pid)
+}
+
+/// Runs DriverUnload once an unload is pending and no device is referenced.
+pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) -> KResult<()> {
+    let ready: Vec<usize> = ctx
+        .io
+        .drivers
+        .iter()
+        .filter(|(_, d)| d.state == DriverState::UnloadPending)
+        .map(|(a, _)| *a)
+        .filter(|&driver| {
+            ctx.io.devices.iter().filter(|(_, d)| d.driver == driver && !d.deleted).all(|(dev, _)| ctx.ob.refs(*dev) <= 1)
+        })
+        .collect();
+    for driver in ready {
+        ctx.io.drivers.get_mut(&driver).expect("driver").state = DriverState::Unloading;
+        ctx.spawn("driver-unload".to_owned(), 0, move || {
+            let unload = service("unload", |_ctx| {
+                // SAFETY: the driver object is alive until the machine drops it.
+                Ok(unsafe { (*(driver as PDRIVER_OBJECT)).DriverUnload })
+            })
+            .flatten();
+            if let Some(routine) = unload {
+                service("unload-run", move |ctx| {
+                    // SAFETY: DriverUnload with its own driver object.
+                    ctx.call_driver(Routine::Unload, || unsafe { routine(driver as PDRIVER_OBJECT) });
+                    Ok(())
+                });
+            }
+            service("unload-checks", move |ctx| check_unloaded(ctx, driver));
+        });
+    }
+    Ok(())
+}
+
+fn ce(ctx: &Ctx<'_>, kind: u64, what: usize, text: String) -> crate::machine::Stop {
+    ctx.violation(Violation::new(
+        code::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
+        [kind, what as u64, 0, 0],
+        "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
+        text,
+    ))
+}
+
+/// What must be gone once a driver is unloaded.
+fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
+    if let Some((&timer, _)) = ctx.ke.timers.set.iter().next() {
+        return Err(ctx.violation(Violation::new(code::TIMER_OR_DPC_INVALID, [0, timer as u64, 0, 0], "TIMER_OR_DPC_INVALID", "the driver unloaded with a KTIMER still set: KeCancelTimer it in Unload (stage 2).".to_owned())));
+    }
+    if let Some((&dpc, _)) = ctx.ke.dpcs.inserted.iter().next() {
+        return Err(ctx.violation(Violation::new(code::TIMER_OR_DPC_INVALID, [1, dpc as u64, 0, 0], "TIMER_OR_DPC_INVALID", "the driver unloaded with a DPC still queued: KeRemoveQueueDpc / KeFlushQueuedDpcs in Unload (stage 2).".to_owned())));
+    }
+    if let Some((&dpc, _)) = ctx.ke.dpcs.running.iter().next() {
+        return Err(ctx.violation(Violation::new(code::TIMER_OR_DPC_INVALID, [2, dpc as u64, 0, 0], "TIMER_OR_DPC_INVALID", "the driver unloaded while one of its DPC routines was running: KeFlushQueuedDpcs in Unload (stage 2).".to_owned())));
+    }
+    if ctx.ke.work.outstanding() > 0 {
+        return Err(ce(ctx, unload::WORK_ITEM, 0, "the driver unloaded with a work item queued or running.".to_owned()));
+    }
+    if let Some(&item) = ctx.ke.work.items.keys().min() {
+        return Err(ce(ctx, unload::WORK_ITEM, item, "the driver unloaded without IoFreeWorkItem for an allocated work item.".to_owned()));
+    }
+    if ctx.ke.threads.running > 0 {
+        return Err(ce(ctx, unload::SYSTEM_THREAD, 0, "the driver unloaded while its system thread was still running: signal it, let it call PsTerminateSystemThread and wait on the thread object (stage 2).".to_owned()));
+    }
+    if let Some((&object, _)) = ctx.ob.objects.iter().find(|(_, o)| o.kind == crate::ob::Kind::Thread) {
+        return Err(ce(ctx, unload::OBJECT_REFERENCE, object, "the driver unloaded still holding a reference to its thread object: ObDereferenceObject it.".to_owned()));
+    }
+    if let Some(&handle) = ctx.ob.kernel_handles.keys().min() {
+        return Err(ce(ctx, unload::OBJECT_REFERENCE, usize::try_from(handle).unwrap_or(0), format!("the driver unloaded with kernel handle {handle:#x} still open: ZwClose it.")));
+    }
+    if ctx.ke.interrupts.connected() > 0 {
+        return Err(ce(ctx, unload::INTERRUPT, 0, "the driver unloaded with an interrupt still connected: IoDisconnectInterrupt (stage 1).".to_owned()));
+    }
+    if ctx.ke.interrupts.mapped() > 0 {
+        return Err(ce(ctx, unload::IO_SPACE_MAPPING, 0, "the driver unloaded with I/O space still mapped: MmUnmapIoSpace (stage 3).".to_owned()));
+    }
+    if ctx.ke.interrupts.controllers() > 0 {
+        return Err(ce(ctx, unload::CONTROLLER_OBJECT, 0, "the driver unloaded without IoDeleteController.".to_owned()));
+    }
+    if ctx.registry.open_handles() > 0 {
+        return Err(ce(ctx, unload::REGISTRY_KEY, 0, "the driver unloaded with a registry key handle still open: ZwClose it.".to_owned()));
+    }
+    let devices: Vec<(u64, String)> = {
+        let mut v: Vec<(u64, String)> = ctx
+            .io
+            .devices
+            .values()
+            .filter(|d| d.driver == driver && !d.deleted)
+            .map(|d| (d.seq, d.name.clone().unwrap_or_else(|| "(unnamed)".to_owned())))
+            .collect();
+        v.sort();
+        v
+    };
+    if let Some((_, name)) = devices.first() {
+        return Err(ce(ctx, unload::DEVICE_OBJECT, 0, format!("the driver unloaded without IoDeleteDevice for {name}.")));
+    }
+    let mut links: Vec<String> =
+        ctx.ob.names.iter().filter(|(_, n)| matches!(n, crate::ob::Named::Link(_))).map(|(k, _)| k.clone()).collect();
+    links.sort();
+    if let Some(link) = links.first() {
+        return Err(ce(ctx, unload::SYMBOLIC_LINK, 0, format!("the driver unloaded without IoDeleteSymbolicLink for {link} (stage 3).")));
+    }
+    let leaks = ctx.pool.leaks();
+    if !leaks.is_empty() {
+        let blocks: usize = leaks.iter().map(|l| l.blocks).sum();
+        let list: Vec<String> = leaks.iter().map(|l| format!("{} x{} ({} bytes)", l.tag, l.blocks, l.bytes)).collect();
+        return Err(ctx.violation(Violation::new(
+            code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [c4::POOL_LEAK_AT_UNLOAD, 0, 0, blocks as u64],
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("the driver unloaded without freeing pool: {}.", list.join(", ")),
+        )));
+    }
+    if let Some(info) = ctx.io.drivers.get_mut(&driver) {
+        info.unloaded_clean = Some(Ok(()));
+        info.client_extensions.clear();
+        if info.state == DriverState::Unloading {
+            info.state = DriverState::Unloaded;
+        }
+    }
+    ctx.signal();
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
+    DriverObject: PDRIVER_OBJECT,
+    ClientIdentificationAddress: PVOID,
+    DriverObjectExtensionSize: ULONG,
+    DriverObjectExtension: *mut PVOID,
+) -> NTSTATUS {
+    crate::machine::kcall("IoAllocateDriverObjectExtension", |ctx| {
+        // SAFETY: the driver passed a writable pointer.
+        unsafe { *DriverObjectExtension = std::ptr::null_mut() };
+        if ctx.should_fail() {
+            return Ok(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        let Some(info) = ctx.io.drivers.get_mut(&(DriverObject as usize)) else { return Ok(crate::wdk_sys::STATUS_INVALID_PARAMETER) };
+        let id = ClientIdentificationAddress as usize;
+        if info.client_extensions.iter().any(|(c, _)| *c == id) {
+            return Ok(STATUS_OBJECT_NAME_COLLISION);
+        }
+        let mut memory = vec![0u128; (DriverObjectExtensionSize as usize).div_ceil(16).max(1)].into_boxed_slice();
+        // SAFETY: as above.
+        unsafe { *DriverObjectExtension = memory.as_mut_ptr().cast() };
+        info.client_extensions.push((id, memory));
+        Ok(STATUS_SUCCESS)
+    })
+}
+const _: crate::wdk_sys::fnsig::IoAllocateDriverObjectExtension = IoAllocateDriverObjectExtension;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoGetDriverObjectExtension(DriverObject: PDRIVER_OBJECT, ClientIdentificationAddress: PVOID) -> PVOID {
+    crate::machine::kcall("IoGetDriverObjectExtension", |ctx| {
+        let id = ClientIdentificationAddress as usize;
+        Ok(ctx
+            .io
+            .drivers
+            .get_mut(&(DriverObject as usize))
+            .and_then(|info| info.client_extensions.iter_mut().find(|(c, _)| *c == id))
+            .map_or(std::ptr::null_mut(), |(_, m)| m.as_mut_ptr().cast()))
+    })
+}
+const _: crate::wdk_sys::fnsig::IoGetDriverObjectExtension = IoGetDriverObjectExtension;

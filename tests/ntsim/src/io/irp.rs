@@ -1,0 +1,331 @@
+//! IRPs: building them, sending them to a dispatch routine with the I/O verification
+//! checks, IofCompleteRequest, and the IoCancelIrp protocol.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::checker::{Violation, c9, code};
+use crate::irql::DISPATCH_LEVEL;
+use crate::ke::spinlock::{self, CANCEL_LOCK};
+use crate::machine::{Ctx, KResult, kcall};
+use crate::trace::Routine;
+use crate::wdk_sys::{
+    CCHAR, IO_STACK_LOCATION, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ,
+    IRP_MJ_WRITE, NTSTATUS, PDEVICE_OBJECT, PDRIVER_CANCEL, PIRP, SL_PENDING_RETURNED, STATUS_PENDING,
+};
+
+/// What the client gets back for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoResult {
+    pub status: NTSTATUS,
+    pub information: u64,
+    /// For reads and IOCTLs: the first `information` bytes of the system buffer.
+    pub data: Vec<u8>,
+}
+
+/// Where a completed IRP's result goes.
+pub(crate) type ResultSlot = Arc<Mutex<Option<IoResult>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// In a dispatch routine or queued by the driver.
+    Outstanding,
+    Completed,
+}
+
+pub(crate) struct IrpInfo {
+    pub(crate) phase: Phase,
+    pub(crate) major: u8,
+    pub(crate) file: usize,
+    pub(crate) device: usize,
+    /// Simulated thread that issued it (for CancelIo and thread exit).
+    pub(crate) thread: usize,
+    /// Bytes the driver may report in Information (the read or output length).
+    pub(crate) max_information: u64,
+    pub(crate) result: ResultSlot,
+    /// Issue order, for deterministic iteration.
+    pub(crate) seq: u64,
+    /// Reads and IOCTLs hold a reference on their file object until completion
+    /// (CREATE, CLEANUP and CLOSE do not).
+    pub(crate) holds_file_ref: bool,
+    /// The memory behind the IRP and its stack location.
+    _memory: Box<[u64]>,
+    buffer: Vec<u8>,
+}
+
+/// Completed IRPs are kept (up to a bound) so that a second completion is still
+/// recognised instead of touching freed memory.
+const QUARANTINE: usize = 4096;
+
+#[derive(Default)]
+pub(crate) struct Irps {
+    pub(crate) live: HashMap<usize, IrpInfo>,
+    quarantine: VecDeque<usize>,
+    pub(crate) completed_total: u64,
+    pub(crate) issued_total: u64,
+}
+
+/// IRP_MJ_* code → name, for messages.
+pub fn major_name(major: u8) -> &'static str {
+    match u32::from(major) {
+        IRP_MJ_CREATE => "IRP_MJ_CREATE",
+        IRP_MJ_CLOSE => "IRP_MJ_CLOSE",
+        IRP_MJ_READ => "IRP_MJ_READ",
+        IRP_MJ_WRITE => "IRP_MJ_WRITE",
+        IRP_MJ_DEVICE_CONTROL => "IRP_MJ_DEVICE_CONTROL",
+        IRP_MJ_CLEANUP => "IRP_MJ_CLEANUP",
+        _ => "IRP_MJ_(other)",
+    }
+}
+
+/// A request to build.
+pub(crate) struct Request {
+    pub(crate) major: u8,
+    pub(crate) file: usize,
+    pub(crate) device: usize,
+    /// System buffer size (0: none).
+    pub(crate) buffer_len: usize,
+    pub(crate) input: Vec<u8>,
+    pub(crate) max_information: u64,
+    pub(crate) holds_file_ref: bool,
+    pub(crate) fill: Box<dyn FnOnce(&mut IO_STACK_LOCATION)>,
+}
+
+/// Allocates an IRP with one stack location, set up for the device's driver.
+pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) {
+    let irp_size = size_of::<IRP>() + size_of::<IO_STACK_LOCATION>();
+    let mut memory = vec![0u64; irp_size.div_ceil(8)].into_boxed_slice();
+    let irp = memory.as_mut_ptr().cast::<IRP>();
+    let mut buffer = request.input;
+    buffer.resize(request.buffer_len.max(buffer.len()), 0);
+    let result: ResultSlot = Arc::new(Mutex::new(None));
+    // SAFETY: `memory` is zeroed and large enough for the IRP and its stack location.
+    unsafe {
+        let stack = irp.add(1).cast::<IO_STACK_LOCATION>();
+        (*irp).Type = 6;
+        (*irp).Size = u16::try_from(irp_size).expect("small");
+        (*irp).StackCount = 1;
+        (*irp).CurrentLocation = 1;
+        (*irp).RequestorMode = 1;
+        (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation = stack;
+        (*irp).Tail.Overlay.OriginalFileObject = request.file as _;
+        if !buffer.is_empty() {
+            (*irp).AssociatedIrp.SystemBuffer = buffer.as_mut_ptr().cast();
+        }
+        (*stack).MajorFunction = request.major;
+        (*stack).DeviceObject = request.device as PDEVICE_OBJECT;
+        (*stack).FileObject = request.file as _;
+        (request.fill)(&mut *stack);
+    }
+    let address = irp as usize;
+    let thread = ctx.tid;
+    let seq = ctx.io.irps.issued_total;
+    ctx.io.irps.issued_total += 1;
+    if request.holds_file_ref {
+        crate::ob::reference(ctx, request.file);
+        if let Some(f) = ctx.io.files.get_mut(&request.file) {
+            f.outstanding += 1;
+        }
+    }
+    ctx.io.irps.live.insert(
+        address,
+        IrpInfo {
+            phase: Phase::Outstanding,
+            major: request.major,
+            file: request.file,
+            device: request.device,
+            thread,
+            max_information: request.max_information,
+            result: Arc::clone(&result),
+            seq,
+            holds_file_ref: request.holds_file_ref,
+            _memory: memory,
+            buffer,
+        },
+    );
+    (address, result)
+}
+
+fn c9(ctx: &Ctx<'_>, rule: u64, irp: usize, p3: u64, text: String) -> crate::machine::Stop {
+    ctx.violation(Violation::new(code::DRIVER_VERIFIER_IOMANAGER_VIOLATION, [rule, irp as u64, p3, 0], "DRIVER_VERIFIER_IOMANAGER_VIOLATION", text))
+}
+
+/// Calls the driver's dispatch routine for `irp` (IoCallDriver) and applies the I/O
+/// verification rules to what it returns.
+pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
+    let (major, device) = {
+        let info = &ctx.io.irps.live[&irp];
+        (info.major, info.device)
+    };
+    let dispatch = crate::io::device::dispatch_routine(ctx, device, major);
+    let before = ctx.irql();
+    let raw = irp as PIRP;
+    let returned = match dispatch {
+        // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
+        Some(routine) => ctx.call_driver(Routine::Dispatch(major), || unsafe { routine(device as PDEVICE_OBJECT, raw) }),
+        None => {
+            complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
+            return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);
+        }
+    };
+    let after = ctx.irql();
+    let name = major_name(major);
+    if after != before {
+        return Err(c9(ctx, c9::IRQL_CHANGED_BY_DISPATCH, irp, u64::from(after), format!("the {name} dispatch routine returned at IRQL {after}; it was called at IRQL {before}.")));
+    }
+    let info = &ctx.io.irps.live[&irp];
+    let completed = info.phase == Phase::Completed;
+    // The stack location stays readable: completed IRPs are quarantined, not freed.
+    // SAFETY: the IRP memory is owned by ntsim and still allocated.
+    let marked = unsafe { (*raw.add(1).cast::<IO_STACK_LOCATION>()).Control } & (SL_PENDING_RETURNED as u8) != 0;
+    if returned == STATUS_PENDING {
+        if !marked {
+            return Err(c9(ctx, c9::PENDING_NOT_MARKED, irp, 0, format!("the {name} dispatch routine returned STATUS_PENDING without calling IoMarkIrpPending.")));
+        }
+    } else if marked {
+        return Err(c9(ctx, c9::MARKED_BUT_NOT_PENDING, irp, returned as u64, format!("the {name} dispatch routine marked the IRP pending but returned {returned:#x}, not STATUS_PENDING.")));
+    } else if !completed {
+        return Err(c9(ctx, c9::NEITHER_COMPLETED_NOR_PENDING, irp, returned as u64, format!("the {name} dispatch routine returned {returned:#x} without completing the IRP or returning STATUS_PENDING (the IRP would be lost).")));
+    } else {
+        let final_status = info.result.lock().expect("slot").as_ref().map(|r| r.status);
+        if final_status != Some(returned) {
+            return Err(c9(ctx, c9::RETURNED_STATUS_MISMATCH, irp, returned as u64, format!("the {name} dispatch routine returned {returned:#x} but completed the IRP with {:#x}.", final_status.unwrap_or_default())));
+        }
+    }
+    Ok(returned)
+}
+
+/// Completes `irp` as IofCompleteRequest does, with every completion rule checked.
+pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, information: u64) -> KResult<()> {
+    let Some(info) = ctx.io.irps.live.get(&irp) else {
+        return Err(ctx.violation(Violation::new(code::MULTIPLE_IRP_COMPLETE_REQUESTS, [irp as u64, 0, 0, 0], "MULTIPLE_IRP_COMPLETE_REQUESTS", format!("IoCompleteRequest on {irp:#x}, which is not an outstanding IRP."))));
+    };
+    if info.phase == Phase::Completed {
+        return Err(ctx.violation(Violation::new(
+            code::MULTIPLE_IRP_COMPLETE_REQUESTS,
+            [irp as u64, 0, 0, 0],
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IoCompleteRequest was called twice for the same {} IRP {irp:#x}.", major_name(info.major)),
+        )));
+    }
+    let raw = irp as PIRP;
+    // SAFETY: an outstanding IRP's memory is valid.
+    let cancel_routine = unsafe { (*raw).CancelRoutine };
+    if cancel_routine.is_some() {
+        return Err(c9(ctx, c9::COMPLETED_WITH_CANCEL_ROUTINE, irp, 0, format!("IoCompleteRequest on {irp:#x} while its cancel routine is still set: call IoSetCancelRoutine(Irp, NULL) first (and only complete if it returned non-NULL).")));
+    }
+    if status == STATUS_PENDING || status == -1 {
+        return Err(c9(ctx, c9::COMPLETED_WITH_PENDING_STATUS, irp, status as u64, format!("IoCompleteRequest on {irp:#x} with status {status:#x}, which is not a final status.")));
+    }
+    let irql = ctx.irql();
+    if irql > DISPATCH_LEVEL {
+        return Err(c9(ctx, c9::COMPLETED_ABOVE_DISPATCH, irp, u64::from(irql), format!("IoCompleteRequest at IRQL {irql}, above DISPATCH_LEVEL.")));
+    }
+    let max = info.max_information;
+    if information > max && crate::wdk_sys::NT_SUCCESS(status) {
+        return Err(c9(ctx, c9::INFORMATION_TOO_LARGE, irp, information, format!("IoCompleteRequest on {irp:#x} reports {information} bytes in IoStatus.Information, more than the {max}-byte buffer.")));
+    }
+    let info = ctx.io.irps.live.get_mut(&irp).expect("checked");
+    info.phase = Phase::Completed;
+    let take = usize::try_from(information).unwrap_or(usize::MAX).min(info.buffer.len());
+    let data = if crate::wdk_sys::NT_SUCCESS(status) { info.buffer[..take].to_vec() } else { Vec::new() };
+    *info.result.lock().expect("slot") = Some(IoResult { status, information, data });
+    let file = if info.holds_file_ref { info.file } else { 0 };
+    let thread = info.thread;
+    ctx.io.irps.completed_total += 1;
+    ctx.io.irps.quarantine.push_back(irp);
+    if ctx.io.irps.quarantine.len() > QUARANTINE {
+        let old = ctx.io.irps.quarantine.pop_front().expect("non-empty");
+        ctx.io.irps.live.remove(&old);
+    }
+    if let Some(f) = ctx.io.files.get_mut(&file) {
+        f.outstanding -= 1;
+    }
+    ctx.signal();
+    // The IRP's reference on its file object: dropped here under the hostile option
+    // (IRP_MJ_CLOSE from inside IoCompleteRequest), otherwise by the issuing thread
+    // as Windows' completion APC does.
+    if file != 0 {
+        if ctx.hostile.close_inside_completion {
+            crate::ob::dereference(ctx, file)?;
+        } else {
+            crate::io::client::post_apc(ctx, thread, file);
+        }
+    }
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IofCompleteRequest(Irp: PIRP, _PriorityBoost: CCHAR) {
+    kcall("IofCompleteRequest", |ctx| {
+        let irp = Irp as usize;
+        // SAFETY: read before checking; if the IRP is unknown `complete` reports it
+        // before anything else is touched. Quarantined IRPs stay readable.
+        let (status, information) = if ctx.io.irps.live.contains_key(&irp) {
+            unsafe { ((*Irp).IoStatus.__bindgen_anon_1.Status, (*Irp).IoStatus.Information) }
+        } else {
+            (0, 0)
+        };
+        complete(ctx, irp, status, information)
+    });
+}
+const _: crate::wdk_sys::fnsig::IofCompleteRequest = IofCompleteRequest;
+
+/// IoCancelIrp: sets `Irp->Cancel`, takes the cancel routine with an exchange and, if
+/// there was one, calls it holding the cancel spin lock, which it must release.
+pub(crate) fn cancel(ctx: &mut Ctx<'_>, irp: usize) -> KResult<bool> {
+    if ctx.io.irps.live.get(&irp).is_none_or(|i| i.phase == Phase::Completed) {
+        return Ok(false);
+    }
+    let raw = irp as PIRP;
+    let old_irql = ctx.irql();
+    ctx.set_irql(DISPATCH_LEVEL);
+    spinlock::acquire(ctx, CANCEL_LOCK)?;
+    // SAFETY: the IRP is outstanding, so its memory is valid.
+    let routine: PDRIVER_CANCEL = unsafe {
+        (*raw).CancelIrql = old_irql;
+        (*raw).Cancel = 1;
+        std::mem::take(&mut (*raw).CancelRoutine)
+    };
+    ctx.signal();
+    let Some(routine) = routine else {
+        spinlock::release(ctx, CANCEL_LOCK)?;
+        ctx.set_irql(old_irql);
+        return Ok(false);
+    };
+    let device = ctx.io.irps.live[&irp].device;
+    // SAFETY: the driver's cancel routine, called as IoCancelIrp calls it.
+    ctx.call_driver(Routine::CancelRoutine, || unsafe { routine(device as PDEVICE_OBJECT, raw) });
+    if ctx.ke.lock_owner.get(&CANCEL_LOCK) == Some(&ctx.tid) {
+        return Err(ctx.violation(Violation::new(
+            code::DRIVER_RETURNED_HOLDING_CANCEL_LOCK,
+            [irp as u64, routine as usize as u64, 0, 0],
+            "DRIVER_RETURNED_HOLDING_CANCEL_LOCK",
+            "the cancel routine returned without calling IoReleaseCancelSpinLock(Irp->CancelIrql).".to_owned(),
+        )));
+    }
+    let irql = ctx.irql();
+    if irql != old_irql {
+        return Err(ctx.violation(Violation::new(
+            code::IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(irql), u64::from(old_irql), 0, 0],
+            "IRQL_NOT_LESS_OR_EQUAL",
+            format!("the cancel routine returned at IRQL {irql}; it must return at Irp->CancelIrql ({old_irql})."),
+        )));
+    }
+    Ok(true)
+}
+
+/// Outstanding IRPs matching `filter`.
+pub(crate) fn outstanding(ctx: &Ctx<'_>, filter: impl Fn(&IrpInfo) -> bool) -> Vec<usize> {
+    let mut irps: Vec<(u64, usize)> = ctx
+        .io
+        .irps
+        .live
+        .iter()
+        .filter(|(_, i)| i.phase == Phase::Outstanding && filter(i))
+        .map(|(a, i)| (i.seq, *a))
+        .collect();
+    irps.sort_unstable();
+    irps.into_iter().map(|(_, a)| a).collect()
+}

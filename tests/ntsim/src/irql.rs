@@ -1,0 +1,58 @@
+//! IRQL levels and the one table of DDI → highest IRQL its documentation allows.
+
+use crate::checker::{Violation, c4, code};
+use crate::machine::{Ctx, KResult};
+
+pub const PASSIVE_LEVEL: u8 = 0;
+pub const APC_LEVEL: u8 = 1;
+pub const DISPATCH_LEVEL: u8 = 2;
+/// The device IRQL ntsim's virtual interrupt lines use.
+pub const DEVICE_IRQL: u8 = 5;
+pub const HIGH_LEVEL: u8 = 15;
+
+/// The highest IRQL at which `api` may be called, from Microsoft's DDI reference.
+/// Every export ntsim implements is listed (a unit test checks it).
+pub(crate) fn max_irql(api: &str) -> Option<u8> {
+    Some(match api {
+        // Object manager, registry, devices, names, threads: PASSIVE_LEVEL.
+        "IoCreateDevice" | "IoDeleteDevice" | "IoCreateSymbolicLink" | "IoDeleteSymbolicLink" | "IoInitializeTimer"
+        | "PsCreateSystemThread" | "PsTerminateSystemThread" | "ZwClose" | "ZwOpenKey" | "ZwCreateKey"
+        | "ZwQueryValueKey" | "ZwSetValueKey" | "ZwDeleteKey" | "ZwSetSecurityObject" | "ObOpenObjectByPointer"
+        | "ObReferenceObjectByHandle" | "KeFlushQueuedDpcs" | "IoConnectInterrupt" | "IoDisconnectInterrupt"
+        | "IoReportResourceForDetection" | "IoCreateController" | "IoDeleteController"
+        | "IoAllocateDriverObjectExtension" | "RtlCreateSecurityDescriptor" | "RtlCreateAcl"
+        | "RtlAddAccessAllowedAce" | "RtlLengthSid" | "RtlInitializeSid" | "RtlSubAuthoritySid"
+        | "RtlLengthRequiredSid" | "MmUnmapIoSpace" => PASSIVE_LEVEL,
+        // Up to DISPATCH_LEVEL.
+        "ExAllocatePool2" | "ExFreePool" | "ExFreePoolWithTag" | "IofCompleteRequest" | "IoAcquireCancelSpinLock"
+        | "IoReleaseCancelSpinLock" | "IoAllocateWorkItem" | "IoQueueWorkItem" | "IoFreeWorkItem" | "IoStartTimer"
+        | "IoStopTimer" | "KeSetTimerEx" | "KeSetTimer" | "KeCancelTimer" | "KeReadStateTimer" | "KeInsertQueueDpc"
+        | "KeSetEvent" | "KeResetEvent" | "KeClearEvent" | "KeReleaseSemaphore" | "KeAcquireSpinLockRaiseToDpc"
+        | "KeReleaseSpinLock" | "KeAcquireSpinLockAtDpcLevel" | "KeReleaseSpinLockFromDpcLevel"
+        | "KeAcquireInStackQueuedSpinLock" | "KeReleaseInStackQueuedSpinLock" | "ObfDereferenceObject"
+        | "ObfReferenceObject" | "IoGetDriverObjectExtension" | "MmMapIoSpace" | "KeWaitForSingleObject"
+        | "KeWaitForMultipleObjects" | "KeReadStateEvent" => DISPATCH_LEVEL,
+        // Any IRQL.
+        "KeInitializeDpc" | "KeInitializeTimerEx" | "KeInitializeTimer" | "KeInitializeEvent"
+        | "KeInitializeSemaphore" | "KeRemoveQueueDpc" | "KeQueryPerformanceCounter" | "KeBugCheckEx"
+        | "DbgPrint" | "DbgPrintEx" | "KeSynchronizeExecution" | "KeGetCurrentIrql" | "IoSetCancelRoutine"
+        | "Irp->Cancel" | "KeStallExecutionProcessor" | "KeGetCurrentProcessorNumberEx" => HIGH_LEVEL,
+        _ => return None,
+    })
+}
+
+/// Checks the caller's IRQL against `max_irql` for the current API.
+pub(crate) fn check_ddi(ctx: &mut Ctx<'_>) -> KResult<()> {
+    let irql = ctx.irql();
+    let Some(max) = max_irql(ctx.api) else { return Ok(()) };
+    if irql > max {
+        let api = ctx.api;
+        return Err(ctx.violation(Violation::new(
+            code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [c4::DDI_IRQL, u64::from(irql), u64::from(max), 0],
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!("{api} was called at IRQL {irql}; its documentation allows at most IRQL {max}."),
+        )));
+    }
+    Ok(())
+}

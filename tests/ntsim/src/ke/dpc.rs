@@ -1,0 +1,169 @@
+//! DPCs: one queue and one DISPATCH_LEVEL thread per simulated processor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::checker::{Violation, code};
+use crate::irql::DISPATCH_LEVEL;
+use crate::machine::{Ctx, Inner, KResult, State, kcall, service};
+use crate::trace::Routine;
+use crate::wdk_sys::{BOOLEAN, KDPC, PKDEFERRED_ROUTINE, PRKDPC, PVOID};
+
+/// What a processor's DPC queue holds.
+pub(crate) enum Queued {
+    Dpc { dpc: usize, routine_kind: Routine },
+    /// The once-a-second IoTimer tick.
+    IoTimerTick,
+}
+
+#[derive(Default)]
+pub(crate) struct Dpcs {
+    /// KDPC address → processor whose queue holds it.
+    pub(crate) inserted: HashMap<usize, usize>,
+    /// KDPC address → how many processors are running it now.
+    pub(crate) running: HashMap<usize, u32>,
+    /// KDPCs queued by timer expiry (CustomTimerDpc) rather than KeInsertQueueDpc.
+    pub(crate) next_cpu: usize,
+}
+
+/// Queues `dpc` on a processor; `false` if it is already queued.
+pub(crate) fn insert(state: &mut State, dpc: usize, from_cpu: usize, routine_kind: Routine) -> bool {
+    if state.ke.dpcs.inserted.contains_key(&dpc) {
+        return false;
+    }
+    let cpus = state.cpus.len();
+    let running = state.ke.dpcs.running.get(&dpc).copied().unwrap_or(0) > 0;
+    let cpu = if running && state.hostile.dpc_on_two_cpus { (from_cpu + 1) % cpus } else { from_cpu % cpus };
+    state.cpus[cpu].dpcs.push_back(Queued::Dpc { dpc, routine_kind });
+    state.cpus[cpu].queued_total += 1;
+    state.ke.dpcs.inserted.insert(dpc, cpu);
+    true
+}
+
+/// Starts processor `cpu`'s DPC thread.
+pub(crate) fn start_processor(inner: &Arc<Inner>, state: &mut State, cpu: usize) {
+    let tid = crate::sched::spawn(inner, state, format!("cpu{cpu}-dpc"), DISPATCH_LEVEL, move || {
+        while let Some(Some(work)) = service("dpc-loop", |ctx| next_work(ctx, cpu)) {
+            if service("dpc-run", |ctx| run(ctx, cpu, work)).is_none() {
+                break;
+            }
+        }
+    });
+    state.threads[tid].cpu = cpu;
+}
+
+fn next_work(ctx: &mut Ctx<'_>, cpu: usize) -> KResult<Option<Queued>> {
+    ctx.block(Box::new(move |state| if state.cpus[cpu].dpcs.is_empty() { None } else { Some(0) }))?;
+    let work = ctx.cpus[cpu].dpcs.pop_front();
+    if let Some(Queued::Dpc { dpc, .. }) = &work {
+        ctx.ke.dpcs.inserted.remove(dpc);
+        *ctx.ke.dpcs.running.entry(*dpc).or_default() += 1;
+    }
+    Ok(work)
+}
+
+fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
+    match work {
+        Queued::Dpc { dpc, routine_kind } => {
+            let raw = dpc as *mut KDPC;
+            // SAFETY: the DPC was initialised by KeInitializeDpc and the driver keeps it
+            // alive while queued (checked at unload).
+            let (routine, context, arg1, arg2) =
+                unsafe { ((*raw).DeferredRoutine, (*raw).DeferredContext, (*raw).SystemArgument1, (*raw).SystemArgument2) };
+            if let Some(routine) = routine {
+                // SAFETY: calling the driver's DPC routine with its documented arguments.
+                ctx.call_driver(routine_kind, || unsafe { routine(raw, context, arg1, arg2) });
+            }
+            after_routine(ctx, routine_kind)?;
+            if let Some(count) = ctx.ke.dpcs.running.get_mut(&dpc) {
+                *count -= 1;
+                if *count == 0 {
+                    ctx.ke.dpcs.running.remove(&dpc);
+                }
+            }
+        }
+        Queued::IoTimerTick => crate::ke::timer::run_io_timers(ctx)?,
+    }
+    ctx.cpus[cpu].finished_total += 1;
+    ctx.signal();
+    Ok(())
+}
+
+/// A DISPATCH_LEVEL callback must return at DISPATCH_LEVEL holding no spin lock.
+pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> {
+    let irql = ctx.irql();
+    let me = ctx.tid;
+    let held: Vec<usize> = ctx.ke.lock_owner.iter().filter(|(_, t)| **t == me).map(|(l, _)| *l).collect();
+    if irql != DISPATCH_LEVEL || !held.is_empty() {
+        let text = if held.is_empty() {
+            format!("{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL.")
+        } else {
+            format!("{routine} returned holding spin lock {:#x}.", held[0])
+        };
+        let v = Violation::new(code::IRQL_NOT_LESS_OR_EQUAL, [u64::from(irql), u64::from(DISPATCH_LEVEL), 0, 0], "IRQL_NOT_LESS_OR_EQUAL", text);
+        return Err(ctx.violation(v));
+    }
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeInitializeDpc(Dpc: PRKDPC, DeferredRoutine: PKDEFERRED_ROUTINE, DeferredContext: PVOID) {
+    kcall("KeInitializeDpc", |_ctx| {
+        // SAFETY: the driver passed a KDPC to initialise; zeroing is a valid state.
+        unsafe {
+            core::ptr::write_bytes(Dpc, 0, 1);
+            (*Dpc).DeferredRoutine = DeferredRoutine;
+            (*Dpc).DeferredContext = DeferredContext;
+        }
+        Ok(())
+    });
+}
+const _: crate::wdk_sys::fnsig::KeInitializeDpc = KeInitializeDpc;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeInsertQueueDpc(Dpc: PRKDPC, SystemArgument1: PVOID, SystemArgument2: PVOID) -> BOOLEAN {
+    kcall("KeInsertQueueDpc", |ctx| {
+        let cpu = ctx.threads[ctx.tid].cpu;
+        if ctx.ke.dpcs.inserted.contains_key(&(Dpc as usize)) {
+            return Ok(0);
+        }
+        // SAFETY: the driver passed an initialised KDPC.
+        unsafe {
+            (*Dpc).SystemArgument1 = SystemArgument1;
+            (*Dpc).SystemArgument2 = SystemArgument2;
+        }
+        let routine = match ctx.routine() {
+            Routine::Isr => Routine::Dpc,
+            _ => Routine::Dpc,
+        };
+        let inserted = insert(ctx, Dpc as usize, cpu, routine);
+        ctx.signal();
+        Ok(BOOLEAN::from(inserted))
+    })
+}
+const _: crate::wdk_sys::fnsig::KeInsertQueueDpc = KeInsertQueueDpc;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeRemoveQueueDpc(Dpc: PRKDPC) -> BOOLEAN {
+    kcall("KeRemoveQueueDpc", |ctx| {
+        let dpc = Dpc as usize;
+        let Some(cpu) = ctx.ke.dpcs.inserted.remove(&dpc) else { return Ok(0) };
+        ctx.cpus[cpu].dpcs.retain(|q| !matches!(q, Queued::Dpc { dpc: d, .. } if *d == dpc));
+        ctx.cpus[cpu].finished_total += 1;
+        ctx.signal();
+        Ok(1)
+    })
+}
+const _: crate::wdk_sys::fnsig::KeRemoveQueueDpc = KeRemoveQueueDpc;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeFlushQueuedDpcs() {
+    kcall("KeFlushQueuedDpcs", |ctx| {
+        let targets: Vec<u64> = ctx.cpus.iter().map(|c| c.queued_total).collect();
+        ctx.block(Box::new(move |state| {
+            state.cpus.iter().zip(&targets).all(|(cpu, &target)| cpu.finished_total >= target).then_some(0)
+        }))?;
+        Ok(())
+    });
+}
+const _: crate::wdk_sys::fnsig::KeFlushQueuedDpcs = KeFlushQueuedDpcs;

@@ -1,0 +1,112 @@
+//! Pool, the performance counter, bug checks and debug output.
+
+use crate::checker::{Violation, c4, code};
+use crate::machine::kcall;
+use crate::pool::FreeError;
+use crate::wdk_sys::{LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG, ULONG_PTR};
+
+/// ntsim's performance counter runs at the clock's resolution: 10 MHz.
+pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID {
+    kcall("ExAllocatePool2", |ctx| {
+        if NumberOfBytes == 0 {
+            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", "ExAllocatePool2 was asked for zero bytes.".to_owned())));
+        }
+        let irql = ctx.irql();
+        let limit = if Flags & POOL_FLAG_PAGED != 0 { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
+        if irql > limit || Flags & (POOL_FLAG_PAGED | POOL_FLAG_NON_PAGED) == 0 {
+            let rule = if Flags & POOL_FLAG_PAGED != 0 { 0x01 } else { 0x02 };
+            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), Flags, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePool2(flags {Flags:#x}) at IRQL {irql}: paged pool needs IRQL <= APC_LEVEL, nonpaged <= DISPATCH_LEVEL, and one of them must be chosen."))));
+        }
+        if ctx.should_fail() {
+            ctx.pool.note_failure();
+            return Ok(std::ptr::null_mut());
+        }
+        Ok(ctx.pool.allocate(usize::try_from(NumberOfBytes).expect("size"), Tag).cast())
+    })
+}
+const _: crate::wdk_sys::fnsig::ExAllocatePool2 = ExAllocatePool2;
+
+fn free(api: &'static str, pointer: PVOID, tag: Option<ULONG>) {
+    kcall(api, |ctx| {
+        if let (Some(tag), Some(actual)) = (tag, ctx.pool.tag_of(pointer.cast()))
+            && tag != actual
+        {
+            return Err(ctx.violation(Violation::new(code::BAD_POOL_CALLER, [0xA, pointer as u64, u64::from(actual), u64::from(tag)], "BAD_POOL_CALLER", format!("ExFreePoolWithTag with tag '{}' on a block allocated with tag '{}'.", crate::pool::tag_text(tag), crate::pool::tag_text(actual)))));
+        }
+        match ctx.pool.free(pointer.cast()) {
+            Ok(()) => Ok(()),
+            Err(FreeError::Twice) => Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::DOUBLE_FREE, pointer as u64, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("{api} on {pointer:p}, which was already freed (double free)."))))
+            ,
+            Err(FreeError::Unknown) => Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::FREE_UNKNOWN_POOL, pointer as u64, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("{api} on {pointer:p}, which is not a pool allocation.")))),
+        }
+    });
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExFreePool(P: PVOID) {
+    free("ExFreePool", P, None);
+}
+const _: crate::wdk_sys::fnsig::ExFreePool = ExFreePool;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExFreePoolWithTag(P: PVOID, Tag: ULONG) {
+    free("ExFreePoolWithTag", P, Some(Tag));
+}
+const _: crate::wdk_sys::fnsig::ExFreePoolWithTag = ExFreePoolWithTag;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeQueryPerformanceCounter(PerformanceFrequency: PLARGE_INTEGER) -> LARGE_INTEGER {
+    kcall("KeQueryPerformanceCounter", |ctx| {
+        if !PerformanceFrequency.is_null() {
+            // SAFETY: the driver passed a writable LARGE_INTEGER.
+            unsafe { (*PerformanceFrequency).QuadPart = PERFORMANCE_FREQUENCY };
+        }
+        Ok(LARGE_INTEGER { QuadPart: i64::try_from(ctx.clock).unwrap_or(i64::MAX) })
+    })
+}
+const _: crate::wdk_sys::fnsig::KeQueryPerformanceCounter = KeQueryPerformanceCounter;
+
+/// The driver bug-checked itself (for example its panic handler did).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeBugCheckEx(
+    BugCheckCode: ULONG,
+    BugCheckParameter1: ULONG_PTR,
+    BugCheckParameter2: ULONG_PTR,
+    BugCheckParameter3: ULONG_PTR,
+    BugCheckParameter4: ULONG_PTR,
+) -> ! {
+    kcall("KeBugCheckEx", |ctx| -> crate::machine::KResult<()> {
+        Err(ctx.violation(Violation::new(
+            BugCheckCode,
+            [BugCheckParameter1, BugCheckParameter2, BugCheckParameter3, BugCheckParameter4],
+            "KeBugCheckEx",
+            "the driver called KeBugCheckEx.".to_owned(),
+        )))
+    });
+    unreachable!("kcall parks the thread after a bug check")
+}
+const _: crate::wdk_sys::fnsig::KeBugCheckEx = KeBugCheckEx;
+
+/// Receives each DbgPrint/DbgPrintEx line from the C shim.
+#[unsafe(no_mangle)]
+extern "C" fn ntsim_debug_output(_component: u32, _level: u32, text: *const core::ffi::c_char) {
+    // SAFETY: the shim passes a NUL-terminated buffer.
+    let line = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy().trim_end().to_owned();
+    kcall("DbgPrintEx", move |ctx| {
+        if std::env::var_os("NTSIM_ECHO").is_some() {
+            eprintln!("[{:>10.3} ms] {line}", ctx.clock as f64 / 10_000.0);
+        }
+        ctx.ke.debug_output.push(line);
+        Ok(())
+    });
+}
+
+impl crate::machine::Machine {
+    /// Every line the drivers printed, in order.
+    pub fn debug_output(&self) -> Vec<String> {
+        self.lock().ke.debug_output.clone()
+    }
+}

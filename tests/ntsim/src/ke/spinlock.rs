@@ -1,0 +1,191 @@
+//! Spin locks, the cancel spin lock and in-stack queued spin locks.
+//!
+//! Ownership is kept by ntsim (lock address → thread), so a recursive acquire, a
+//! release by a thread that does not own the lock, and a wrong IRQL are all caught.
+//! A thread that finds a lock held blocks until it is released: with serial
+//! scheduling that is another simulated processor running meanwhile.
+
+use crate::checker::{Violation, c4, code};
+use crate::irql::DISPATCH_LEVEL;
+use crate::machine::{Ctx, KResult, kcall};
+use crate::wdk_sys::{KIRQL, KLOCK_QUEUE_HANDLE, PKIRQL, PKLOCK_QUEUE_HANDLE, PKSPIN_LOCK};
+
+/// The cancel spin lock's key in the owner table (no real address is this).
+pub(crate) const CANCEL_LOCK: usize = usize::MAX;
+
+fn c4_violation(ctx: &Ctx<'_>, rule: u64, p2: u64, text: String) -> crate::machine::Stop {
+    ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, p2, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", text))
+}
+
+/// Takes `lock` for the calling thread, waiting while another thread holds it.
+pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
+    let me = ctx.tid;
+    if ctx.ke.lock_owner.get(&lock) == Some(&me) {
+        return Err(c4_violation(
+            ctx,
+            c4::RECURSIVE_SPIN_LOCK,
+            lock as u64,
+            format!("{} acquired spin lock {lock:#x} that this thread already holds (deadlock on a real machine).", ctx.api),
+        ));
+    }
+    ctx.block(Box::new(move |state| {
+        if state.ke.lock_owner.contains_key(&lock) {
+            None
+        } else {
+            state.ke.lock_owner.insert(lock, me);
+            Some(0)
+        }
+    }))?;
+    if lock != CANCEL_LOCK {
+        // Visible to a debugger-minded test: the lock word is non-zero while held.
+        // SAFETY: the driver passed a valid KSPIN_LOCK.
+        unsafe { *(lock as *mut u64) = (me as u64) + 1 };
+    }
+    Ok(())
+}
+
+/// Gives `lock` up; the caller must own it.
+pub(crate) fn release(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
+    let me = ctx.tid;
+    match ctx.ke.lock_owner.get(&lock) {
+        Some(&owner) if owner == me => {}
+        other => {
+            let text = match other {
+                Some(_) => format!("{} released spin lock {lock:#x}, which another thread holds.", ctx.api),
+                None => format!("{} released spin lock {lock:#x}, which is not held.", ctx.api),
+            };
+            return Err(c4_violation(ctx, 0x1004, lock as u64, text));
+        }
+    }
+    ctx.ke.lock_owner.remove(&lock);
+    if lock != CANCEL_LOCK {
+        // SAFETY: the driver passed a valid KSPIN_LOCK.
+        unsafe { *(lock as *mut u64) = 0 };
+    }
+    ctx.signal();
+    Ok(())
+}
+
+fn raise_to_dispatch(ctx: &mut Ctx<'_>) -> KResult<KIRQL> {
+    let old = ctx.irql();
+    if old > DISPATCH_LEVEL {
+        return Err(c4_violation(
+            ctx,
+            c4::SPIN_LOCK_ACQUIRE_ABOVE_DISPATCH,
+            u64::from(old),
+            format!("{} was called at IRQL {old}; spin locks are acquired at or below DISPATCH_LEVEL.", ctx.api),
+        ));
+    }
+    ctx.set_irql(DISPATCH_LEVEL);
+    Ok(old)
+}
+
+fn require_dispatch(ctx: &Ctx<'_>, rule: u64) -> KResult<()> {
+    let irql = ctx.irql();
+    if irql == DISPATCH_LEVEL {
+        return Ok(());
+    }
+    Err(c4_violation(ctx, rule, u64::from(irql), format!("{} was called at IRQL {irql}; it must run at DISPATCH_LEVEL.", ctx.api)))
+}
+
+fn lower_to(ctx: &mut Ctx<'_>, new_irql: KIRQL) -> KResult<()> {
+    if new_irql > DISPATCH_LEVEL {
+        return Err(c4_violation(
+            ctx,
+            c4::SPIN_LOCK_RELEASE_IRQL,
+            u64::from(new_irql),
+            format!("{} was asked to return to IRQL {new_irql}, above DISPATCH_LEVEL.", ctx.api),
+        ));
+    }
+    ctx.set_irql(new_irql);
+    ctx.signal();
+    Ok(())
+}
+
+/// KeAcquireSpinLockRaiseToDpc (what `KeAcquireSpinLock` expands to on x64).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL {
+    kcall("KeAcquireSpinLockRaiseToDpc", |ctx| {
+        let old = raise_to_dispatch(ctx)?;
+        acquire(ctx, SpinLock as usize)?;
+        Ok(old)
+    })
+}
+const _: crate::wdk_sys::fnsig::KeAcquireSpinLockRaiseToDpc = KeAcquireSpinLockRaiseToDpc;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
+    kcall("KeReleaseSpinLock", |ctx| {
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        release(ctx, SpinLock as usize)?;
+        lower_to(ctx, NewIrql)
+    });
+}
+const _: crate::wdk_sys::fnsig::KeReleaseSpinLock = KeReleaseSpinLock;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeAcquireSpinLockAtDpcLevel(SpinLock: PKSPIN_LOCK) {
+    kcall("KeAcquireSpinLockAtDpcLevel", |ctx| {
+        require_dispatch(ctx, c4::SPIN_LOCK_AT_DPC_BELOW_DISPATCH)?;
+        acquire(ctx, SpinLock as usize)
+    });
+}
+const _: crate::wdk_sys::fnsig::KeAcquireSpinLockAtDpcLevel = KeAcquireSpinLockAtDpcLevel;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeReleaseSpinLockFromDpcLevel(SpinLock: PKSPIN_LOCK) {
+    kcall("KeReleaseSpinLockFromDpcLevel", |ctx| {
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        release(ctx, SpinLock as usize)
+    });
+}
+const _: crate::wdk_sys::fnsig::KeReleaseSpinLockFromDpcLevel = KeReleaseSpinLockFromDpcLevel;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeAcquireInStackQueuedSpinLock(SpinLock: PKSPIN_LOCK, LockHandle: PKLOCK_QUEUE_HANDLE) {
+    kcall("KeAcquireInStackQueuedSpinLock", |ctx| {
+        let old = raise_to_dispatch(ctx)?;
+        acquire(ctx, SpinLock as usize)?;
+        // SAFETY: the driver passed a writable lock-queue handle.
+        unsafe {
+            (*LockHandle).LockQueue.Lock = SpinLock;
+            (*LockHandle).OldIrql = old;
+        }
+        Ok(())
+    });
+}
+const _: crate::wdk_sys::fnsig::KeAcquireInStackQueuedSpinLock = KeAcquireInStackQueuedSpinLock;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeReleaseInStackQueuedSpinLock(LockHandle: PKLOCK_QUEUE_HANDLE) {
+    kcall("KeReleaseInStackQueuedSpinLock", |ctx| {
+        // SAFETY: the handle was filled by KeAcquireInStackQueuedSpinLock.
+        let handle: KLOCK_QUEUE_HANDLE = unsafe { core::ptr::read(LockHandle) };
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        release(ctx, handle.LockQueue.Lock as usize)?;
+        lower_to(ctx, handle.OldIrql)
+    });
+}
+const _: crate::wdk_sys::fnsig::KeReleaseInStackQueuedSpinLock = KeReleaseInStackQueuedSpinLock;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoAcquireCancelSpinLock(Irql: PKIRQL) {
+    kcall("IoAcquireCancelSpinLock", |ctx| {
+        let old = raise_to_dispatch(ctx)?;
+        acquire(ctx, CANCEL_LOCK)?;
+        // SAFETY: the driver passed a writable KIRQL.
+        unsafe { *Irql = old };
+        Ok(())
+    });
+}
+const _: crate::wdk_sys::fnsig::IoAcquireCancelSpinLock = IoAcquireCancelSpinLock;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
+    kcall("IoReleaseCancelSpinLock", |ctx| {
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        release(ctx, CANCEL_LOCK)?;
+        lower_to(ctx, Irql)
+    });
+}
+const _: crate::wdk_sys::fnsig::IoReleaseCancelSpinLock = IoReleaseCancelSpinLock;

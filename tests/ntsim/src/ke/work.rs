@@ -1,0 +1,149 @@
+//! Work items: IoAllocateWorkItem / IoQueueWorkItem / IoFreeWorkItem, run at
+//! PASSIVE_LEVEL on worker threads. A queued item holds a reference on its device
+//! object until its routine returns, which is what defers an unload.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::checker::{Violation, code, ntsim_rule};
+use crate::irql::PASSIVE_LEVEL;
+use crate::machine::{Ctx, Inner, KResult, State, kcall, service};
+use crate::trace::Routine;
+use crate::wdk_sys::{PDEVICE_OBJECT, PIO_WORKITEM, PIO_WORKITEM_ROUTINE, PVOID, WORK_QUEUE_TYPE};
+
+pub(crate) struct Item {
+    pub(crate) device: usize,
+    pub(crate) queued: bool,
+    _memory: Box<[u64; 8]>,
+}
+
+struct Queued {
+    item: usize,
+    routine: PIO_WORKITEM_ROUTINE,
+    context: usize,
+}
+
+// SAFETY: the routine is a plain function pointer into driver code.
+unsafe impl Send for Queued {}
+
+#[derive(Default)]
+pub(crate) struct WorkQueue {
+    pub(crate) items: HashMap<usize, Item>,
+    queue: VecDeque<Queued>,
+    pub(crate) running: usize,
+}
+
+impl WorkQueue {
+    pub(crate) fn outstanding(&self) -> usize {
+        self.queue.len() + self.running
+    }
+}
+
+pub(crate) fn start_worker(inner: &Arc<Inner>, state: &mut State, n: usize) {
+    crate::sched::spawn(inner, state, format!("worker-{n}"), PASSIVE_LEVEL, move || {
+        while let Some(Some(work)) = service("worker-loop", next_work) {
+            if service("worker-run", |ctx| run(ctx, work)).is_none() {
+                break;
+            }
+        }
+    });
+}
+
+fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
+    ctx.block(Box::new(|state| if state.ke.work.queue.is_empty() { None } else { Some(0) }))?;
+    let work = ctx.ke.work.queue.pop_front();
+    if let Some(w) = &work {
+        ctx.ke.work.running += 1;
+        if let Some(item) = ctx.ke.work.items.get_mut(&w.item) {
+            item.queued = false;
+        }
+    }
+    Ok(work)
+}
+
+fn run(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
+    let device = ctx.ke.work.items.get(&work.item).map_or(0, |i| i.device);
+    if let Some(routine) = work.routine {
+        // SAFETY: the driver's work routine with the arguments it queued.
+        ctx.call_driver(Routine::WorkItem, || unsafe {
+            routine(device as PDEVICE_OBJECT, work.context as PVOID);
+        });
+    }
+    let irql = ctx.irql();
+    if irql != PASSIVE_LEVEL {
+        return Err(ctx.violation(Violation::new(
+            code::IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(irql), 0, 0, 0],
+            "IRQL_NOT_LESS_OR_EQUAL",
+            format!("a work item routine returned at IRQL {irql}; it was called at PASSIVE_LEVEL."),
+        )));
+    }
+    ctx.ke.work.running -= 1;
+    crate::ob::dereference(ctx, device)?;
+    ctx.signal();
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoAllocateWorkItem(DeviceObject: PDEVICE_OBJECT) -> PIO_WORKITEM {
+    kcall("IoAllocateWorkItem", |ctx| {
+        if ctx.should_fail() {
+            return Ok(core::ptr::null_mut());
+        }
+        let mut memory = Box::new([0u64; 8]);
+        let address = memory.as_mut_ptr() as usize;
+        ctx.ke.work.items.insert(address, Item { device: DeviceObject as usize, queued: false, _memory: memory });
+        Ok(address as PIO_WORKITEM)
+    })
+}
+const _: crate::wdk_sys::fnsig::IoAllocateWorkItem = IoAllocateWorkItem;
+
+fn work_item_rule(ctx: &Ctx<'_>, item: usize, text: String) -> crate::machine::Stop {
+    ctx.violation(Violation::new(code::NTSIM_RULE, [ntsim_rule::BAD_OBJECT, item as u64, 0, 0], "NTSIM_BAD_WORK_ITEM", text))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoQueueWorkItem(
+    IoWorkItem: PIO_WORKITEM,
+    WorkerRoutine: PIO_WORKITEM_ROUTINE,
+    _QueueType: WORK_QUEUE_TYPE,
+    Context: PVOID,
+) {
+    kcall("IoQueueWorkItem", |ctx| {
+        let item = IoWorkItem as usize;
+        let device = match ctx.ke.work.items.get(&item) {
+            None => return Err(work_item_rule(ctx, item, format!("IoQueueWorkItem on {item:#x}, which IoAllocateWorkItem did not return (or was freed)."))),
+            Some(i) if i.queued => {
+                return Err(work_item_rule(ctx, item, format!("IoQueueWorkItem on {item:#x}, which is already queued.")));
+            }
+            Some(i) => i.device,
+        };
+        crate::ob::reference(ctx, device);
+        ctx.ke.work.items.get_mut(&item).expect("checked").queued = true;
+        ctx.ke.work.queue.push_back(Queued { item, routine: WorkerRoutine, context: Context as usize });
+        ctx.signal();
+        Ok(())
+    });
+}
+const _: crate::wdk_sys::fnsig::IoQueueWorkItem = IoQueueWorkItem;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IoFreeWorkItem(IoWorkItem: PIO_WORKITEM) {
+    kcall("IoFreeWorkItem", |ctx| {
+        let item = IoWorkItem as usize;
+        match ctx.ke.work.items.get(&item) {
+            None => Err(work_item_rule(ctx, item, format!("IoFreeWorkItem on {item:#x}, which is not an allocated work item (freed twice?)."))),
+            Some(i) if i.queued => Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [crate::checker::c4::FREE_POOL_WITH_QUEUED_WORK_ITEM, item as u64, 0, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("IoFreeWorkItem on {item:#x} while it is still queued."),
+            ))),
+            Some(_) => {
+                ctx.ke.work.items.remove(&item);
+                Ok(())
+            }
+        }
+    });
+}
+const _: crate::wdk_sys::fnsig::IoFreeWorkItem = IoFreeWorkItem;

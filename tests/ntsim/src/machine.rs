@@ -1,0 +1,491 @@
+//! The simulated machine: its state, the kernel-call gateway, and the controller API a
+//! test uses (load a driver, move the clock, collect the verdict).
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::checker::{Violation, code, ntsim_rule};
+use crate::sched::{self, Mode, SimThread, Status, Tid, WaitCondition};
+use crate::trace::{Routine, Trace};
+
+/// What a machine is built with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    /// Simulated processors, each with its own DPC queue (at least 2 by default).
+    pub cpus: usize,
+    /// Worker threads serving `IoQueueWorkItem`.
+    pub workers: usize,
+    /// Kernel calls kept in the trace.
+    pub trace_limit: usize,
+    pub hostile: Hostile,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { mode: Mode::Seeded(1), cpus: 2, workers: 2, trace_limit: 100_000, hostile: Hostile::default() }
+    }
+}
+
+impl Config {
+    pub fn seeded(seed: u64) -> Self {
+        Config { mode: Mode::Seeded(seed), ..Config::default() }
+    }
+}
+
+/// Options real kernels allow and careless drivers trip on.
+#[derive(Clone, Debug, Default)]
+pub struct Hostile {
+    /// Drop the client's file-object reference while the last IRP completes, so that
+    /// IRP_MJ_CLOSE arrives from inside `IoCompleteRequest`.
+    pub close_inside_completion: bool,
+    /// Overwrite the RegistryPath buffer once DriverEntry returns.
+    pub poison_registry_path: bool,
+    /// Run a re-queued DPC on another processor while it is still running.
+    pub dpc_on_two_cpus: bool,
+}
+
+/// Why the machine stopped running driver code.
+#[derive(Clone, Debug)]
+pub(crate) enum Halt {
+    BugCheck(Box<Violation>),
+    Shutdown,
+}
+
+pub(crate) struct Cpu {
+    pub(crate) dpcs: std::collections::VecDeque<crate::ke::dpc::Queued>,
+    /// DPCs ever queued on / finished by this processor, for KeFlushQueuedDpcs.
+    pub(crate) queued_total: u64,
+    pub(crate) finished_total: u64,
+}
+
+pub(crate) struct State {
+    pub(crate) sched: sched::Scheduler,
+    pub(crate) threads: Vec<SimThread>,
+    pub(crate) running_threads: usize,
+    pub(crate) cpus: Vec<Cpu>,
+    /// Simulated time in 100 ns units since boot.
+    pub(crate) clock: u64,
+    pub(crate) halt: Option<Halt>,
+    pub(crate) trace: Trace,
+    pub(crate) hostile: Hostile,
+    pub(crate) pool: crate::pool::Pool,
+    pub(crate) ob: crate::ob::Objects,
+    pub(crate) ke: crate::ke::Ke,
+    pub(crate) io: crate::io::Io,
+    pub(crate) registry: crate::registry::Registry,
+    pub(crate) faults: crate::faults::Faults,
+    /// Jobs posted by the controller to simulated threads, per thread.
+    pub(crate) mailboxes: Vec<std::collections::VecDeque<Job>>,
+}
+
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+// SAFETY: the state holds raw pointers into kernel objects ntsim owns (boxed device,
+// driver and file objects) or the driver owns; every access goes through the machine
+// mutex, so moving the state between threads is sound.
+unsafe impl Send for State {}
+
+impl State {
+    pub(crate) fn halted(&self) -> bool {
+        self.halt.is_some()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) state: Mutex<State>,
+    pub(crate) cv: Condvar,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is an ntsim bug; keep going to report it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Why a kernel call does not return to the driver.
+pub(crate) enum Stop {
+    Violation(Box<Violation>),
+    /// The machine halted while this thread waited.
+    Halted,
+    /// PsTerminateSystemThread.
+    Terminate,
+}
+
+impl From<Violation> for Stop {
+    fn from(v: Violation) -> Self {
+        Stop::Violation(Box::new(v))
+    }
+}
+
+pub(crate) type KResult<T> = Result<T, Stop>;
+
+/// The state a kernel call works on, locked, plus who is calling.
+pub(crate) struct Ctx<'a> {
+    pub(crate) inner: &'a Inner,
+    guard: Option<MutexGuard<'a, State>>,
+    pub(crate) tid: Tid,
+    pub(crate) api: &'static str,
+}
+
+impl std::ops::Deref for Ctx<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("machine state is locked")
+    }
+}
+
+impl std::ops::DerefMut for Ctx<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("machine state is locked")
+    }
+}
+
+impl Ctx<'_> {
+    /// Runs `f` (usually a driver routine) with the machine unlocked.
+    pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        drop(self.guard.take());
+        self.inner.cv.notify_all();
+        let result = f();
+        self.guard = Some(self.inner.lock());
+        result
+    }
+
+    /// Runs driver routine `f` marked as `routine` in the trace, unlocked.
+    pub(crate) fn call_driver<R>(&mut self, routine: Routine, f: impl FnOnce() -> R) -> R {
+        let tid = self.tid;
+        self.threads[tid].routines.push(routine);
+        let result = self.unlocked(f);
+        self.threads[tid].routines.pop();
+        result
+    }
+
+    /// Blocks until `condition` holds.
+    pub(crate) fn block(&mut self, condition: WaitCondition) -> KResult<i64> {
+        let guard = self.guard.take().expect("locked");
+        let (guard, result) = sched::block_on(self.inner, guard, self.tid, condition);
+        self.guard = Some(guard);
+        result.ok_or(Stop::Halted)
+    }
+
+    /// A scheduling point.
+    pub(crate) fn yield_point(&mut self) -> KResult<()> {
+        let guard = self.guard.take().expect("locked");
+        let (guard, alive) = sched::yield_now(self.inner, guard, self.tid);
+        self.guard = Some(guard);
+        if alive { Ok(()) } else { Err(Stop::Halted) }
+    }
+
+    /// Wakes threads whose wait conditions now hold.
+    pub(crate) fn signal(&mut self) {
+        sched::wake_satisfied(self);
+        self.inner.cv.notify_all();
+    }
+
+    pub(crate) fn irql(&self) -> u8 {
+        self.threads[self.tid].irql
+    }
+
+    pub(crate) fn set_irql(&mut self, irql: u8) {
+        let tid = self.tid;
+        self.threads[tid].irql = irql;
+    }
+
+    pub(crate) fn routine(&self) -> Routine {
+        self.threads[self.tid].routines.last().copied().unwrap_or(Routine::Kernel)
+    }
+
+    /// Fills in who and where for a violation found in this call.
+    pub(crate) fn violation(&self, mut v: Violation) -> Stop {
+        v.thread.clone_from(&self.threads[self.tid].name);
+        v.routine = self.routine();
+        v.trace_tail = self.trace.tail(12);
+        Stop::Violation(Box::new(v))
+    }
+
+    /// Spawns a simulated thread.
+    pub(crate) fn spawn(&mut self, name: String, irql: u8, body: impl FnOnce() + Send + 'static) -> Tid {
+        let arc = current_arc();
+        sched::spawn(&arc, self, name, irql, body)
+    }
+
+    /// Is this the `n`th call the fault plan wants to fail?
+    pub(crate) fn should_fail(&mut self) -> bool {
+        let api = self.api;
+        self.faults.should_fail(api)
+    }
+}
+
+/// Runs ntsim's own work (a processor's DPC loop, a worker thread) on the calling
+/// simulated thread. Unlike [`kcall`] it records no trace entry and returns `None`
+/// when the machine halted, so the thread can leave its loop.
+pub(crate) fn service<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Option<R> {
+    let (arc, tid) = sched::current().expect("simulated thread");
+    let inner: &Inner = &arc;
+    let mut ctx = Ctx { inner, guard: Some(inner.lock()), tid, api };
+    match f(&mut ctx) {
+        Ok(value) => Some(value),
+        Err(stop) => {
+            if let Stop::Violation(v) = stop
+                && ctx.halt.is_none()
+            {
+                ctx.halt = Some(Halt::BugCheck(v));
+            }
+            if ctx.sched.mode.is_serial() {
+                ctx.sched.baton = None;
+            }
+            ctx.inner.cv.notify_all();
+            None
+        }
+    }
+}
+
+fn current_arc() -> Arc<Inner> {
+    sched::current().expect("simulated thread").0
+}
+
+/// The gateway of every kernel export: a scheduling point, the trace record, the IRQL
+/// rule for `api`, then `f` on the locked machine. A violation halts the machine and
+/// parks the calling thread; the test receives the verdict.
+pub(crate) fn kcall<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> R {
+    let Some((arc, tid)) = sched::current() else { off_machine(api) };
+    let outcome = {
+        let inner: &Inner = &arc;
+        let mut ctx = Ctx { inner, guard: Some(inner.lock()), tid, api };
+        run_call(&mut ctx, f)
+    };
+    match outcome {
+        Ok(value) => value,
+        Err(parking) => {
+            drop(arc);
+            sched::park_forever(parking)
+        }
+    }
+}
+
+fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Result<R, Arc<(Mutex<()>, Condvar)>> {
+    let result = ctx.yield_point().and_then(|()| {
+        let (thread, irql, routine, time) = {
+            let t = &ctx.threads[ctx.tid];
+            (t.name.clone(), t.irql, ctx.routine(), ctx.clock)
+        };
+        let api = ctx.api;
+        ctx.trace.push(api, &thread, irql, routine, time);
+        crate::irql::check_ddi(ctx)?;
+        f(ctx)
+    });
+    match result {
+        Ok(value) => Ok(value),
+        Err(stop) => {
+            let tid = ctx.tid;
+            if let Stop::Violation(v) = stop
+                && ctx.halt.is_none()
+            {
+                ctx.halt = Some(Halt::BugCheck(v));
+            }
+            ctx.threads[tid].status = Status::Parked;
+            ctx.running_threads -= 1;
+            let parking = Arc::clone(&ctx.threads[tid].parking);
+            if ctx.sched.mode.is_serial() {
+                ctx.sched.baton = None;
+            }
+            ctx.inner.cv.notify_all();
+            Err(parking)
+        }
+    }
+}
+
+/// A kernel export called from a thread ntsim did not create: the test called driver
+/// code directly. Rust cannot unwind out of the `extern "C"` export, so say why and stop.
+fn off_machine(api: &str) -> ! {
+    eprintln!(
+        "ntsim: {api} was called from a thread that is not a simulated thread ({:#x}/{}). \
+         Call driver code through Machine (load_driver, Process::...) so it runs on the machine.",
+        code::NTSIM_RULE,
+        ntsim_rule::KERNEL_CALL_OFF_MACHINE
+    );
+    std::process::abort()
+}
+
+/// A simulated NT machine. Dropping it stops its threads.
+pub struct Machine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A test's failure to reach the state it waited for.
+#[derive(Clone, Debug)]
+pub enum Stopped {
+    /// A check fired.
+    BugCheck(Box<Violation>),
+    /// Nothing can run and no timer is due: the awaited event never happens.
+    Hang(String),
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::BugCheck(v) => write!(f, "{v}"),
+            Stopped::Hang(what) => write!(f, "hang: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl Machine {
+    pub fn new(config: Config) -> Machine {
+        let cpus = config.cpus.max(1);
+        let state = State {
+            sched: sched::Scheduler::new(config.mode),
+            threads: Vec::new(),
+            running_threads: 0,
+            cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, finished_total: 0 }).collect(),
+            clock: 0,
+            halt: None,
+            trace: Trace::new(config.trace_limit),
+            hostile: config.hostile.clone(),
+            pool: crate::pool::Pool::default(),
+            ob: crate::ob::Objects::default(),
+            ke: crate::ke::Ke::default(),
+            io: crate::io::Io::default(),
+            registry: crate::registry::Registry::default(),
+            faults: crate::faults::Faults::default(),
+            mailboxes: Vec::new(),
+        };
+        let machine = Machine { inner: Arc::new(Inner { state: Mutex::new(state), cv: Condvar::new() }) };
+        {
+            let mut state = machine.inner.lock();
+            for cpu in 0..cpus {
+                crate::ke::dpc::start_processor(&machine.inner, &mut state, cpu);
+            }
+            for n in 0..config.workers {
+                crate::ke::work::start_worker(&machine.inner, &mut state, n);
+            }
+        }
+        machine.run_until_idle();
+        machine
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.lock()
+    }
+
+    /// Lets simulated threads run until none can.
+    pub fn run_until_idle(&self) {
+        let guard = self.lock();
+        drop(sched::run_until_idle(&self.inner, guard));
+    }
+
+    /// Runs until `done` holds, moving the clock to the next timer whenever nothing can
+    /// run. Fails with the bug check, or with a hang if nothing is left to happen.
+    pub(crate) fn run_until(&self, what: &str, mut done: impl FnMut(&mut State) -> bool) -> Result<(), Stopped> {
+        let mut guard = self.lock();
+        loop {
+            guard = sched::run_until_idle(&self.inner, guard);
+            if let Some(halt) = &guard.halt {
+                return Err(match halt {
+                    Halt::BugCheck(v) => Stopped::BugCheck(v.clone()),
+                    Halt::Shutdown => Stopped::Hang(format!("machine shut down before {what}")),
+                });
+            }
+            if done(&mut guard) {
+                return Ok(());
+            }
+            match crate::ke::timer::next_event(&guard) {
+                Some(when) => crate::ke::timer::advance_to(&mut guard, when),
+                None => return Err(Stopped::Hang(format!("{what} never happens: no thread can run and no timer is set"))),
+            }
+            self.inner.cv.notify_all();
+        }
+    }
+
+    /// Moves simulated time forward by `delta_100ns`, firing timers (and their DPCs)
+    /// in order, and running whatever becomes runnable at each step.
+    pub fn advance(&self, delta_100ns: u64) -> Result<(), Stopped> {
+        let target = self.lock().clock + delta_100ns;
+        loop {
+            let mut guard = sched::run_until_idle(&self.inner, self.lock());
+            if let Some(Halt::BugCheck(v)) = &guard.halt {
+                return Err(Stopped::BugCheck(v.clone()));
+            }
+            match crate::ke::timer::next_event(&guard) {
+                Some(when) if when <= target => crate::ke::timer::advance_to(&mut guard, when),
+                _ => {
+                    crate::ke::timer::advance_to(&mut guard, target);
+                    drop(guard);
+                    self.inner.cv.notify_all();
+                    self.run_until_idle();
+                    return self.verdict();
+                }
+            }
+            drop(guard);
+            self.inner.cv.notify_all();
+        }
+    }
+
+    /// Advances by whole milliseconds.
+    pub fn advance_ms(&self, ms: u64) -> Result<(), Stopped> {
+        self.advance(ms * 10_000)
+    }
+
+    /// Simulated time since boot, in 100 ns units.
+    pub fn now(&self) -> u64 {
+        self.lock().clock
+    }
+
+    /// The bug check that stopped the machine, if any.
+    pub fn verdict(&self) -> Result<(), Stopped> {
+        match &self.lock().halt {
+            Some(Halt::BugCheck(v)) => Err(Stopped::BugCheck(v.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every kernel call kept so far, oldest first.
+    pub fn trace(&self) -> Vec<crate::trace::Call> {
+        self.lock().trace.snapshot()
+    }
+
+    /// Runs `job` on a fresh simulated thread at PASSIVE_LEVEL and waits for its result.
+    pub(crate) fn run_job<R: Send + 'static>(
+        &self,
+        name: &str,
+        routine: Routine,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        let slot: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        {
+            let mut guard = self.lock();
+            let tid = sched::spawn(&self.inner, &mut guard, name.to_owned(), 0, move || {
+                let value = job();
+                *out.lock().expect("job slot") = Some(value);
+            });
+            guard.threads[tid].routines.push(routine);
+        }
+        self.run_until(name, |_| slot.lock().expect("job slot").is_some())?;
+        let value = slot.lock().expect("job slot").take().expect("job finished");
+        Ok(value)
+    }
+
+    /// Fault injection plan for this machine.
+    pub fn faults(&self) -> crate::faults::FaultHandle<'_> {
+        crate::faults::FaultHandle { machine: self }
+    }
+
+    /// Pool counters.
+    pub fn pool_stats(&self) -> crate::pool::Stats {
+        self.lock().pool.stats()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let mut guard = self.lock();
+        if guard.halt.is_none() {
+            guard.halt = Some(Halt::Shutdown);
+        }
+        drop(guard);
+        self.inner.cv.notify_all();
+    }
+}

@@ -1,0 +1,269 @@
+//! The registry parts drivers use: keys (persistent or volatile), typed values, and
+//! kernel handles to keys.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::io::device::read_unicode;
+use crate::machine::{Ctx, Machine, kcall};
+use crate::wdk_sys::{
+    ACCESS_MASK, HANDLE, KEY_VALUE_INFORMATION_CLASS, NTSTATUS, PHANDLE, POBJECT_ATTRIBUTES, PULONG, PUNICODE_STRING,
+    PVOID, REG_BINARY, REG_CREATED_NEW_KEY, REG_DWORD, REG_OPENED_EXISTING_KEY, REG_OPTION_VOLATILE, REG_SZ,
+    STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE,
+    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, ULONG,
+};
+
+/// A registry value as tests write and read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Dword(u32),
+    String(String),
+    Binary(Vec<u8>),
+    /// Any other type, raw.
+    Raw(u32, Vec<u8>),
+}
+
+impl Value {
+    fn encode(&self) -> (u32, Vec<u8>) {
+        match self {
+            Value::Dword(v) => (REG_DWORD, v.to_le_bytes().to_vec()),
+            Value::String(s) => (REG_SZ, s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect()),
+            Value::Binary(b) => (REG_BINARY, b.clone()),
+            Value::Raw(t, b) => (*t, b.clone()),
+        }
+    }
+    fn decode(kind: u32, data: &[u8]) -> Value {
+        match kind {
+            REG_DWORD if data.len() == 4 => Value::Dword(u32::from_le_bytes(data.try_into().expect("4 bytes"))),
+            REG_SZ => {
+                let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+                Value::String(String::from_utf16_lossy(&units))
+            }
+            REG_BINARY => Value::Binary(data.to_vec()),
+            other => Value::Raw(other, data.to_vec()),
+        }
+    }
+}
+
+struct Key {
+    volatile: bool,
+    values: BTreeMap<String, (u32, Vec<u8>)>,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    /// Upper-cased full path → key.
+    keys: BTreeMap<String, Key>,
+    handles: HashMap<u64, String>,
+    next_handle: u64,
+}
+
+impl Registry {
+    pub(crate) fn create_key(&mut self, path: &str, volatile: bool) -> bool {
+        let key = path.to_uppercase();
+        if self.keys.contains_key(&key) {
+            return false;
+        }
+        self.keys.insert(key, Key { volatile, values: BTreeMap::new() });
+        true
+    }
+    pub(crate) fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+    fn open(&mut self, path: String) -> u64 {
+        self.next_handle += 4;
+        let handle = 0xFFFF_FFFF_9000_0000 | self.next_handle;
+        self.handles.insert(handle, path);
+        handle
+    }
+}
+
+/// ZwClose on a key handle; `None` if `handle` is not a key.
+pub(crate) fn close_key(ctx: &mut Ctx<'_>, handle: u64) -> Option<NTSTATUS> {
+    ctx.registry.handles.remove(&handle).map(|_| STATUS_SUCCESS)
+}
+
+/// The full, upper-cased path an OBJECT_ATTRIBUTES names.
+fn path_of(ctx: &Ctx<'_>, attributes: POBJECT_ATTRIBUTES) -> Option<String> {
+    if attributes.is_null() {
+        return None;
+    }
+    // SAFETY: the driver passed a valid OBJECT_ATTRIBUTES.
+    let (root, name) = unsafe { ((*attributes).RootDirectory, read_unicode((*attributes).ObjectName)?) };
+    let full = if root.is_null() {
+        name
+    } else {
+        let parent = ctx.registry.handles.get(&(root as u64))?;
+        format!("{parent}\\{name}")
+    };
+    Some(full.to_uppercase())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ZwOpenKey(KeyHandle: PHANDLE, _DesiredAccess: ACCESS_MASK, ObjectAttributes: POBJECT_ATTRIBUTES) -> NTSTATUS {
+    kcall("ZwOpenKey", |ctx| {
+        if ctx.should_fail() {
+            return Ok(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        let Some(path) = path_of(ctx, ObjectAttributes) else { return Ok(STATUS_INVALID_PARAMETER) };
+        if !ctx.registry.keys.contains_key(&path) {
+            return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
+        }
+        let handle = ctx.registry.open(path);
+        // SAFETY: the driver passed a writable HANDLE.
+        unsafe { *KeyHandle = handle as HANDLE };
+        Ok(STATUS_SUCCESS)
+    })
+}
+const _: crate::wdk_sys::fnsig::ZwOpenKey = ZwOpenKey;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ZwCreateKey(
+    KeyHandle: PHANDLE,
+    _DesiredAccess: ACCESS_MASK,
+    ObjectAttributes: POBJECT_ATTRIBUTES,
+    _TitleIndex: ULONG,
+    _Class: PUNICODE_STRING,
+    CreateOptions: ULONG,
+    Disposition: PULONG,
+) -> NTSTATUS {
+    kcall("ZwCreateKey", |ctx| {
+        if ctx.should_fail() {
+            return Ok(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        let Some(path) = path_of(ctx, ObjectAttributes) else { return Ok(STATUS_INVALID_PARAMETER) };
+        let parent = path.rsplit_once('\\').map(|(p, _)| p.to_owned()).unwrap_or_default();
+        if !parent.is_empty() && !ctx.registry.keys.contains_key(&parent) && parent.matches('\\').count() > 3 {
+            return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
+        }
+        let created = ctx.registry.create_key(&path, CreateOptions & REG_OPTION_VOLATILE != 0);
+        let handle = ctx.registry.open(path);
+        // SAFETY: the driver passed writable out-parameters (Disposition is optional).
+        unsafe {
+            *KeyHandle = handle as HANDLE;
+            if !Disposition.is_null() {
+                *Disposition = if created { REG_CREATED_NEW_KEY } else { REG_OPENED_EXISTING_KEY };
+            }
+        }
+        Ok(STATUS_SUCCESS)
+    })
+}
+const _: crate::wdk_sys::fnsig::ZwCreateKey = ZwCreateKey;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ZwQueryValueKey(
+    KeyHandle: HANDLE,
+    ValueName: PUNICODE_STRING,
+    KeyValueInformationClass: KEY_VALUE_INFORMATION_CLASS,
+    KeyValueInformation: PVOID,
+    Length: ULONG,
+    ResultLength: PULONG,
+) -> NTSTATUS {
+    kcall("ZwQueryValueKey", |ctx| {
+        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else { return Ok(STATUS_INVALID_HANDLE) };
+        // KeyValuePartialInformation is 2; ntsim implements only that class.
+        if KeyValueInformationClass != 2 {
+            return Ok(STATUS_INVALID_PARAMETER);
+        }
+        // SAFETY: the driver passed a valid name.
+        let Some(name) = (unsafe { read_unicode(ValueName) }) else { return Ok(STATUS_INVALID_PARAMETER) };
+        let Some((kind, data)) = ctx.registry.keys.get(&path).and_then(|k| k.values.get(&name.to_uppercase())).cloned() else {
+            return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
+        };
+        const HEADER: usize = 12;
+        let needed = HEADER + data.len();
+        // SAFETY: ResultLength is a writable ULONG.
+        unsafe { *ResultLength = u32::try_from(needed).unwrap_or(u32::MAX) };
+        let length = Length as usize;
+        if length < HEADER {
+            return Ok(STATUS_BUFFER_TOO_SMALL);
+        }
+        let out = KeyValueInformation.cast::<u8>();
+        // SAFETY: the driver passed `Length` writable bytes; we write at most that.
+        unsafe {
+            std::ptr::write_bytes(out, 0, 4);
+            std::ptr::copy_nonoverlapping(kind.to_le_bytes().as_ptr(), out.add(4), 4);
+            std::ptr::copy_nonoverlapping(u32::try_from(data.len()).unwrap_or(0).to_le_bytes().as_ptr(), out.add(8), 4);
+            let fits = data.len().min(length - HEADER);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), out.add(HEADER), fits);
+        }
+        Ok(if length < needed { STATUS_BUFFER_OVERFLOW } else { STATUS_SUCCESS })
+    })
+}
+const _: crate::wdk_sys::fnsig::ZwQueryValueKey = ZwQueryValueKey;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ZwSetValueKey(
+    KeyHandle: HANDLE,
+    ValueName: PUNICODE_STRING,
+    _TitleIndex: ULONG,
+    Type: ULONG,
+    Data: PVOID,
+    DataSize: ULONG,
+) -> NTSTATUS {
+    kcall("ZwSetValueKey", |ctx| {
+        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else { return Ok(STATUS_INVALID_HANDLE) };
+        // SAFETY: the driver passed a valid name and DataSize readable bytes.
+        let (Some(name), data) = (unsafe { read_unicode(ValueName) }, unsafe {
+            std::slice::from_raw_parts(Data.cast::<u8>(), DataSize as usize).to_vec()
+        }) else {
+            return Ok(STATUS_INVALID_PARAMETER);
+        };
+        let Some(key) = ctx.registry.keys.get_mut(&path) else { return Ok(STATUS_OBJECT_NAME_NOT_FOUND) };
+        key.values.insert(name.to_uppercase(), (Type, data));
+        Ok(STATUS_SUCCESS)
+    })
+}
+const _: crate::wdk_sys::fnsig::ZwSetValueKey = ZwSetValueKey;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS {
+    kcall("ZwDeleteKey", |ctx| {
+        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else { return Ok(STATUS_INVALID_HANDLE) };
+        let prefix = format!("{path}\\");
+        if ctx.registry.keys.keys().any(|k| k.starts_with(&prefix)) {
+            return Ok(crate::wdk_sys::STATUS_CANNOT_DELETE);
+        }
+        ctx.registry.keys.remove(&path);
+        Ok(STATUS_SUCCESS)
+    })
+}
+const _: crate::wdk_sys::fnsig::ZwDeleteKey = ZwDeleteKey;
+
+/// Test access to the machine's registry.
+pub struct RegistryHandle<'m> {
+    machine: &'m Machine,
+}
+
+impl Machine {
+    pub fn registry(&self) -> RegistryHandle<'_> {
+        RegistryHandle { machine: self }
+    }
+}
+
+impl RegistryHandle<'_> {
+    /// Creates `path` (and is a no-op if it exists).
+    pub fn create_key(&self, path: &str) {
+        self.machine.lock().registry.create_key(path, false);
+    }
+    pub fn set(&self, path: &str, name: &str, value: &Value) {
+        let mut state = self.machine.lock();
+        state.registry.create_key(path, false);
+        let key = state.registry.keys.get_mut(&path.to_uppercase()).expect("created");
+        key.values.insert(name.to_uppercase(), value.encode());
+    }
+    pub fn get(&self, path: &str, name: &str) -> Option<Value> {
+        let state = self.machine.lock();
+        let (kind, data) = state.registry.keys.get(&path.to_uppercase())?.values.get(&name.to_uppercase())?;
+        Some(Value::decode(*kind, data))
+    }
+    pub fn key_exists(&self, path: &str) -> bool {
+        self.machine.lock().registry.keys.contains_key(&path.to_uppercase())
+    }
+    pub fn is_volatile(&self, path: &str) -> Option<bool> {
+        self.machine.lock().registry.keys.get(&path.to_uppercase()).map(|k| k.volatile)
+    }
+    /// Names of the values under `path`, upper-cased.
+    pub fn value_names(&self, path: &str) -> Vec<String> {
+        self.machine.lock().registry.keys.get(&path.to_uppercase()).map(|k| k.values.keys().cloned().collect()).unwrap_or_default()
+    }
+}
