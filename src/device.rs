@@ -1,36 +1,77 @@
-//! One device object and its extension.
+//! One device object: its extension, the guard and what it protects.
 
 use core::ptr::NonNull;
 
 use crate::link::SymbolicLink;
 use crate::name::Name;
+use crate::protocol::{FILE_DEVICE_STAGEDRV, Stats};
+use crate::ring::Ring;
+use crate::sync::SpinLock;
 use crate::sys::{
-    DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
-    IoCreateDevice, IoDeleteDevice, NTSTATUS, PDEVICE_OBJECT, ULONG, nt_success,
+    DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN, IoCreateDevice,
+    IoDeleteDevice, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, STATUS_INSUFFICIENT_RESOURCES, ULONG, nt_success,
 };
-
-/// Custom device types start at 0x8000.
-pub const FILE_DEVICE_STAGEDRV: ULONG = 0x8337;
+use crate::timer::{Producer, Watchdog};
+use crate::work::StatisticsWork;
 
 /// Object-manager prefix of every device name.
 pub const DEVICE_PREFIX: &str = "\\Device\\StageDrv";
 
-/// State kept in each device object's extension.
+/// What the device guard protects.
+pub struct Shared {
+    /// Set by Unload stage 2 before anything is stopped; every source of new work
+    /// (timer DPC, ISR DPC, watchdog, read path) checks it under the guard.
+    pub stopping: bool,
+    pub ring: Option<Ring>,
+    /// Open handles (HandleContext::link).
+    pub handles: LIST_ENTRY,
+    pub stats: Stats,
+    /// A statistics work item is queued or running.
+    pub work_queued: bool,
+    pub ticks_since_statistics: u32,
+}
+
+/// The device extension. Initialised in place by [`Device::create`]; never moves.
 pub struct DeviceExtension {
     pub index: u32,
     pub device_name: Name,
-    /// Set once DriverEntry created the link; taken by Unload's stage 3.
+    /// Set once DriverEntry created it; taken by Unload's stage 3.
     pub link: Option<SymbolicLink>,
+    pub shared: SpinLock<Shared>,
+    pub producer: Producer,
+    pub watchdog: Watchdog,
+    pub statistics: StatisticsWork,
+    /// The driver-wide state, for the consumer thread's wake-up event.
+    pub driver: *const crate::driver::DriverState,
+    pub max_pending_reads: u32,
+}
+
+impl DeviceExtension {
+    /// The extension of one of this driver's device objects.
+    ///
+    /// # Safety
+    /// `device` was created by [`Device::create`] and is not deleted.
+    pub unsafe fn of<'a>(device: PDEVICE_OBJECT) -> &'a DeviceExtension {
+        // SAFETY: guaranteed by the caller; mutable fields sit behind the guard.
+        unsafe { &*(*device).DeviceExtension.cast::<DeviceExtension>() }
+    }
+
+    pub fn driver(&self) -> &crate::driver::DriverState {
+        // SAFETY: the driver state outlives every device (deleted after them).
+        unsafe { &*self.driver }
+    }
 }
 
 /// A device object this driver created. Deleting it is an explicit call made by the
-/// stage that owns it; dropping the handle does nothing.
+/// last unload step; dropping the handle does nothing.
+#[derive(Clone, Copy)]
 pub struct Device(NonNull<DEVICE_OBJECT>);
 
 impl Device {
-    /// `IoCreateDevice` for `\Device\StageDrv<index>`: buffered I/O, secure open.
-    /// PASSIVE_LEVEL.
-    pub fn create(driver: &mut DRIVER_OBJECT, index: u32) -> Result<Self, NTSTATUS> {
+    /// `IoCreateDevice` for `\Device\StageDrv<index>` (buffered I/O, secure open) and
+    /// the extension's initialisation. The ring is allocated here; the timer, DPC,
+    /// work item and link are set up by their own stages. PASSIVE_LEVEL.
+    pub fn create(driver: &mut DRIVER_OBJECT, index: u32, state: &crate::driver::DriverState) -> Result<Self, NTSTATUS> {
         let device_name = Name::indexed(DEVICE_PREFIX, index);
         let mut unicode = device_name.as_unicode_string();
         let mut object: PDEVICE_OBJECT = core::ptr::null_mut();
@@ -53,14 +94,42 @@ impl Device {
             log!(Error, "IoCreateDevice({index}) failed: {status:#x}");
             return Err(status);
         }
-        let device = Self(NonNull::new(object).ok_or(status)?);
-        // SAFETY: IoCreateDevice succeeded, so the object and its (zeroed) extension of
-        // `extension_size` bytes are ours; writing initialises the extension.
-        unsafe {
-            device.extension_ptr().write(DeviceExtension { index, device_name, link: None });
+        let device = Self(NonNull::new(object).ok_or(STATUS_INSUFFICIENT_RESOURCES)?);
+        let config = &state.config;
+        let ring = Ring::new(config.ring_capacity as usize);
+        let ring_missing = ring.is_none();
+        let extension = DeviceExtension {
+            index,
+            device_name,
+            link: None,
+            shared: SpinLock::new(Shared {
+                stopping: false,
+                ring,
+                handles: LIST_ENTRY { Flink: core::ptr::null_mut(), Blink: core::ptr::null_mut() },
+                stats: Stats::default(),
+                work_queued: false,
+                ticks_since_statistics: 0,
+            }),
+            producer: Producer::new(),
+            watchdog: Watchdog::new(config.read_timeout_s),
+            statistics: StatisticsWork::new(),
+            driver: state,
+            max_pending_reads: config.max_pending_reads,
+        };
+        // SAFETY: IoCreateDevice succeeded, so the object and its zeroed extension of
+        // `extension_size` bytes are ours; writing initialises the extension in place.
+        unsafe { device.extension_ptr().write(extension) };
+        {
+            let mut shared = device.extension().shared.lock();
+            // SAFETY: the extension no longer moves; the head is initialised in place.
+            unsafe { crate::list::init(&raw mut shared.handles) };
         }
         // SAFETY: the new object is not visible to I/O yet; Flags is ours to set.
         unsafe { (*device.0.as_ptr()).Flags |= DO_BUFFERED_IO };
+        if ring_missing {
+            device.delete();
+            return Err(STATUS_INSUFFICIENT_RESOURCES);
+        }
         Ok(device)
     }
 
@@ -68,48 +137,46 @@ impl Device {
     ///
     /// # Safety
     /// `object` must be a live device object created by [`Device::create`].
-    pub unsafe fn from_raw(object: PDEVICE_OBJECT) -> Self {
-        // The caller guarantees non-NULL.
-        Self(NonNull::new(object).expect("device object"))
+    pub unsafe fn from_raw(object: PDEVICE_OBJECT) -> Option<Self> {
+        NonNull::new(object).map(Self)
     }
 
-    pub fn as_raw(&self) -> PDEVICE_OBJECT {
+    pub fn as_raw(self) -> PDEVICE_OBJECT {
         self.0.as_ptr()
     }
 
-    fn extension_ptr(&self) -> *mut DeviceExtension {
+    fn extension_ptr(self) -> *mut DeviceExtension {
         // SAFETY: the object is live (type invariant).
         unsafe { (*self.0.as_ptr()).DeviceExtension.cast() }
     }
 
-    /// The extension, initialised by [`Device::create`].
+    pub fn extension<'a>(self) -> &'a DeviceExtension {
+        // SAFETY: `create` initialised it; it lives until `delete`.
+        unsafe { &*self.extension_ptr() }
+    }
+
+    /// Fields that only DriverEntry and Unload touch (PASSIVE_LEVEL, no I/O yet or
+    /// any more): the link.
     #[allow(clippy::mut_from_ref)]
-    pub fn extension(&self) -> &mut DeviceExtension {
-        // SAFETY: `create` initialised it; the driver serialises access to fields that
-        // change after DriverEntry (the link is only touched by DriverEntry and Unload).
+    pub fn extension_mut<'a>(self) -> &'a mut DeviceExtension {
+        // SAFETY: see above; callers are DriverEntry and Unload, which are serialised
+        // with each other and run when no other routine touches these fields.
         unsafe { &mut *self.extension_ptr() }
     }
 
     /// Lets the I/O manager send requests: clears DO_DEVICE_INITIALIZING.
-    pub fn finish_initializing(&self) {
+    pub fn finish_initializing(self) {
         // SAFETY: DriverEntry still owns the object's flags.
         unsafe { (*self.0.as_ptr()).Flags &= !DO_DEVICE_INITIALIZING };
     }
 
-    /// The next device object of the driver, in `DriverObject->DeviceObject` order.
-    pub fn next(&self) -> Option<Self> {
-        // SAFETY: the object is live; the list only changes in DriverEntry and Unload.
-        let next = unsafe { (*self.0.as_ptr()).NextDevice };
-        NonNull::new(next).map(Self)
-    }
-
-    /// `IoDeleteDevice`. PASSIVE_LEVEL. The extension's contents must already be
-    /// released; its storage goes with the object.
+    /// `IoDeleteDevice`. PASSIVE_LEVEL. Every resource in the extension must already be
+    /// released by its stage; the extension's storage goes with the object.
     pub fn delete(self) {
-        // SAFETY: the extension was initialised in `create`; dropping it in place releases
-        // nothing kernel-side (the link was already taken by its stage).
+        // SAFETY: the extension was initialised in `create`; its remaining contents own
+        // no kernel resources (the stages took them).
         unsafe { core::ptr::drop_in_place(self.extension_ptr()) };
-        // SAFETY: we created the object and nothing else references it anymore.
+        // SAFETY: we created the object and release it once.
         unsafe { IoDeleteDevice(self.0.as_ptr()) };
     }
 }

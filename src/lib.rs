@@ -18,12 +18,25 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 #[macro_use]
 mod log;
 
+mod config;
 mod device;
 mod dispatch;
 mod driver;
+mod hardware;
 mod link;
+mod list;
 mod name;
+mod pool;
+pub mod protocol;
+mod queue;
+mod registry;
+mod ring;
+mod security;
+mod sync;
 pub mod sys;
+mod thread;
+mod timer;
 mod unload;
+mod work;
 
 pub use driver::driver_entry;

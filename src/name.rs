@@ -1,89 +1,133 @@
-//! Object-manager names built without allocation: `\Device\StageDrvK` and friends.
+//! Object-manager and registry names built without allocation.
 
 use crate::sys::{PWCH, UNICODE_STRING, USHORT};
 
-/// Capacity in UTF-16 units; the longest name is `\DosDevices\StageDrvNN`.
-const CAPACITY: usize = 40;
-
-/// A UTF-16 name stored inline, so it can live in a device extension.
-pub struct Name {
-    units: [u16; CAPACITY],
+/// A UTF-16 string stored inline (so it can live in an extension) with room for `N`
+/// units. Pushing past the end fails and leaves the string unchanged.
+pub struct WideBuf<const N: usize> {
+    units: [u16; N],
     len: usize,
 }
 
-impl Name {
-    /// `prefix` followed by the decimal `index`. `prefix` is ASCII and short.
+/// Device, link and value names: `\DosDevices\StageDrvNN` is the longest.
+pub type Name = WideBuf<48>;
+/// Registry paths (a service key path is well under 260 characters).
+pub type PathBuf = WideBuf<260>;
+
+impl<const N: usize> WideBuf<N> {
+    pub const fn new() -> Self {
+        Self { units: [0; N], len: 0 }
+    }
+
+    /// `s`, which must fit; used for names known at compile time.
+    pub fn from_ascii(s: &str) -> Self {
+        let mut name = Self::new();
+        let fits = name.push_str(s);
+        debug_assert!(fits, "name too long");
+        name
+    }
+
+    /// `prefix` followed by the decimal `index`.
     pub fn indexed(prefix: &str, index: u32) -> Self {
-        let mut name = Self { units: [0; CAPACITY], len: 0 };
-        for byte in prefix.bytes() {
-            name.push(byte);
+        let mut name = Self::from_ascii(prefix);
+        let fits = name.push_decimal(index);
+        debug_assert!(fits, "name too long");
+        name
+    }
+
+    /// Appends ASCII `s`; `false` (and no change) if it does not fit.
+    pub fn push_str(&mut self, s: &str) -> bool {
+        if !s.is_ascii() || self.len + s.len() > N {
+            return false;
         }
+        for (slot, byte) in self.units[self.len..].iter_mut().zip(s.bytes()) {
+            *slot = u16::from(byte);
+        }
+        self.len += s.len();
+        true
+    }
+
+    /// Appends a counted string; `false` (and no change) if it does not fit.
+    pub fn push_unicode(&mut self, s: &UNICODE_STRING) -> bool {
+        let count = usize::from(s.Length / 2);
+        if self.len + count > N || (count > 0 && s.Buffer.is_null()) {
+            return false;
+        }
+        if count > 0 {
+            // SAFETY: a valid UNICODE_STRING has Length bytes at Buffer.
+            let units = unsafe { core::slice::from_raw_parts(s.Buffer, count) };
+            self.units[self.len..self.len + count].copy_from_slice(units);
+            self.len += count;
+        }
+        true
+    }
+
+    /// Appends the decimal digits of `value`.
+    pub fn push_decimal(&mut self, value: u32) -> bool {
         let mut digits = [0u8; 10];
-        let mut count = 0;
-        let mut rest = index;
+        let mut start = digits.len();
+        let mut rest = value;
         loop {
+            start -= 1;
             // A decimal digit always fits a byte.
             #[allow(clippy::cast_possible_truncation)]
             let digit = (rest % 10) as u8;
-            digits[count] = b'0' + digit;
-            count += 1;
+            digits[start] = b'0' + digit;
             rest /= 10;
             if rest == 0 {
                 break;
             }
         }
-        for &digit in digits[..count].iter().rev() {
-            name.push(digit);
-        }
-        name
+        // Digits are ASCII.
+        self.push_str(core::str::from_utf8(&digits[start..]).unwrap_or("?"))
     }
 
-    fn push(&mut self, byte: u8) {
-        debug_assert!(byte.is_ascii() && self.len < CAPACITY);
-        if self.len < CAPACITY {
-            self.units[self.len] = u16::from(byte);
-            self.len += 1;
-        }
-    }
-
-    /// A counted string that borrows this name; valid while `self` is neither moved nor
-    /// dropped. The kernel routines it is passed to only read it.
+    /// A counted string that borrows this buffer; valid while `self` is neither moved
+    /// nor dropped. The kernel routines it is passed to only read it.
     pub fn as_unicode_string(&self) -> UNICODE_STRING {
-        // CAPACITY * 2 is far below u16::MAX.
+        // N is far below u16::MAX / 2.
         #[allow(clippy::cast_possible_truncation)]
         let bytes = (self.len * 2) as USHORT;
         UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: self.units.as_ptr().cast_mut() as PWCH }
+    }
+
+    /// The units, for comparisons in tests and logs.
+    pub fn units(&self) -> &[u16] {
+        &self.units[..self.len]
+    }
+}
+
+impl<const N: usize> core::fmt::Display for WideBuf<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for c in char::decode_utf16(self.units().iter().copied()) {
+            core::fmt::Write::write_char(f, c.unwrap_or(char::REPLACEMENT_CHARACTER))?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Name;
+    use super::{Name, WideBuf};
 
-    fn text(name: &Name) -> alloc_free::Text {
-        alloc_free::Text::from(&name.units[..name.len])
-    }
-
-    mod alloc_free {
-        /// Compares UTF-16 units with an ASCII expectation without needing `alloc`.
-        pub struct Text<'a>(&'a [u16]);
-        impl<'a> From<&'a [u16]> for Text<'a> {
-            fn from(units: &'a [u16]) -> Self {
-                Text(units)
-            }
-        }
-        impl PartialEq<&str> for Text<'_> {
-            fn eq(&self, other: &&str) -> bool {
-                self.0.iter().copied().eq(other.bytes().map(u16::from))
-            }
-        }
+    fn same(name: &[u16], ascii: &str) -> bool {
+        name.iter().copied().eq(ascii.bytes().map(u16::from))
     }
 
     #[test]
     fn appends_decimal_index() {
-        assert!(text(&Name::indexed("\\Device\\StageDrv", 0)) == "\\Device\\StageDrv0");
-        assert!(text(&Name::indexed("\\DosDevices\\StageDrv", 17)) == "\\DosDevices\\StageDrv17");
-        assert!(text(&Name::indexed("x", 4_000_000_000)) == "x4000000000");
+        assert!(same(Name::indexed("\\Device\\StageDrv", 0).units(), "\\Device\\StageDrv0"));
+        assert!(same(Name::indexed("\\DosDevices\\StageDrv", 17).units(), "\\DosDevices\\StageDrv17"));
+        assert!(same(Name::indexed("x", 4_000_000_000).units(), "x4000000000"));
+    }
+
+    #[test]
+    fn overflow_leaves_the_string_unchanged() {
+        let mut small = WideBuf::<4>::from_ascii("abc");
+        assert!(!small.push_str("de"));
+        assert!(same(small.units(), "abc"));
+        assert!(small.push_str("d"));
+        assert!(!small.push_decimal(1));
     }
 
     #[test]
@@ -91,6 +135,8 @@ mod tests {
         let name = Name::indexed("ab", 3);
         let us = name.as_unicode_string();
         assert_eq!(us.Length, 6);
-        assert_eq!(us.MaximumLength, 6);
+        let mut copy = Name::new();
+        assert!(copy.push_unicode(&us));
+        assert!(same(copy.units(), "ab3"));
     }
 }

@@ -1,8 +1,13 @@
 //! DriverUnload, in the stages of "Releasing Driver-Allocated Resources", then the
-//! device objects as "Releasing Device and Controller Objects" describes.
+//! device and controller objects as "Releasing Device and Controller Objects"
+//! describes. DriverEntry's failure path calls the same [`release`].
+//!
+//! Each stage touches only its own resources and tolerates ones never acquired.
 
 use crate::device::Device;
-use crate::sys::PDRIVER_OBJECT;
+use crate::driver::DriverState;
+use crate::sys::{KeFlushQueuedDpcs, PDRIVER_OBJECT};
+use crate::{hardware, registry};
 
 /// Called at PASSIVE_LEVEL once no device of the driver is referenced.
 ///
@@ -10,38 +15,108 @@ use crate::sys::PDRIVER_OBJECT;
 /// Called by the I/O manager with the driver object DriverEntry received.
 pub unsafe extern "C" fn driver_unload(driver: PDRIVER_OBJECT) {
     log!(Info, "Unload: begin");
-    // SAFETY: the driver object stays valid for the whole Unload.
-    let first = unsafe { (*driver).DeviceObject };
-    if first.is_null() {
-        return;
+    if let Some(state) = DriverState::of(driver) {
+        release(state);
     }
-    // SAFETY: every device object of this driver was made by `Device::create`.
-    let first = unsafe { Device::from_raw(first) };
-    stage_3_release_device_resources(&first);
-    delete_devices(first);
     log!(Info, "Unload: done");
 }
 
-/// Stage 3: device-specific resources — the symbolic links.
-fn stage_3_release_device_resources(first: &Device) {
-    let mut next = Some(Device::as_raw(first));
-    while let Some(raw) = next {
-        // SAFETY: `raw` comes from the driver's device list.
-        let device = unsafe { Device::from_raw(raw) };
-        if let Some(link) = device.extension().link.take() {
-            link.delete();
-        }
-        log!(Info, "Unload: stage 3 device {} released", device.extension().index);
-        next = device.next().map(|d| d.as_raw());
-    }
+/// Releases everything DriverEntry acquired, stage by stage.
+pub fn release(state: &DriverState) {
+    stage_1_disconnect_interrupts(state);
+    stage_2_stop_work(state);
+    stage_3_release_device_resources(state);
+    stage_4_release_extension_objects(state);
+    stage_5_release_hardware_claims(state);
+    stage_6_remove_device_names(state);
+    delete_device_objects(state);
 }
 
-/// Last: IoDeleteDevice for every device object.
-fn delete_devices(first: Device) {
-    let mut next = Some(first);
-    while let Some(device) = next {
-        next = device.next();
+/// Stage 1: quiet the device's interrupt at the device, then IoDisconnectInterrupt.
+fn stage_1_disconnect_interrupts(state: &DriverState) {
+    hardware::disconnect(state);
+    log!(Info, "Unload: stage 1 interrupts disconnected");
+}
+
+/// Stage 2: make sure no routine is running or can run: stop every source of new
+/// work under the guard, cancel timers and queued DPCs, wait for DPCs and the work
+/// item, end the thread.
+fn stage_2_stop_work(state: &DriverState) {
+    for device in state.devices() {
+        let extension = device.extension();
+        extension.shared.lock().stopping = true;
+        extension.producer.cancel();
+        extension.watchdog.stop(device.as_raw());
+    }
+    hardware::remove_queued_dpc(state);
+    // SAFETY: PASSIVE_LEVEL; waits for DPCs queued before the call (timer DPCs that were
+    // already queued when KeCancelTimer ran, or running on another processor).
+    unsafe { KeFlushQueuedDpcs() };
+    for device in state.devices() {
+        device.extension().statistics.wait_idle();
+    }
+    if let Some(thread) = state.thread.take() {
+        thread.stop(state);
+    }
+    log!(Info, "Unload: stage 2 timers, DPCs, work items and thread stopped");
+}
+
+/// Stage 3: device-specific resources: links, rings, work items, mapped registers.
+fn stage_3_release_device_resources(state: &DriverState) {
+    for device in state.devices() {
+        release_device_resources(device);
+    }
+    hardware::unmap_registers(state);
+    log!(Info, "Unload: stage 3 links, pool and mappings released");
+}
+
+fn release_device_resources(device: Device) {
+    let extension = device.extension_mut();
+    if let Some(link) = extension.link.take() {
+        link.delete();
+    }
+    if let Some(ring) = extension.shared.lock().ring.take() {
+        ring.free();
+    }
+    extension.statistics.free();
+}
+
+/// Stage 4: system objects held in extensions: the interrupt object pointer kept in
+/// the controller extension (disconnected in stage 1). DPC and timer objects go with
+/// their extensions.
+fn stage_4_release_extension_objects(state: &DriverState) {
+    hardware::forget_interrupt(state);
+    log!(Info, "Unload: stage 4 extension objects released");
+}
+
+/// Stage 5: hardware resources claimed in the resource map.
+fn stage_5_release_hardware_claims(state: &DriverState) {
+    hardware::release_claim(state);
+    log!(Info, "Unload: stage 5 hardware claims released");
+}
+
+/// Stage 6: device names under HARDWARE\DEVICEMAP.
+fn stage_6_remove_device_names(state: &DriverState) {
+    if state.device_names_published.replace(false) {
+        registry::remove_device_names();
+    }
+    log!(Info, "Unload: stage 6 device names removed");
+}
+
+/// Finally: IoDeleteDevice for every device, and IoDeleteController.
+fn delete_device_objects(state: &DriverState) {
+    for device in state.take_devices() {
         device.delete();
     }
-    log!(Info, "Unload: devices deleted");
+    hardware::delete_controller(state);
+    log!(Info, "Unload: device and controller objects deleted");
+}
+
+/// Releases one device that DriverEntry could not finish, in the same stage order.
+pub fn release_device(device: Device) {
+    let extension = device.extension();
+    extension.producer.cancel();
+    extension.watchdog.stop(device.as_raw());
+    release_device_resources(device);
+    device.delete();
 }

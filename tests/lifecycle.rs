@@ -44,3 +44,22 @@ fn stop_with_open_handle_defers_unload_until_close() {
     machine.wait_unloaded(driver).unwrap();
     assert_eq!(machine.driver_state(driver), DriverState::Unloaded);
 }
+
+#[test]
+fn read_returns_records_produced_by_the_timer() {
+    let machine = Machine::new(Config::seeded(11));
+    let driver = load(&machine);
+    let process = machine.new_process();
+    let handle = process.open(r"\\.\StageDrv1", false).unwrap().unwrap();
+    let result = process.read(handle, 24 * 4).unwrap().done().expect("synchronous read");
+    assert_eq!(result.status, 0);
+    assert_eq!(result.information, 24, "one record per tick, read as soon as it exists");
+    let sequence = u64::from_le_bytes(result.data[..8].try_into().unwrap());
+    let value = u64::from_le_bytes(result.data[16..24].try_into().unwrap());
+    assert_eq!(sequence, 0);
+    assert_eq!(value >> 56, 1, "device index in the sample");
+    process.close(handle).unwrap();
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    let stages: Vec<String> = machine.debug_output().into_iter().filter(|l| l.contains("Unload: stage")).collect();
+    assert_eq!(stages.len(), 6, "{stages:#?}");
+}

@@ -1,9 +1,36 @@
-//! IRP_MJ_CLOSE: the file object's last reference is gone.
+//! IRP_MJ_CLOSE: the file object's last reference is gone. On Windows every read of
+//! the handle has completed by now; hosts without IRP_MJ_CLEANUP (Wine) send CLOSE
+//! while reads are queued, so they are drained here too (a no-op on Windows).
 
 use super::finish;
-use crate::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS};
+use crate::device::DeviceExtension;
+use crate::list;
+use crate::pool::tag;
+use crate::queue::{Completions, HandleContext, drain};
+use crate::sys::{ExFreePoolWithTag, NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
 
-pub unsafe extern "C" fn dispatch_close(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
-    // SAFETY: we own the IRP and do not touch it afterwards.
+pub unsafe extern "C" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: a valid close IRP for a file object opened on our device.
+    let file = unsafe { (*current_stack_location(irp)).FileObject };
+    // SAFETY: as above.
+    let handle = unsafe { HandleContext::of(file) };
+    // SAFETY: the device is ours.
+    let extension = unsafe { DeviceExtension::of(device) };
+    let mut cancelled = Completions::new();
+    if !handle.is_null() {
+        let mut shared = extension.shared.lock();
+        // SAFETY: under the guard; after this the context is unreachable from the device.
+        unsafe {
+            drain(&mut shared, handle, &mut cancelled);
+            list::remove(&raw mut (*handle).link);
+            (*file).FsContext = core::ptr::null_mut();
+        }
+    }
+    cancelled.complete_all();
+    if !handle.is_null() {
+        // SAFETY: allocated in CREATE with this tag, unreachable now, freed once.
+        unsafe { ExFreePoolWithTag(handle.cast(), tag::HANDLE) };
+    }
+    // SAFETY: we own the close IRP.
     unsafe { finish(irp, STATUS_SUCCESS, 0) }
 }

@@ -1,15 +1,47 @@
-//! IRP_MJ_CREATE: opening `\\.\StageDrvK`.
+//! IRP_MJ_CREATE: a handle context per open, registered with the device.
 
 use super::finish;
-use crate::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_OBJECT_PATH_NOT_FOUND, STATUS_SUCCESS, current_stack_location};
+use crate::device::DeviceExtension;
+use crate::list;
+use crate::pool::{PoolBuf, tag};
+use crate::queue::HandleContext;
+use crate::sys::{
+    NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_DELETE_PENDING, STATUS_INSUFFICIENT_RESOURCES, STATUS_OBJECT_PATH_NOT_FOUND,
+    STATUS_SUCCESS, current_stack_location,
+};
 
-/// Refuses sub-paths (`\\.\StageDrv0\x`): the device has no namespace below it.
-pub unsafe extern "C" fn dispatch_create(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+pub unsafe extern "C" fn dispatch_create(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the I/O manager passes a valid IRP whose stack location names a file object.
-    let file_object = unsafe { (*current_stack_location(irp)).FileObject };
+    let file = unsafe { (*current_stack_location(irp)).FileObject };
+    // The device has no namespace below it: `\\.\StageDrv0\x` is refused.
     // SAFETY: a create IRP always carries its file object.
-    let remaining = unsafe { (*file_object).FileName.Length };
-    let status = if remaining == 0 { STATUS_SUCCESS } else { STATUS_OBJECT_PATH_NOT_FOUND };
-    // SAFETY: we own the IRP and do not touch it afterwards.
-    unsafe { finish(irp, status, 0) }
+    if unsafe { (*file).FileName.Length } != 0 {
+        // SAFETY: we own the IRP and do not touch it afterwards.
+        return unsafe { finish(irp, STATUS_OBJECT_PATH_NOT_FOUND, 0) };
+    }
+    let Some(context) = PoolBuf::<HandleContext>::zeroed(1, tag::HANDLE) else {
+        // SAFETY: as above.
+        return unsafe { finish(irp, STATUS_INSUFFICIENT_RESOURCES, 0) };
+    };
+    let handle = context.as_ptr();
+    // SAFETY: the device is ours.
+    let extension = unsafe { DeviceExtension::of(device) };
+    {
+        let mut shared = extension.shared.lock();
+        if shared.stopping {
+            drop(shared);
+            context.free();
+            // SAFETY: as above.
+            return unsafe { finish(irp, STATUS_DELETE_PENDING, 0) };
+        }
+        // SAFETY: the context is fresh pool; its lists are initialised in place and the
+        // device's handle list is protected by the guard.
+        unsafe {
+            list::init(&raw mut (*handle).pending);
+            list::insert_tail(&raw mut shared.handles, &raw mut (*handle).link);
+            (*file).FsContext = handle.cast();
+        }
+    }
+    // SAFETY: as above.
+    unsafe { finish(irp, STATUS_SUCCESS, 0) }
 }

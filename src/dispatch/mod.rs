@@ -1,15 +1,24 @@
 //! IRP dispatch routines. Each routine validates, then completes the IRP now or hands
 //! it to the queue; every path completes each IRP exactly once.
 
+mod cleanup;
 mod close;
 mod create;
+mod ioctl;
+pub mod read;
 
-use crate::sys::{DRIVER_OBJECT, IRP_MJ_CLOSE, IRP_MJ_CREATE, NTSTATUS, PIRP, complete_request};
+use crate::sys::{
+    DRIVER_OBJECT, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PIRP,
+    complete_request,
+};
 
 /// Points the driver object's major-function table at this driver's routines.
 /// Majors left alone keep the I/O manager's default (STATUS_INVALID_DEVICE_REQUEST).
 pub fn install(driver: &mut DRIVER_OBJECT) {
     driver.MajorFunction[IRP_MJ_CREATE as usize] = Some(create::dispatch_create);
+    driver.MajorFunction[IRP_MJ_READ as usize] = Some(read::dispatch_read);
+    driver.MajorFunction[IRP_MJ_DEVICE_CONTROL as usize] = Some(ioctl::dispatch_device_control);
+    driver.MajorFunction[IRP_MJ_CLEANUP as usize] = Some(cleanup::dispatch_cleanup);
     driver.MajorFunction[IRP_MJ_CLOSE as usize] = Some(close::dispatch_close);
 }
 

@@ -213,11 +213,8 @@ fn render(parts: &split::Split, scan: &status::Scan) -> Result<Vec<(&'static str
 }
 
 fn unparse(items: Vec<Item>) -> String {
-    let file = syn::File {
-        shebang: None,
-        attrs: Vec::new(),
-        items,
-    };
+    let mut file = syn::parse_file("").expect("an empty file parses");
+    file.items = items;
     format!("{HEADER}{}", prettyplease::unparse(&file))
 }
 

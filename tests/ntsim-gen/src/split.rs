@@ -8,12 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use proc_macro2::Span;
-use quote::ToTokens;
-use syn::{
-    BareFnArg, FnArg, ForeignItem, Ident, Item, ItemForeignMod, ItemType, Pat, Type, TypeBareFn,
-    punctuated::Punctuated,
-};
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote};
+use syn::{FnArg, ForeignItem, Item, ItemForeignMod, Pat};
 
 /// The three parts of the bindings plus the derived signatures.
 #[derive(Default)]
@@ -98,30 +95,32 @@ fn split_foreign(block: ItemForeignMod, out: &mut Split) -> Result<(), String> {
         }
     }
     if !functions.is_empty() {
-        out.functions.push(Item::ForeignMod(ItemForeignMod {
-            items: functions,
-            ..block.clone()
-        }));
+        let mut part = block.clone();
+        part.items = functions;
+        out.functions.push(Item::ForeignMod(part));
     }
     if !statics.is_empty() {
-        out.constants.push(Item::ForeignMod(ItemForeignMod {
-            items: statics,
-            ..block
-        }));
+        let mut part = block;
+        part.items = statics;
+        out.constants.push(Item::ForeignMod(part));
     }
     Ok(())
 }
 
 /// `pub type Name = unsafe extern "ABI" fn(args) -> ret;`
 fn signature(block: &ItemForeignMod, f: &syn::ForeignItemFn) -> Result<Item, String> {
-    let mut inputs = Punctuated::new();
+    let mut inputs: Vec<TokenStream> = Vec::new();
     for arg in &f.sig.inputs {
         let FnArg::Typed(arg) = arg else {
             return Err(format!("`self` argument in extern fn {}", f.sig.ident));
         };
-        let name = match &*arg.pat {
-            Pat::Ident(p) => Some((p.ident.clone(), syn::token::Colon::default())),
-            Pat::Wild(_) => None,
+        let ty = &arg.ty;
+        inputs.push(match &*arg.pat {
+            Pat::Ident(p) => {
+                let name = &p.ident;
+                quote!(#name: #ty)
+            }
+            Pat::Wild(_) => quote!(_: #ty),
             other => {
                 return Err(format!(
                     "unexpected argument pattern `{}` in extern fn {}",
@@ -129,33 +128,13 @@ fn signature(block: &ItemForeignMod, f: &syn::ForeignItemFn) -> Result<Item, Str
                     f.sig.ident
                 ));
             }
-        };
-        inputs.push(BareFnArg {
-            attrs: Vec::new(),
-            name,
-            ty: (*arg.ty).clone(),
         });
     }
-    let bare = TypeBareFn {
-        lifetimes: None,
-        unsafety: Some(syn::token::Unsafe::default()),
-        abi: Some(block.abi.clone()),
-        fn_token: syn::token::Fn::default(),
-        paren_token: syn::token::Paren::default(),
-        inputs,
-        variadic: None,
-        output: f.sig.output.clone(),
-    };
-    Ok(Item::Type(ItemType {
-        attrs: Vec::new(),
-        vis: syn::parse_quote!(pub),
-        type_token: syn::token::Type::default(),
-        ident: Ident::new(&f.sig.ident.to_string(), Span::call_site()),
-        generics: syn::Generics::default(),
-        eq_token: syn::token::Eq::default(),
-        ty: Box::new(Type::BareFn(bare)),
-        semi_token: syn::token::Semi::default(),
-    }))
+    let name = &f.sig.ident;
+    let abi = &block.abi;
+    let output = &f.sig.output;
+    syn::parse2(quote!(pub type #name = unsafe #abi fn(#(#inputs),*) #output;))
+        .map_err(|e| format!("cannot build the signature type of {name}: {e}"))
 }
 
 fn item_name(item: &Item) -> Option<String> {

@@ -61,7 +61,6 @@ pub(crate) struct Cpu {
 pub(crate) struct State {
     pub(crate) sched: sched::Scheduler,
     pub(crate) threads: Vec<SimThread>,
-    pub(crate) running_threads: usize,
     pub(crate) cpus: Vec<Cpu>,
     /// Simulated time in 100 ns units since boot.
     pub(crate) clock: u64,
@@ -284,7 +283,6 @@ fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) ->
                 ctx.halt = Some(Halt::BugCheck(v));
             }
             ctx.threads[tid].status = Status::Parked;
-            ctx.running_threads -= 1;
             let parking = Arc::clone(&ctx.threads[tid].parking);
             if ctx.sched.mode.is_serial() {
                 ctx.sched.baton = None;
@@ -338,7 +336,6 @@ impl Machine {
         let state = State {
             sched: sched::Scheduler::new(config.mode),
             threads: Vec::new(),
-            running_threads: 0,
             cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, finished_total: 0 }).collect(),
             clock: 0,
             halt: None,
@@ -348,7 +345,7 @@ impl Machine {
             ob: crate::ob::Objects::default(),
             ke: crate::ke::Ke::default(),
             io: crate::io::Io::default(),
-            registry: crate::registry::Registry::default(),
+            registry: crate::registry::Registry::with_standard_keys(),
             faults: crate::faults::Faults::default(),
             mailboxes: Vec::new(),
         };

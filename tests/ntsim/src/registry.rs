@@ -58,6 +58,24 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// The keys every Windows machine has that drivers write under.
+    pub(crate) fn with_standard_keys() -> Self {
+        let mut registry = Registry::default();
+        for key in [
+            "\\Registry",
+            "\\Registry\\Machine",
+            "\\Registry\\Machine\\HARDWARE",
+            "\\Registry\\Machine\\HARDWARE\\DEVICEMAP",
+            "\\Registry\\Machine\\HARDWARE\\RESOURCEMAP",
+            "\\Registry\\Machine\\System",
+            "\\Registry\\Machine\\System\\CurrentControlSet",
+            "\\Registry\\Machine\\System\\CurrentControlSet\\Services",
+        ] {
+            registry.create_key(key, false);
+        }
+        registry
+    }
+
     pub(crate) fn create_key(&mut self, path: &str, volatile: bool) -> bool {
         let key = path.to_uppercase();
         if self.keys.contains_key(&key) {
@@ -132,7 +150,7 @@ pub unsafe extern "C" fn ZwCreateKey(
         }
         let Some(path) = path_of(ctx, ObjectAttributes) else { return Ok(STATUS_INVALID_PARAMETER) };
         let parent = path.rsplit_once('\\').map(|(p, _)| p.to_owned()).unwrap_or_default();
-        if !parent.is_empty() && !ctx.registry.keys.contains_key(&parent) && parent.matches('\\').count() > 3 {
+        if !ctx.registry.keys.contains_key(&parent) {
             return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
         }
         let created = ctx.registry.create_key(&path, CreateOptions & REG_OPTION_VOLATILE != 0);

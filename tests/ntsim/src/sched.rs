@@ -171,7 +171,6 @@ pub(crate) fn spawn(
         parking: Arc::new((Mutex::new(()), Condvar::new())),
     });
     state.sched.thread_added(tid);
-    state.running_threads += 1;
     state.mailboxes.push(std::collections::VecDeque::new());
     let machine = Arc::clone(inner);
     std::thread::Builder::new()
@@ -187,7 +186,6 @@ pub(crate) fn spawn(
             body();
             let mut guard = machine.lock();
             guard.threads[tid].status = Status::Exited;
-            guard.running_threads -= 1;
             let guard = hand_off(&machine, guard, tid);
             drop(guard);
             machine.cv.notify_all();
@@ -203,9 +201,14 @@ fn wait_for_turn<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>, tid: Ti
         return guard;
     }
     while guard.sched.baton != Some(tid) && !guard.halted() {
-        guard = inner.cv.wait(guard).expect("machine lock");
+        guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
     }
     guard
+}
+
+/// Threads that can run now (in free mode: are running).
+pub(crate) fn running_threads(state: &State) -> usize {
+    state.threads.iter().filter(|t| t.status.runnable()).count()
 }
 
 /// Re-evaluates every blocked thread's condition, readying the satisfied ones.
@@ -217,10 +220,7 @@ pub(crate) fn wake_satisfied(state: &mut State) {
                 unreachable!()
             };
             match condition(state) {
-                Some(result) => {
-                    state.threads[tid].status = Status::Woken(result);
-                    state.running_threads += 1;
-                }
+                Some(result) => state.threads[tid].status = Status::Woken(result),
                 None => state.threads[tid].status = Status::Blocked(condition),
             }
         }
@@ -265,7 +265,6 @@ pub(crate) fn block_on<'a>(
         return (guard, Some(result));
     }
     guard.threads[me].status = Status::Blocked(condition);
-    guard.running_threads -= 1;
     inner.cv.notify_all();
     guard = hand_off(inner, guard, me);
     loop {
@@ -278,7 +277,7 @@ pub(crate) fn block_on<'a>(
                 return (guard, Some(result));
             }
         }
-        guard = inner.cv.wait(guard).expect("machine lock");
+        guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
     }
 }
 
@@ -300,13 +299,13 @@ pub(crate) fn run_until_idle<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, Sta
             guard.sched.baton = Some(next);
             inner.cv.notify_all();
             while guard.sched.baton.is_some() && !guard.halted() {
-                guard = inner.cv.wait(guard).expect("machine lock");
+                guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         } else {
-            if guard.running_threads == 0 {
+            if running_threads(&guard) == 0 {
                 return guard;
             }
-            guard = inner.cv.wait(guard).expect("machine lock");
+            guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 }

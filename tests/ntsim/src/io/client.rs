@@ -23,6 +23,8 @@ pub(crate) struct ProcessInfo {
     next_handle: u64,
     pub(crate) threads: Vec<Tid>,
     pub(crate) exited: bool,
+    /// The token holds Administrators (true) or Users.
+    pub(crate) admin: bool,
 }
 
 /// A handle in one process's handle table.
@@ -97,11 +99,16 @@ fn client_loop(tid: Tid) {
 }
 
 impl Machine {
-    /// Starts a new process with one thread.
+    /// Starts a new process with one thread, running as an administrator.
     pub fn new_process(&self) -> Process<'_> {
+        self.new_process_as(true)
+    }
+
+    /// Starts a new process whose token is an administrator's or a standard user's.
+    pub fn new_process_as(&self, admin: bool) -> Process<'_> {
         let pid = {
             let mut state = self.lock();
-            state.io.processes.push(ProcessInfo { handles: BTreeMap::new(), next_handle: 0, threads: Vec::new(), exited: false });
+            state.io.processes.push(ProcessInfo { handles: BTreeMap::new(), next_handle: 0, threads: Vec::new(), exited: false, admin });
             state.io.processes.len() - 1
         };
         let process = Process { machine: self, pid };

@@ -16,6 +16,8 @@ pub(crate) struct DeviceInfo {
     pub(crate) deleted: bool,
     /// Creation order, for deterministic iteration.
     pub(crate) seq: u64,
+    /// The DACL applied with ZwSetSecurityObject, if any.
+    pub(crate) dacl: Option<Vec<crate::se::Ace>>,
     /// The memory behind the device object and its extension.
     _object: Box<DEVICE_OBJECT>,
     _extension: Box<[u128]>,
@@ -103,7 +105,7 @@ pub unsafe extern "C" fn IoCreateDevice(
         }
         ctx.ob.insert(address, Kind::Device, 1);
         let seq = ctx.io.devices.len() as u64 + ctx.io.irps.issued_total;
-        ctx.io.devices.insert(address, DeviceInfo { driver: DriverObject as usize, name, deleted: false, seq, _object: object, _extension: extension });
+        ctx.io.devices.insert(address, DeviceInfo { driver: DriverObject as usize, name, deleted: false, seq, dacl: None, _object: object, _extension: extension });
         // SAFETY: the driver passed a writable pointer.
         unsafe { *DeviceObject = address as PDEVICE_OBJECT };
         Ok(STATUS_SUCCESS)

@@ -33,10 +33,10 @@ where
     }
     #[inline]
     pub unsafe fn raw_get_bit(this: *const Self, index: usize) -> bool {
-        debug_assert!(index / 8 < core::mem::size_of::< Storage > ());
+        debug_assert!(index / 8 < core::mem::size_of::<Storage>());
         let byte_index = index / 8;
         let byte = unsafe {
-            *(core::ptr::addr_of!((* this).storage) as *const u8)
+            *(core::ptr::addr_of!((*this).storage) as *const u8)
                 .offset(byte_index as isize)
         };
         Self::extract_bit(byte, index)
@@ -60,10 +60,10 @@ where
     }
     #[inline]
     pub unsafe fn raw_set_bit(this: *mut Self, index: usize, val: bool) {
-        debug_assert!(index / 8 < core::mem::size_of::< Storage > ());
+        debug_assert!(index / 8 < core::mem::size_of::<Storage>());
         let byte_index = index / 8;
         let byte = unsafe {
-            (core::ptr::addr_of_mut!((* this).storage) as *mut u8)
+            (core::ptr::addr_of_mut!((*this).storage) as *mut u8)
                 .offset(byte_index as isize)
         };
         unsafe { *byte = Self::change_bit(*byte, index, val) };
@@ -104,10 +104,10 @@ where
     #[inline]
     pub unsafe fn raw_get(this: *const Self, bit_offset: usize, bit_width: u8) -> u64 {
         debug_assert!(bit_width <= 64);
-        debug_assert!(bit_offset / 8 < core::mem::size_of::< Storage > ());
+        debug_assert!(bit_offset / 8 < core::mem::size_of::<Storage>());
         debug_assert!(
-            (bit_offset + (bit_width as usize) + 7) / 8 <= core::mem::size_of::< Storage
-            > (),
+            (bit_offset + (bit_width as usize) + 7) / 8
+                <= core::mem::size_of::<Storage>(),
         );
         if bit_width == 0 {
             return 0;
@@ -116,7 +116,7 @@ where
         let start_byte = bit_offset / 8;
         let bit_shift = bit_offset % 8;
         let bytes_needed = (bit_width as usize + bit_shift + 7) / 8;
-        let storage_ptr = unsafe { core::ptr::addr_of!((* this).storage) as *const u8 };
+        let storage_ptr = unsafe { core::ptr::addr_of!((*this).storage) as *const u8 };
         if cfg!(target_endian = "big") {
             for i in 0..bytes_needed {
                 let byte = unsafe { *storage_ptr.add(start_byte + i) };
@@ -180,10 +180,10 @@ where
     #[inline]
     pub unsafe fn raw_set(this: *mut Self, bit_offset: usize, bit_width: u8, val: u64) {
         debug_assert!(bit_width <= 64);
-        debug_assert!(bit_offset / 8 < core::mem::size_of::< Storage > ());
+        debug_assert!(bit_offset / 8 < core::mem::size_of::<Storage>());
         debug_assert!(
-            (bit_offset + (bit_width as usize) + 7) / 8 <= core::mem::size_of::< Storage
-            > (),
+            (bit_offset + (bit_width as usize) + 7) / 8
+                <= core::mem::size_of::<Storage>(),
         );
         if bit_width == 0 {
             return;
@@ -204,9 +204,7 @@ where
         } else {
             ((1u64 << bit_width) - 1) << bit_shift
         };
-        let storage_ptr = unsafe {
-            core::ptr::addr_of_mut!((* this).storage) as *mut u8
-        };
+        let storage_ptr = unsafe { core::ptr::addr_of_mut!((*this).storage) as *mut u8 };
         for i in 0..bytes_needed {
             let byte_val = (val >> (i * 8)) as u8;
             let byte_mask = (field_mask >> (i * 8)) as u8;
@@ -375,7 +373,7 @@ impl<const N: usize> __BindgenBitfieldUnit<[u8; N]> {
         let start_byte = BIT_OFFSET / 8;
         let bit_shift = BIT_OFFSET % 8;
         let bytes_needed = (BIT_WIDTH as usize + bit_shift + 7) / 8;
-        let storage_ptr = unsafe { core::ptr::addr_of!((* this).storage) as *const u8 };
+        let storage_ptr = unsafe { core::ptr::addr_of!((*this).storage) as *const u8 };
         if BIT_WIDTH as usize + bit_shift <= usize::BITS as usize {
             let mut val = 0usize;
             if cfg!(target_endian = "big") {
@@ -1719,7 +1717,7 @@ impl _RTL_BALANCED_NODE__bindgen_ty_2 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -1733,7 +1731,7 @@ impl _RTL_BALANCED_NODE__bindgen_ty_2 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -1761,7 +1759,7 @@ impl _RTL_BALANCED_NODE__bindgen_ty_2 {
                 >>::raw_get_const::<
                     0usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -1775,7 +1773,7 @@ impl _RTL_BALANCED_NODE__bindgen_ty_2 {
             >>::raw_set_const::<
                 0usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2729,7 +2727,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     0usize,
                     16u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2743,7 +2741,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 0usize,
                 16u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2771,7 +2769,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     16usize,
                     9u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2785,7 +2783,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 16usize,
                 9u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2813,7 +2811,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     25usize,
                     39u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2827,7 +2825,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 25usize,
                 39u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2855,7 +2853,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     64usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2869,7 +2867,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 64usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2897,7 +2895,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     65usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2911,7 +2909,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 65usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2939,7 +2937,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     66usize,
                     59u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2953,7 +2951,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 66usize,
                 59u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -2981,7 +2979,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
                 >>::raw_get_const::<
                     125usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -2995,7 +2993,7 @@ impl _SLIST_HEADER__bindgen_ty_2 {
             >>::raw_set_const::<
                 125usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3110,7 +3108,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
                 >>::raw_get_const::<
                     0usize,
                     16u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3124,7 +3122,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
             >>::raw_set_const::<
                 0usize,
                 16u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3152,7 +3150,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
                 >>::raw_get_const::<
                     16usize,
                     48u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3166,7 +3164,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
             >>::raw_set_const::<
                 16usize,
                 48u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3194,7 +3192,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
                 >>::raw_get_const::<
                     64usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3208,7 +3206,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
             >>::raw_set_const::<
                 64usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3236,7 +3234,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
                 >>::raw_get_const::<
                     65usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3250,7 +3248,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
             >>::raw_set_const::<
                 65usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3278,7 +3276,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
                 >>::raw_get_const::<
                     66usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3292,7 +3290,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
             >>::raw_set_const::<
                 66usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3320,7 +3318,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
                 >>::raw_get_const::<
                     68usize,
                     60u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3334,7 +3332,7 @@ impl _SLIST_HEADER__bindgen_ty_3 {
             >>::raw_set_const::<
                 68usize,
                 60u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3440,7 +3438,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
                 >>::raw_get_const::<
                     0usize,
                     16u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3454,7 +3452,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
             >>::raw_set_const::<
                 0usize,
                 16u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3482,7 +3480,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
                 >>::raw_get_const::<
                     16usize,
                     48u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3496,7 +3494,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
             >>::raw_set_const::<
                 16usize,
                 48u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3524,7 +3522,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
                 >>::raw_get_const::<
                     64usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3538,7 +3536,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
             >>::raw_set_const::<
                 64usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3566,7 +3564,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
                 >>::raw_get_const::<
                     65usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3580,7 +3578,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
             >>::raw_set_const::<
                 65usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -3608,7 +3606,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
                 >>::raw_get_const::<
                     68usize,
                     60u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -3622,7 +3620,7 @@ impl _SLIST_HEADER__bindgen_ty_4 {
             >>::raw_set_const::<
                 68usize,
                 60u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5368,7 +5366,7 @@ impl _KDEVICE_QUEUE__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -5382,7 +5380,7 @@ impl _KDEVICE_QUEUE__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5410,7 +5408,7 @@ impl _KDEVICE_QUEUE__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     56u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u64,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u64,
             )
         }
     }
@@ -5424,7 +5422,7 @@ impl _KDEVICE_QUEUE__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 56u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5581,7 +5579,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5595,7 +5593,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5623,7 +5621,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5637,7 +5635,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5665,7 +5663,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5679,7 +5677,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5707,7 +5705,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
                 >>::raw_get_const::<
                     3usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5721,7 +5719,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1_
             >>::raw_set_const::<
                 3usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5888,7 +5886,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5902,7 +5900,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5930,7 +5928,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5944,7 +5942,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -5972,7 +5970,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -5986,7 +5984,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6014,7 +6012,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
                 >>::raw_get_const::<
                     3usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6028,7 +6026,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1_
             >>::raw_set_const::<
                 3usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6197,7 +6195,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_1_
                 >>::raw_get_const::<
                     0usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6211,7 +6209,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_1_
             >>::raw_set_const::<
                 0usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6239,7 +6237,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_1_
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6253,7 +6251,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_1_
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6281,7 +6279,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_1_
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6295,7 +6293,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_1_
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6412,7 +6410,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6426,7 +6424,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6454,7 +6452,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6468,7 +6466,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6496,7 +6494,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
                 >>::raw_get_const::<
                     2usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6510,7 +6508,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
             >>::raw_set_const::<
                 2usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6538,7 +6536,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6552,7 +6550,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -6580,7 +6578,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -6594,7 +6592,7 @@ impl _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1__bindgen_ty_3__bindgen_ty_2_
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -8345,7 +8343,7 @@ impl _OWNER_ENTRY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -8359,7 +8357,7 @@ impl _OWNER_ENTRY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -8387,7 +8385,7 @@ impl _OWNER_ENTRY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -8401,7 +8399,7 @@ impl _OWNER_ENTRY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -8429,7 +8427,7 @@ impl _OWNER_ENTRY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     30u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -8443,7 +8441,7 @@ impl _OWNER_ENTRY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 30u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9598,7 +9596,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9612,7 +9610,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9640,7 +9638,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9654,7 +9652,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9682,7 +9680,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9696,7 +9694,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9724,7 +9722,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9738,7 +9736,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9766,7 +9764,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9780,7 +9778,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9808,7 +9806,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9822,7 +9820,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -9850,7 +9848,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     22usize,
                     10u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -9864,7 +9862,7 @@ impl _SYSTEM_POWER_STATE_CONTEXT__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 22usize,
                 10u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11209,7 +11207,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11223,7 +11221,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11251,7 +11249,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11265,7 +11263,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11293,7 +11291,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11307,7 +11305,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11335,7 +11333,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11349,7 +11347,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11377,7 +11375,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11391,7 +11389,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11419,7 +11417,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11433,7 +11431,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -11461,7 +11459,7 @@ impl _DEVICE_FLAGS {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -11475,7 +11473,7 @@ impl _DEVICE_FLAGS {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -12613,7 +12611,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -12627,7 +12625,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -12655,7 +12653,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -12669,7 +12667,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -12697,7 +12695,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -12711,7 +12709,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -12739,7 +12737,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
                 >>::raw_get_const::<
                     3usize,
                     29u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -12753,7 +12751,7 @@ impl _KEY_SET_VIRTUALIZATION_INFORMATION {
             >>::raw_set_const::<
                 3usize,
                 29u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16136,7 +16134,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16150,7 +16148,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16178,7 +16176,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16192,7 +16190,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16220,7 +16218,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16234,7 +16232,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16262,7 +16260,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     3usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16276,7 +16274,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 3usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16304,7 +16302,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16318,7 +16316,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16346,7 +16344,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16360,7 +16358,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16388,7 +16386,7 @@ impl _EISA_MEMORY_TYPE {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16402,7 +16400,7 @@ impl _EISA_MEMORY_TYPE {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16553,7 +16551,7 @@ impl _EISA_IRQ_DESCRIPTOR {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16567,7 +16565,7 @@ impl _EISA_IRQ_DESCRIPTOR {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16595,7 +16593,7 @@ impl _EISA_IRQ_DESCRIPTOR {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16609,7 +16607,7 @@ impl _EISA_IRQ_DESCRIPTOR {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16637,7 +16635,7 @@ impl _EISA_IRQ_DESCRIPTOR {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16651,7 +16649,7 @@ impl _EISA_IRQ_DESCRIPTOR {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16679,7 +16677,7 @@ impl _EISA_IRQ_DESCRIPTOR {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16693,7 +16691,7 @@ impl _EISA_IRQ_DESCRIPTOR {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16721,7 +16719,7 @@ impl _EISA_IRQ_DESCRIPTOR {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16735,7 +16733,7 @@ impl _EISA_IRQ_DESCRIPTOR {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16858,7 +16856,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16872,7 +16870,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16900,7 +16898,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
                 >>::raw_get_const::<
                     3usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16914,7 +16912,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
             >>::raw_set_const::<
                 3usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16942,7 +16940,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16956,7 +16954,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -16984,7 +16982,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -16998,7 +16996,7 @@ impl _DMA_CONFIGURATION_BYTE0 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17086,7 +17084,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
                 >>::raw_get_const::<
                     0usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17100,7 +17098,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
             >>::raw_set_const::<
                 0usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17128,7 +17126,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
                 >>::raw_get_const::<
                     2usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17142,7 +17140,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
             >>::raw_set_const::<
                 2usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17170,7 +17168,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
                 >>::raw_get_const::<
                     4usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17184,7 +17182,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
             >>::raw_set_const::<
                 4usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17212,7 +17210,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
                 >>::raw_get_const::<
                     6usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17226,7 +17224,7 @@ impl _DMA_CONFIGURATION_BYTE1 {
             >>::raw_set_const::<
                 6usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17337,7 +17335,7 @@ impl _EISA_PORT_DESCRIPTOR {
                 >>::raw_get_const::<
                     0usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17351,7 +17349,7 @@ impl _EISA_PORT_DESCRIPTOR {
             >>::raw_set_const::<
                 0usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17379,7 +17377,7 @@ impl _EISA_PORT_DESCRIPTOR {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17393,7 +17391,7 @@ impl _EISA_PORT_DESCRIPTOR {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17421,7 +17419,7 @@ impl _EISA_PORT_DESCRIPTOR {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17435,7 +17433,7 @@ impl _EISA_PORT_DESCRIPTOR {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -17463,7 +17461,7 @@ impl _EISA_PORT_DESCRIPTOR {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -17477,7 +17475,7 @@ impl _EISA_PORT_DESCRIPTOR {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18099,7 +18097,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18113,7 +18111,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18141,7 +18139,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18155,7 +18153,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18183,7 +18181,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18197,7 +18195,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18225,7 +18223,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18239,7 +18237,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18267,7 +18265,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18281,7 +18279,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18309,7 +18307,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18323,7 +18321,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18351,7 +18349,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18365,7 +18363,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18393,7 +18391,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18407,7 +18405,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18435,7 +18433,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18449,7 +18447,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18477,7 +18475,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18491,7 +18489,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18519,7 +18517,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18533,7 +18531,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18561,7 +18559,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18575,7 +18573,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18603,7 +18601,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18617,7 +18615,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18645,7 +18643,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18659,7 +18657,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18687,7 +18685,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     14usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18701,7 +18699,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 14usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18729,7 +18727,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18743,7 +18741,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18771,7 +18769,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18785,7 +18783,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18813,7 +18811,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18827,7 +18825,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -18855,7 +18853,7 @@ impl _DEVICE_CAPABILITIES {
                 >>::raw_get_const::<
                     18usize,
                     14u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -18869,7 +18867,7 @@ impl _DEVICE_CAPABILITIES {
             >>::raw_set_const::<
                 18usize,
                 14u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -24962,7 +24960,7 @@ impl _PCI_SLOT_NUMBER__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -24976,7 +24974,7 @@ impl _PCI_SLOT_NUMBER__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -25004,7 +25002,7 @@ impl _PCI_SLOT_NUMBER__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -25018,7 +25016,7 @@ impl _PCI_SLOT_NUMBER__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -25046,7 +25044,7 @@ impl _PCI_SLOT_NUMBER__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     24u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -25060,7 +25058,7 @@ impl _PCI_SLOT_NUMBER__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 24u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26164,7 +26162,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26178,7 +26176,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26206,7 +26204,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26220,7 +26218,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26248,7 +26246,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26262,7 +26260,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26290,7 +26288,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26304,7 +26302,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26332,7 +26330,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26346,7 +26344,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26374,7 +26372,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26388,7 +26386,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26416,7 +26414,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26430,7 +26428,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26458,7 +26456,7 @@ impl _PCI_PMC__PM_SUPPORT {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26472,7 +26470,7 @@ impl _PCI_PMC__PM_SUPPORT {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26589,7 +26587,7 @@ impl _PCI_PMC {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26603,7 +26601,7 @@ impl _PCI_PMC {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26631,7 +26629,7 @@ impl _PCI_PMC {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26645,7 +26643,7 @@ impl _PCI_PMC {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26673,7 +26671,7 @@ impl _PCI_PMC {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26687,7 +26685,7 @@ impl _PCI_PMC {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26715,7 +26713,7 @@ impl _PCI_PMC {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26729,7 +26727,7 @@ impl _PCI_PMC {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26757,7 +26755,7 @@ impl _PCI_PMC {
                 >>::raw_get_const::<
                     6usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -26771,7 +26769,7 @@ impl _PCI_PMC {
             >>::raw_set_const::<
                 6usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26868,7 +26866,7 @@ impl _PCI_PMCSR {
                 >>::raw_get_const::<
                     0usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -26882,7 +26880,7 @@ impl _PCI_PMCSR {
             >>::raw_set_const::<
                 0usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26910,7 +26908,7 @@ impl _PCI_PMCSR {
                 >>::raw_get_const::<
                     2usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -26924,7 +26922,7 @@ impl _PCI_PMCSR {
             >>::raw_set_const::<
                 2usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26952,7 +26950,7 @@ impl _PCI_PMCSR {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -26966,7 +26964,7 @@ impl _PCI_PMCSR {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -26994,7 +26992,7 @@ impl _PCI_PMCSR {
                 >>::raw_get_const::<
                     9usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27008,7 +27006,7 @@ impl _PCI_PMCSR {
             >>::raw_set_const::<
                 9usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27036,7 +27034,7 @@ impl _PCI_PMCSR {
                 >>::raw_get_const::<
                     13usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27050,7 +27048,7 @@ impl _PCI_PMCSR {
             >>::raw_set_const::<
                 13usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27078,7 +27076,7 @@ impl _PCI_PMCSR {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27092,7 +27090,7 @@ impl _PCI_PMCSR {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27195,7 +27193,7 @@ impl _PCI_PMCSR_BSE {
                 >>::raw_get_const::<
                     0usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -27209,7 +27207,7 @@ impl _PCI_PMCSR_BSE {
             >>::raw_set_const::<
                 0usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27237,7 +27235,7 @@ impl _PCI_PMCSR_BSE {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -27251,7 +27249,7 @@ impl _PCI_PMCSR_BSE {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27279,7 +27277,7 @@ impl _PCI_PMCSR_BSE {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -27293,7 +27291,7 @@ impl _PCI_PMCSR_BSE {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27525,7 +27523,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27539,7 +27537,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27567,7 +27565,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27581,7 +27579,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27609,7 +27607,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27623,7 +27621,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27651,7 +27649,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27665,7 +27663,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27693,7 +27691,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     9u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -27707,7 +27705,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 9u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27842,7 +27840,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -27856,7 +27854,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27884,7 +27882,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -27898,7 +27896,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27926,7 +27924,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -27940,7 +27938,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -27968,7 +27966,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -27982,7 +27980,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28010,7 +28008,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28024,7 +28022,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28052,7 +28050,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28066,7 +28064,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28094,7 +28092,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28108,7 +28106,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28136,7 +28134,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28150,7 +28148,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28178,7 +28176,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28192,7 +28190,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28222,7 +28220,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     23usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28239,7 +28237,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 23usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28267,7 +28265,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     26usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28281,7 +28279,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 26usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28309,7 +28307,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     29usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28326,7 +28324,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 29usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28354,7 +28352,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     30usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28368,7 +28366,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 30usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28396,7 +28394,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     31usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28410,7 +28408,7 @@ impl PCI_X_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 31usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28664,7 +28662,7 @@ impl _PCI_EXPRESS_ENHANCED_CAPABILITY_HEADER {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -28678,7 +28676,7 @@ impl _PCI_EXPRESS_ENHANCED_CAPABILITY_HEADER {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28706,7 +28704,7 @@ impl _PCI_EXPRESS_ENHANCED_CAPABILITY_HEADER {
                 >>::raw_get_const::<
                     4usize,
                     12u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -28720,7 +28718,7 @@ impl _PCI_EXPRESS_ENHANCED_CAPABILITY_HEADER {
             >>::raw_set_const::<
                 4usize,
                 12u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28829,7 +28827,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28843,7 +28841,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28871,7 +28869,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28885,7 +28883,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28913,7 +28911,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28927,7 +28925,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28955,7 +28953,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -28969,7 +28967,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -28997,7 +28995,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29011,7 +29009,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29039,7 +29037,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29053,7 +29051,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29081,7 +29079,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29095,7 +29093,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29123,7 +29121,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29137,7 +29135,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29165,7 +29163,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29179,7 +29177,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29207,7 +29205,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29221,7 +29219,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29249,7 +29247,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29263,7 +29261,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29291,7 +29289,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29305,7 +29303,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29333,7 +29331,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29347,7 +29345,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29375,7 +29373,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29389,7 +29387,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29417,7 +29415,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29431,7 +29429,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29666,7 +29664,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29680,7 +29678,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29708,7 +29706,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29722,7 +29720,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29750,7 +29748,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29764,7 +29762,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29792,7 +29790,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29806,7 +29804,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29834,7 +29832,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29848,7 +29846,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29876,7 +29874,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29890,7 +29888,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29918,7 +29916,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29932,7 +29930,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -29960,7 +29958,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -29974,7 +29972,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30002,7 +30000,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30016,7 +30014,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30044,7 +30042,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30058,7 +30056,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30086,7 +30084,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30100,7 +30098,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30128,7 +30126,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30142,7 +30140,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30170,7 +30168,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30184,7 +30182,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30212,7 +30210,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30226,7 +30224,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30254,7 +30252,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30268,7 +30266,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30502,7 +30500,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30516,7 +30514,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30544,7 +30542,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30558,7 +30556,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30586,7 +30584,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30600,7 +30598,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30628,7 +30626,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30642,7 +30640,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30670,7 +30668,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30684,7 +30682,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30712,7 +30710,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30726,7 +30724,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30754,7 +30752,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30768,7 +30766,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30796,7 +30794,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30810,7 +30808,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30838,7 +30836,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30852,7 +30850,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30880,7 +30878,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30894,7 +30892,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30922,7 +30920,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30936,7 +30934,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -30964,7 +30962,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -30978,7 +30976,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31006,7 +31004,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31020,7 +31018,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31048,7 +31046,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31062,7 +31060,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31090,7 +31088,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31104,7 +31102,7 @@ impl _PCI_EXPRESS_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31339,7 +31337,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31353,7 +31351,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31381,7 +31379,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31395,7 +31393,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31423,7 +31421,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31437,7 +31435,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31465,7 +31463,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31479,7 +31477,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31507,7 +31505,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31521,7 +31519,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31549,7 +31547,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31563,7 +31561,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31591,7 +31589,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31605,7 +31603,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31633,7 +31631,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31647,7 +31645,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31675,7 +31673,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     18u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31689,7 +31687,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 18u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31861,7 +31859,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31875,7 +31873,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31903,7 +31901,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31917,7 +31915,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31945,7 +31943,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -31959,7 +31957,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -31987,7 +31985,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32001,7 +31999,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32029,7 +32027,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32043,7 +32041,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32071,7 +32069,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32085,7 +32083,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32113,7 +32111,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32127,7 +32125,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32155,7 +32153,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32169,7 +32167,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32197,7 +32195,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     18u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32211,7 +32209,7 @@ impl _PCI_EXPRESS_CORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 18u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32381,7 +32379,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32395,7 +32393,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32423,7 +32421,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32437,7 +32435,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32465,7 +32463,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32479,7 +32477,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32507,7 +32505,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32521,7 +32519,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32549,7 +32547,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32563,7 +32561,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32591,7 +32589,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     23u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32605,7 +32603,7 @@ impl _PCI_EXPRESS_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 23u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32750,7 +32748,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32764,7 +32762,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32792,7 +32790,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32806,7 +32804,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32834,7 +32832,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32848,7 +32846,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -32876,7 +32874,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     29u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -32890,7 +32888,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_COMMAND__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 29u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33013,7 +33011,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33027,7 +33025,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33055,7 +33053,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33072,7 +33070,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33100,7 +33098,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33114,7 +33112,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33142,7 +33140,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33159,7 +33157,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33187,7 +33185,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33201,7 +33199,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33229,7 +33227,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33243,7 +33241,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33271,7 +33269,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33285,7 +33283,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33313,7 +33311,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     20u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33327,7 +33325,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 20u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33355,7 +33353,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     27usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33372,7 +33370,7 @@ impl _PCI_EXPRESS_ROOT_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 27usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33550,7 +33548,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -33564,7 +33562,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33592,7 +33590,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -33606,7 +33604,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33634,7 +33632,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -33648,7 +33646,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33676,7 +33674,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -33690,7 +33688,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33718,7 +33716,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -33732,7 +33730,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33760,7 +33758,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     24usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -33774,7 +33772,7 @@ impl _PCI_EXPRESS_ERROR_SOURCE_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 24usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33924,7 +33922,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33938,7 +33936,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -33966,7 +33964,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -33980,7 +33978,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34008,7 +34006,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34022,7 +34020,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34050,7 +34048,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34064,7 +34062,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34092,7 +34090,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34106,7 +34104,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34134,7 +34132,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34148,7 +34146,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34176,7 +34174,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34190,7 +34188,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34218,7 +34216,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34232,7 +34230,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34260,7 +34258,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34274,7 +34272,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34302,7 +34300,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34316,7 +34314,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34344,7 +34342,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34361,7 +34359,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34389,7 +34387,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34403,7 +34401,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34431,7 +34429,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34445,7 +34443,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34473,7 +34471,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34487,7 +34485,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34515,7 +34513,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     18u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34529,7 +34527,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 18u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34770,7 +34768,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34784,7 +34782,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34812,7 +34810,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34826,7 +34824,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34854,7 +34852,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34868,7 +34866,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34896,7 +34894,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34910,7 +34908,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34938,7 +34936,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34952,7 +34950,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -34980,7 +34978,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -34994,7 +34992,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35022,7 +35020,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35036,7 +35034,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35064,7 +35062,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35078,7 +35076,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35106,7 +35104,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35120,7 +35118,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35148,7 +35146,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35162,7 +35160,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35190,7 +35188,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35207,7 +35205,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35235,7 +35233,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35249,7 +35247,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35277,7 +35275,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35291,7 +35289,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35319,7 +35317,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35333,7 +35331,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35361,7 +35359,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     18u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35375,7 +35373,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_MASK__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 18u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35618,7 +35616,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35632,7 +35630,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35660,7 +35658,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35674,7 +35672,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35702,7 +35700,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35716,7 +35714,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35744,7 +35742,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35758,7 +35756,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35786,7 +35784,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35800,7 +35798,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35828,7 +35826,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35842,7 +35840,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35870,7 +35868,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35884,7 +35882,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35912,7 +35910,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35926,7 +35924,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35954,7 +35952,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -35968,7 +35966,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -35996,7 +35994,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36010,7 +36008,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36038,7 +36036,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36055,7 +36053,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36083,7 +36081,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36097,7 +36095,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36125,7 +36123,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36139,7 +36137,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36167,7 +36165,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36181,7 +36179,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36209,7 +36207,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     18u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36223,7 +36221,7 @@ impl _PCI_EXPRESS_SEC_UNCORRECTABLE_ERROR_SEVERITY__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 18u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36464,7 +36462,7 @@ impl _PCI_EXPRESS_SEC_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36481,7 +36479,7 @@ impl _PCI_EXPRESS_SEC_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36509,7 +36507,7 @@ impl _PCI_EXPRESS_SEC_AER_CAPABILITIES__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     27u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36523,7 +36521,7 @@ impl _PCI_EXPRESS_SEC_AER_CAPABILITIES__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 27u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36886,7 +36884,7 @@ impl _PCI_EXPRESS_SRIOV_CAPS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36900,7 +36898,7 @@ impl _PCI_EXPRESS_SRIOV_CAPS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36928,7 +36926,7 @@ impl _PCI_EXPRESS_SRIOV_CAPS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     20u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36942,7 +36940,7 @@ impl _PCI_EXPRESS_SRIOV_CAPS__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 20u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -36970,7 +36968,7 @@ impl _PCI_EXPRESS_SRIOV_CAPS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -36984,7 +36982,7 @@ impl _PCI_EXPRESS_SRIOV_CAPS__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37096,7 +37094,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37110,7 +37108,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37138,7 +37136,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37152,7 +37150,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37180,7 +37178,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37194,7 +37192,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37222,7 +37220,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37236,7 +37234,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37264,7 +37262,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37278,7 +37276,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37306,7 +37304,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37320,7 +37318,7 @@ impl _PCI_EXPRESS_SRIOV_CONTROL__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37463,7 +37461,7 @@ impl _PCI_EXPRESS_SRIOV_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37477,7 +37475,7 @@ impl _PCI_EXPRESS_SRIOV_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37505,7 +37503,7 @@ impl _PCI_EXPRESS_SRIOV_STATUS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     15u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -37519,7 +37517,7 @@ impl _PCI_EXPRESS_SRIOV_STATUS__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 15u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37622,7 +37620,7 @@ impl _PCI_EXPRESS_SRIOV_MIGRATION_STATE_ARRAY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -37636,7 +37634,7 @@ impl _PCI_EXPRESS_SRIOV_MIGRATION_STATE_ARRAY__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -37664,7 +37662,7 @@ impl _PCI_EXPRESS_SRIOV_MIGRATION_STATE_ARRAY__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     29u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -37678,7 +37676,7 @@ impl _PCI_EXPRESS_SRIOV_MIGRATION_STATE_ARRAY__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 29u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -38230,7 +38228,7 @@ impl _OB_PRE_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -38244,7 +38242,7 @@ impl _OB_PRE_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -38272,7 +38270,7 @@ impl _OB_PRE_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     31u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -38286,7 +38284,7 @@ impl _OB_PRE_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 31u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -38508,7 +38506,7 @@ impl _OB_POST_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -38522,7 +38520,7 @@ impl _OB_POST_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -38550,7 +38548,7 @@ impl _OB_POST_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     31u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -38564,7 +38562,7 @@ impl _OB_POST_OPERATION_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 31u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41159,7 +41157,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     25u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41173,7 +41171,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 25u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41201,7 +41199,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     25usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41215,7 +41213,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 25usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41243,7 +41241,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     26usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41257,7 +41255,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 26usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41285,7 +41283,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     27usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41299,7 +41297,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 27usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41327,7 +41325,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     28usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41341,7 +41339,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 28usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41369,7 +41367,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     29usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41383,7 +41381,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 29usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41411,7 +41409,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     30usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41425,7 +41423,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 30usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -41453,7 +41451,7 @@ impl _MCI_STATS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     31usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -41467,7 +41465,7 @@ impl _MCI_STATS__bindgen_ty_1 {
             >>::raw_set_const::<
                 31usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43013,7 +43011,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43027,7 +43025,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43055,7 +43053,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43069,7 +43067,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43097,7 +43095,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43111,7 +43109,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43139,7 +43137,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43153,7 +43151,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43181,7 +43179,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43195,7 +43193,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43223,7 +43221,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43237,7 +43235,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43265,7 +43263,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43279,7 +43277,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43307,7 +43305,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43321,7 +43319,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43349,7 +43347,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     10usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43363,7 +43361,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 10usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43391,7 +43389,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     13usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43405,7 +43403,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 13usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43433,7 +43431,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43447,7 +43445,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43475,7 +43473,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43489,7 +43487,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43517,7 +43515,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     18usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43531,7 +43529,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 18usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43559,7 +43557,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
                 >>::raw_get_const::<
                     24usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43573,7 +43571,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_STATUS {
             >>::raw_set_const::<
                 24usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43761,7 +43759,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43775,7 +43773,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43803,7 +43801,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43817,7 +43815,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43845,7 +43843,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43859,7 +43857,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43887,7 +43885,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43901,7 +43899,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43929,7 +43927,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43943,7 +43941,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -43971,7 +43969,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -43985,7 +43983,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44013,7 +44011,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44027,7 +44025,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44055,7 +44053,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44069,7 +44067,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44097,7 +44095,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     10usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44111,7 +44109,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 10usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44139,7 +44137,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     13usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44153,7 +44151,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 13usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44181,7 +44179,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     16usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44195,7 +44193,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 16usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44223,7 +44221,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
                 >>::raw_get_const::<
                     24usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44237,7 +44235,7 @@ impl _PCI_AGP_CAPABILITY__PCI_AGP_COMMAND {
             >>::raw_set_const::<
                 24usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44406,7 +44404,7 @@ impl _PCI_AGP_CAPABILITY {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -44420,7 +44418,7 @@ impl _PCI_AGP_CAPABILITY {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44448,7 +44446,7 @@ impl _PCI_AGP_CAPABILITY {
                 >>::raw_get_const::<
                     4usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -44462,7 +44460,7 @@ impl _PCI_AGP_CAPABILITY {
             >>::raw_set_const::<
                 4usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44490,7 +44488,7 @@ impl _PCI_AGP_CAPABILITY {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -44504,7 +44502,7 @@ impl _PCI_AGP_CAPABILITY {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44599,7 +44597,7 @@ impl _PCI_AGP_ISOCH_STATUS {
                 >>::raw_get_const::<
                     0usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44613,7 +44611,7 @@ impl _PCI_AGP_ISOCH_STATUS {
             >>::raw_set_const::<
                 0usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44641,7 +44639,7 @@ impl _PCI_AGP_ISOCH_STATUS {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44655,7 +44653,7 @@ impl _PCI_AGP_ISOCH_STATUS {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44683,7 +44681,7 @@ impl _PCI_AGP_ISOCH_STATUS {
                 >>::raw_get_const::<
                     3usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44697,7 +44695,7 @@ impl _PCI_AGP_ISOCH_STATUS {
             >>::raw_set_const::<
                 3usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44725,7 +44723,7 @@ impl _PCI_AGP_ISOCH_STATUS {
                 >>::raw_get_const::<
                     6usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44739,7 +44737,7 @@ impl _PCI_AGP_ISOCH_STATUS {
             >>::raw_set_const::<
                 6usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44767,7 +44765,7 @@ impl _PCI_AGP_ISOCH_STATUS {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44781,7 +44779,7 @@ impl _PCI_AGP_ISOCH_STATUS {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44809,7 +44807,7 @@ impl _PCI_AGP_ISOCH_STATUS {
                 >>::raw_get_const::<
                     16usize,
                     16u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44823,7 +44821,7 @@ impl _PCI_AGP_ISOCH_STATUS {
             >>::raw_set_const::<
                 16usize,
                 16u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44929,7 +44927,7 @@ impl _PCI_AGP_CONTROL {
                 >>::raw_get_const::<
                     0usize,
                     7u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44943,7 +44941,7 @@ impl _PCI_AGP_CONTROL {
             >>::raw_set_const::<
                 0usize,
                 7u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -44971,7 +44969,7 @@ impl _PCI_AGP_CONTROL {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -44985,7 +44983,7 @@ impl _PCI_AGP_CONTROL {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45013,7 +45011,7 @@ impl _PCI_AGP_CONTROL {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -45027,7 +45025,7 @@ impl _PCI_AGP_CONTROL {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45055,7 +45053,7 @@ impl _PCI_AGP_CONTROL {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -45069,7 +45067,7 @@ impl _PCI_AGP_CONTROL {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45097,7 +45095,7 @@ impl _PCI_AGP_CONTROL {
                 >>::raw_get_const::<
                     10usize,
                     22u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -45111,7 +45109,7 @@ impl _PCI_AGP_CONTROL {
             >>::raw_set_const::<
                 10usize,
                 22u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45210,7 +45208,7 @@ impl _PCI_AGP_APERTURE_PAGE_SIZE {
                 >>::raw_get_const::<
                     0usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45224,7 +45222,7 @@ impl _PCI_AGP_APERTURE_PAGE_SIZE {
             >>::raw_set_const::<
                 0usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45252,7 +45250,7 @@ impl _PCI_AGP_APERTURE_PAGE_SIZE {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45266,7 +45264,7 @@ impl _PCI_AGP_APERTURE_PAGE_SIZE {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45294,7 +45292,7 @@ impl _PCI_AGP_APERTURE_PAGE_SIZE {
                 >>::raw_get_const::<
                     12usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45308,7 +45306,7 @@ impl _PCI_AGP_APERTURE_PAGE_SIZE {
             >>::raw_set_const::<
                 12usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45391,7 +45389,7 @@ impl _PCI_AGP_ISOCH_COMMAND {
                 >>::raw_get_const::<
                     0usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45405,7 +45403,7 @@ impl _PCI_AGP_ISOCH_COMMAND {
             >>::raw_set_const::<
                 0usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45433,7 +45431,7 @@ impl _PCI_AGP_ISOCH_COMMAND {
                 >>::raw_get_const::<
                     6usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45447,7 +45445,7 @@ impl _PCI_AGP_ISOCH_COMMAND {
             >>::raw_set_const::<
                 6usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45475,7 +45473,7 @@ impl _PCI_AGP_ISOCH_COMMAND {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45489,7 +45487,7 @@ impl _PCI_AGP_ISOCH_COMMAND {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45635,7 +45633,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45649,7 +45647,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45677,7 +45675,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45691,7 +45689,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45719,7 +45717,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45733,7 +45731,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45761,7 +45759,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45775,7 +45773,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45803,7 +45801,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45817,7 +45815,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45845,7 +45843,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45859,7 +45857,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45887,7 +45885,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45901,7 +45899,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45929,7 +45927,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45943,7 +45941,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -45971,7 +45969,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -45985,7 +45983,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46013,7 +46011,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -46027,7 +46025,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46055,7 +46053,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -46069,7 +46067,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46265,7 +46263,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46279,7 +46277,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46307,7 +46305,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46321,7 +46319,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46349,7 +46347,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46363,7 +46361,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46391,7 +46389,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46405,7 +46403,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46433,7 +46431,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46447,7 +46445,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46475,7 +46473,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46489,7 +46487,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46517,7 +46515,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46531,7 +46529,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46559,7 +46557,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46573,7 +46571,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46601,7 +46599,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46615,7 +46613,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46643,7 +46641,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     22usize,
                     7u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46657,7 +46655,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 22usize,
                 7u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46685,7 +46683,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     29usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46699,7 +46697,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 29usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46727,7 +46725,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     30usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46741,7 +46739,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 30usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46769,7 +46767,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     31usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -46783,7 +46781,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 31usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -46997,7 +46995,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47011,7 +47009,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47039,7 +47037,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47053,7 +47051,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47081,7 +47079,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47095,7 +47093,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47123,7 +47121,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47137,7 +47135,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47165,7 +47163,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47179,7 +47177,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47207,7 +47205,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47221,7 +47219,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47249,7 +47247,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47263,7 +47261,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47291,7 +47289,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47305,7 +47303,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47333,7 +47331,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47347,7 +47345,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47375,7 +47373,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     24usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47389,7 +47387,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 24usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47417,7 +47415,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     28usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47431,7 +47429,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 28usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47459,7 +47457,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     29usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47473,7 +47471,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 29usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47501,7 +47499,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     30usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47515,7 +47513,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 30usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47543,7 +47541,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
                 >>::raw_get_const::<
                     31usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47557,7 +47555,7 @@ impl _PCIX_BRIDGE_CAPABILITY__bindgen_ty_3__bindgen_ty_1 {
             >>::raw_set_const::<
                 31usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47880,7 +47878,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47894,7 +47892,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47922,7 +47920,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47936,7 +47934,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -47964,7 +47962,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -47978,7 +47976,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48006,7 +48004,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48020,7 +48018,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48048,7 +48046,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48062,7 +48060,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48090,7 +48088,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48104,7 +48102,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48132,7 +48130,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     26u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48146,7 +48144,7 @@ impl _PCI_ROOT_BUS_OSC_SUPPORT_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 26u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48333,7 +48331,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48347,7 +48345,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48375,7 +48373,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48389,7 +48387,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48417,7 +48415,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48431,7 +48429,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48459,7 +48457,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48473,7 +48471,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48501,7 +48499,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48515,7 +48513,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48543,7 +48541,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     27u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -48557,7 +48555,7 @@ impl _PCI_ROOT_BUS_OSC_CONTROL_FIELD__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 27u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48843,7 +48841,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -48857,7 +48855,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48885,7 +48883,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -48899,7 +48897,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48927,7 +48925,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -48941,7 +48939,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -48969,7 +48967,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -48983,7 +48981,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49011,7 +49009,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -49025,7 +49023,7 @@ impl _PCI_EXPRESS_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49159,7 +49157,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49173,7 +49171,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49201,7 +49199,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49215,7 +49213,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49243,7 +49241,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49257,7 +49255,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49285,7 +49283,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49299,7 +49297,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49327,7 +49325,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49341,7 +49339,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49369,7 +49367,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49383,7 +49381,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49411,7 +49409,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49425,7 +49423,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49453,7 +49451,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49467,7 +49465,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49495,7 +49493,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49509,7 +49507,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49537,7 +49535,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     26usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49551,7 +49549,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 26usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49579,7 +49577,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     28usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -49593,7 +49591,7 @@ impl _PCI_EXPRESS_DEVICE_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 28usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49792,7 +49790,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -49806,7 +49804,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49834,7 +49832,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -49848,7 +49846,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49876,7 +49874,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -49890,7 +49888,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49918,7 +49916,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -49932,7 +49930,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -49960,7 +49958,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -49974,7 +49972,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50002,7 +50000,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50016,7 +50014,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50044,7 +50042,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50058,7 +50056,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50086,7 +50084,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50100,7 +50098,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50128,7 +50126,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50142,7 +50140,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50170,7 +50168,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50184,7 +50182,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50212,7 +50210,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50226,7 +50224,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50254,7 +50252,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50268,7 +50266,7 @@ impl _PCI_EXPRESS_DEVICE_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50483,7 +50481,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50497,7 +50495,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50525,7 +50523,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50539,7 +50537,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50567,7 +50565,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50581,7 +50579,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50609,7 +50607,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50623,7 +50621,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50651,7 +50649,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50665,7 +50663,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50693,7 +50691,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50707,7 +50705,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50735,7 +50733,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     10u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -50749,7 +50747,7 @@ impl _PCI_EXPRESS_DEVICE_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 10u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50907,7 +50905,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -50921,7 +50919,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50949,7 +50947,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -50963,7 +50961,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -50991,7 +50989,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51005,7 +51003,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51033,7 +51031,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51047,7 +51045,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51075,7 +51073,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51089,7 +51087,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51117,7 +51115,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51131,7 +51129,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51159,7 +51157,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51176,7 +51174,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51204,7 +51202,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     20usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51221,7 +51219,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 20usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51249,7 +51247,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     21usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51263,7 +51261,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 21usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51291,7 +51289,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     24usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -51305,7 +51303,7 @@ impl _PCI_EXPRESS_LINK_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 24usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51495,7 +51493,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51509,7 +51507,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51537,7 +51535,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51551,7 +51549,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51579,7 +51577,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51593,7 +51591,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51621,7 +51619,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51635,7 +51633,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51663,7 +51661,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51677,7 +51675,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51705,7 +51703,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51719,7 +51717,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51747,7 +51745,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51761,7 +51759,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51789,7 +51787,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51803,7 +51801,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -51831,7 +51829,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     7u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -51845,7 +51843,7 @@ impl _PCI_EXPRESS_LINK_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 7u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52019,7 +52017,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52033,7 +52031,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52061,7 +52059,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52075,7 +52073,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52103,7 +52101,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52117,7 +52115,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52145,7 +52143,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52159,7 +52157,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52187,7 +52185,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52201,7 +52199,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52229,7 +52227,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52243,7 +52241,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52271,7 +52269,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     14usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -52285,7 +52283,7 @@ impl _PCI_EXPRESS_LINK_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 14usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52435,7 +52433,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52449,7 +52447,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52477,7 +52475,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52491,7 +52489,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52519,7 +52517,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52533,7 +52531,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52561,7 +52559,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52575,7 +52573,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52603,7 +52601,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52617,7 +52615,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52645,7 +52643,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52659,7 +52657,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52687,7 +52685,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52701,7 +52699,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52729,7 +52727,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52743,7 +52741,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52771,7 +52769,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     15usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52785,7 +52783,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 15usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52813,7 +52811,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52827,7 +52825,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52855,7 +52853,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52869,7 +52867,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -52897,7 +52895,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     19usize,
                     13u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -52911,7 +52909,7 @@ impl _PCI_EXPRESS_SLOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 19usize,
                 13u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53127,7 +53125,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53141,7 +53139,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53169,7 +53167,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53183,7 +53181,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53211,7 +53209,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53225,7 +53223,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53253,7 +53251,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53267,7 +53265,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53295,7 +53293,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53309,7 +53307,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53337,7 +53335,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53351,7 +53349,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53379,7 +53377,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53393,7 +53391,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53421,7 +53419,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     2u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53435,7 +53433,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 2u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53463,7 +53461,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53477,7 +53475,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53505,7 +53503,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53519,7 +53517,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53547,7 +53545,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     12usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53561,7 +53559,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 12usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53589,7 +53587,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     13usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53603,7 +53601,7 @@ impl _PCI_EXPRESS_SLOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 13usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53816,7 +53814,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53830,7 +53828,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53858,7 +53856,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53872,7 +53870,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53900,7 +53898,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53914,7 +53912,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53942,7 +53940,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53956,7 +53954,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -53984,7 +53982,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -53998,7 +53996,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54026,7 +54024,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54040,7 +54038,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54068,7 +54066,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54082,7 +54080,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54110,7 +54108,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54124,7 +54122,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54152,7 +54150,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54166,7 +54164,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54194,7 +54192,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     7u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54208,7 +54206,7 @@ impl _PCI_EXPRESS_SLOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 7u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54399,7 +54397,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54413,7 +54411,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54441,7 +54439,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54455,7 +54453,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54483,7 +54481,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54497,7 +54495,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54525,7 +54523,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54539,7 +54537,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54567,7 +54565,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54581,7 +54579,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54609,7 +54607,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     11u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54623,7 +54621,7 @@ impl _PCI_EXPRESS_ROOT_CONTROL_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 11u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54770,7 +54768,7 @@ impl _PCI_EXPRESS_ROOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54784,7 +54782,7 @@ impl _PCI_EXPRESS_ROOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54812,7 +54810,7 @@ impl _PCI_EXPRESS_ROOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     15u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -54826,7 +54824,7 @@ impl _PCI_EXPRESS_ROOT_CAPABILITIES_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 15u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54930,7 +54928,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     16u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -54944,7 +54942,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 16u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -54972,7 +54970,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     16usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -54986,7 +54984,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 16usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -55014,7 +55012,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     17usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -55028,7 +55026,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 17usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -55056,7 +55054,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
                 >>::raw_get_const::<
                     18usize,
                     14u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -55070,7 +55068,7 @@ impl _PCI_EXPRESS_ROOT_STATUS_REGISTER__bindgen_ty_1 {
             >>::raw_set_const::<
                 18usize,
                 14u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -55365,7 +55363,7 @@ impl _PCI_EXPRESS_PME_REQUESTOR_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -55379,7 +55377,7 @@ impl _PCI_EXPRESS_PME_REQUESTOR_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -55407,7 +55405,7 @@ impl _PCI_EXPRESS_PME_REQUESTOR_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     5u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -55421,7 +55419,7 @@ impl _PCI_EXPRESS_PME_REQUESTOR_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 5u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -55449,7 +55447,7 @@ impl _PCI_EXPRESS_PME_REQUESTOR_ID__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u16,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u16,
             )
         }
     }
@@ -55463,7 +55461,7 @@ impl _PCI_EXPRESS_PME_REQUESTOR_ID__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -57725,7 +57723,7 @@ impl _XSTATE_CONFIGURATION {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -57739,7 +57737,7 @@ impl _XSTATE_CONFIGURATION {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -57873,7 +57871,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -57887,7 +57885,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -57915,7 +57913,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -57929,7 +57927,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -57957,7 +57955,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     6u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -57971,7 +57969,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 6u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58080,7 +58078,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58094,7 +58092,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58122,7 +58120,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58136,7 +58134,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58164,7 +58162,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58178,7 +58176,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58206,7 +58204,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58220,7 +58218,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58248,7 +58246,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58262,7 +58260,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58290,7 +58288,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     5usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58304,7 +58302,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 5usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58332,7 +58330,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     6usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58346,7 +58344,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 6usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -58374,7 +58372,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     25u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -58388,7 +58386,7 @@ impl _KUSER_SHARED_DATA__bindgen_ty_2__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 25u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59121,7 +59119,7 @@ impl _RATE_QUOTA_LIMIT__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     7u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59135,7 +59133,7 @@ impl _RATE_QUOTA_LIMIT__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 7u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59163,7 +59161,7 @@ impl _RATE_QUOTA_LIMIT__bindgen_ty_1 {
                 >>::raw_get_const::<
                     7usize,
                     25u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59177,7 +59175,7 @@ impl _RATE_QUOTA_LIMIT__bindgen_ty_1 {
             >>::raw_set_const::<
                 7usize,
                 25u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59671,7 +59669,7 @@ impl _PS_CREATE_NOTIFY_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59685,7 +59683,7 @@ impl _PS_CREATE_NOTIFY_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59713,7 +59711,7 @@ impl _PS_CREATE_NOTIFY_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     31u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59727,7 +59725,7 @@ impl _PS_CREATE_NOTIFY_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 31u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59886,7 +59884,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     8u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59900,7 +59898,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 8u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59928,7 +59926,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     8usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59942,7 +59940,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 8usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -59970,7 +59968,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     9usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -59984,7 +59982,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 9usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60012,7 +60010,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     10usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60026,7 +60024,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 10usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60054,7 +60052,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     11usize,
                     21u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60068,7 +60066,7 @@ impl _IMAGE_INFO__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 11usize,
                 21u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60702,7 +60700,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60716,7 +60714,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60744,7 +60742,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     1usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60758,7 +60756,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 1usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60786,7 +60784,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     2usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60800,7 +60798,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 2usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60828,7 +60826,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     1u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60842,7 +60840,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 1u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -60870,7 +60868,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
                 >>::raw_get_const::<
                     4usize,
                     28u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -60884,7 +60882,7 @@ impl _PROCESS_EXTENDED_BASIC_INFORMATION__bindgen_ty_1__bindgen_ty_1 {
             >>::raw_set_const::<
                 4usize,
                 28u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -72331,7 +72329,7 @@ impl _MM_PREFETCH_FLAGS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     0usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -72345,7 +72343,7 @@ impl _MM_PREFETCH_FLAGS__bindgen_ty_1 {
             >>::raw_set_const::<
                 0usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -72373,7 +72371,7 @@ impl _MM_PREFETCH_FLAGS__bindgen_ty_1 {
                 >>::raw_get_const::<
                     3usize,
                     3u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u32,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u32,
             )
         }
     }
@@ -72387,7 +72385,7 @@ impl _MM_PREFETCH_FLAGS__bindgen_ty_1 {
             >>::raw_set_const::<
                 3usize,
                 3u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -72537,7 +72535,7 @@ impl _FSRTL_COMMON_FCB_HEADER {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -72551,7 +72549,7 @@ impl _FSRTL_COMMON_FCB_HEADER {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -72579,7 +72577,7 @@ impl _FSRTL_COMMON_FCB_HEADER {
                 >>::raw_get_const::<
                     4usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -72593,7 +72591,7 @@ impl _FSRTL_COMMON_FCB_HEADER {
             >>::raw_set_const::<
                 4usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -72730,7 +72728,7 @@ impl _FSRTL_ADVANCED_FCB_HEADER {
                 >>::raw_get_const::<
                     0usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -72744,7 +72742,7 @@ impl _FSRTL_ADVANCED_FCB_HEADER {
             >>::raw_set_const::<
                 0usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]
@@ -72772,7 +72770,7 @@ impl _FSRTL_ADVANCED_FCB_HEADER {
                 >>::raw_get_const::<
                     4usize,
                     4u8,
-                >(::core::ptr::addr_of!((* this)._bitfield_1)) as u8,
+                >(::core::ptr::addr_of!((*this)._bitfield_1)) as u8,
             )
         }
     }
@@ -72786,7 +72784,7 @@ impl _FSRTL_ADVANCED_FCB_HEADER {
             >>::raw_set_const::<
                 4usize,
                 4u8,
-            >(::core::ptr::addr_of_mut!((* this)._bitfield_1), val as u64)
+            >(::core::ptr::addr_of_mut!((*this)._bitfield_1), val as u64)
         }
     }
     #[inline]

@@ -1,0 +1,174 @@
+//! The service's `Parameters` key: read once in DriverEntry, typed and bounded.
+//!
+//! Every value is optional. A value of the wrong type or size is ignored with a log
+//! line (the default applies); a DWORD outside its range is clamped with a log line.
+
+use crate::sys::{
+    HANDLE, KEY_READ, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD,
+    UNICODE_STRING, ZwClose, ZwOpenKey, ZwQueryValueKey, _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation,
+    nt_success,
+};
+use crate::name::Name;
+
+/// A bounded DWORD parameter.
+pub struct Bounded {
+    pub name: &'static str,
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+pub const DEVICE_COUNT: Bounded = Bounded { name: "DeviceCount", default: 2, min: 1, max: 8 };
+pub const SAMPLE_PERIOD_MS: Bounded = Bounded { name: "SamplePeriodMs", default: 100, min: 1, max: 60_000 };
+/// 0 turns the watchdog's read timeout off.
+pub const READ_TIMEOUT_S: Bounded = Bounded { name: "ReadTimeoutSeconds", default: 0, min: 0, max: 3600 };
+pub const MAX_PENDING_READS: Bounded = Bounded { name: "MaxPendingReadsPerHandle", default: 64, min: 1, max: 100_000 };
+/// Records per device ring.
+pub const RING_CAPACITY: Bounded = Bounded { name: "RingCapacity", default: 256, min: 8, max: 65_536 };
+/// Producer ticks between two statistics work items.
+pub const STATS_EVERY: Bounded = Bounded { name: "StatisticsEveryTicks", default: 10, min: 1, max: 100_000 };
+/// 1 widens the device DACL to Everyone (read/write); default SYSTEM and Administrators.
+pub const OPEN_TO_EVERYONE: Bounded = Bounded { name: "OpenToEveryone", default: 0, min: 0, max: 1 };
+/// Hardware profile: interrupt vector (0 = no hardware, the default profile).
+pub const INTERRUPT_VECTOR: Bounded = Bounded { name: "InterruptVector", default: 0, min: 0, max: 255 };
+pub const INTERRUPT_LEVEL: Bounded = Bounded { name: "InterruptLevel", default: 5, min: 3, max: 12 };
+/// Physical address of the register window (low and high DWORD).
+pub const REGISTER_BASE_LOW: Bounded = Bounded { name: "RegisterBaseLow", default: 0, min: 0, max: u32::MAX };
+pub const REGISTER_BASE_HIGH: Bounded = Bounded { name: "RegisterBaseHigh", default: 0, min: 0, max: u32::MAX };
+/// On Windows a legacy driver cannot obtain an interrupt; the profile must be opted into.
+pub const HARDWARE_OPT_IN: Bounded = Bounded { name: "HardwareProfileOptIn", default: 0, min: 0, max: 1 };
+
+/// The virtual device's register window, in bytes.
+pub const REGISTER_WINDOW: usize = 16;
+
+/// The hardware profile's resources, when the key describes them.
+#[derive(Clone, Copy)]
+pub struct Hardware {
+    pub vector: u32,
+    pub level: u32,
+    pub register_base: u64,
+}
+
+pub struct Config {
+    pub device_count: u32,
+    pub sample_period_ms: u32,
+    pub read_timeout_s: u32,
+    pub max_pending_reads: u32,
+    pub ring_capacity: u32,
+    pub stats_every: u32,
+    pub open_to_everyone: bool,
+    pub hardware: Option<Hardware>,
+}
+
+impl Config {
+    /// Reads `<RegistryPath>\Parameters`. A missing key gives the defaults.
+    /// PASSIVE_LEVEL.
+    pub fn read(registry_path: PCUNICODE_STRING) -> Result<Self, NTSTATUS> {
+        let key = ParametersKey::open(registry_path);
+        let get = |b: &Bounded| key.as_ref().map_or(b.default, |k| k.dword(b));
+        let vector = get(&INTERRUPT_VECTOR);
+        let hardware = (vector != 0).then(|| Hardware {
+            vector,
+            level: get(&INTERRUPT_LEVEL),
+            register_base: u64::from(get(&REGISTER_BASE_HIGH)) << 32 | u64::from(get(&REGISTER_BASE_LOW)),
+        });
+        if let Some(hw) = &hardware {
+            if hw.register_base == 0 {
+                log!(Error, "Parameters: InterruptVector is set but RegisterBaseLow/High is not");
+                return Err(crate::sys::STATUS_INVALID_PARAMETER);
+            }
+            if cfg!(target_os = "windows") && get(&HARDWARE_OPT_IN) == 0 {
+                log!(Error, "Parameters: the hardware profile needs HardwareProfileOptIn=1 (legacy drivers get no interrupt on x64 Windows)");
+                return Err(crate::sys::STATUS_NOT_SUPPORTED);
+            }
+        }
+        Ok(Config {
+            device_count: get(&DEVICE_COUNT),
+            sample_period_ms: get(&SAMPLE_PERIOD_MS),
+            read_timeout_s: get(&READ_TIMEOUT_S),
+            max_pending_reads: get(&MAX_PENDING_READS),
+            ring_capacity: get(&RING_CAPACITY),
+            stats_every: get(&STATS_EVERY),
+            open_to_everyone: get(&OPEN_TO_EVERYONE) != 0,
+            hardware,
+        })
+    }
+}
+
+/// An open `Parameters` key; closed on drop (it never outlives DriverEntry).
+struct ParametersKey(HANDLE);
+
+impl ParametersKey {
+    fn open(registry_path: PCUNICODE_STRING) -> Option<Self> {
+        let mut path = crate::name::PathBuf::new();
+        // SAFETY: the I/O manager passes a valid registry path to DriverEntry.
+        if !path.push_unicode(unsafe { &*registry_path }) || !path.push_str("\\Parameters") {
+            log!(Warning, "Parameters: registry path too long, using defaults");
+            return None;
+        }
+        let mut name = path.as_unicode_string();
+        let mut attributes = object_attributes(&raw mut name);
+        let mut handle: HANDLE = core::ptr::null_mut();
+        // SAFETY: the attributes and the name they point to live across the call.
+        let status = unsafe { ZwOpenKey(&raw mut handle, KEY_READ, &raw mut attributes) };
+        if nt_success(status) {
+            Some(Self(handle))
+        } else {
+            log!(Info, "Parameters: no key ({status:#x}), using defaults");
+            None
+        }
+    }
+
+    /// The DWORD `b.name`, checked for type and size, clamped to its range.
+    fn dword(&self, b: &Bounded) -> u32 {
+        let value_name = Name::from_ascii(b.name);
+        let mut unicode = value_name.as_unicode_string();
+        // KEY_VALUE_PARTIAL_INFORMATION (12 bytes) + a DWORD, with room to detect a
+        // larger value.
+        let mut buffer = [0u32; 8];
+        let mut result_length = 0u32;
+        // SAFETY: the buffer is writable for its size and the name lives across the call.
+        let status = unsafe {
+            ZwQueryValueKey(
+                self.0,
+                &raw mut unicode,
+                KeyValuePartialInformation,
+                buffer.as_mut_ptr().cast(),
+                size_of_val(&buffer) as u32,
+                &raw mut result_length,
+            )
+        };
+        if !nt_success(status) {
+            return b.default;
+        }
+        let (kind, length, value) = (buffer[1], buffer[2], buffer[3]);
+        if kind != REG_DWORD || length != 4 {
+            log!(Warning, "Parameters: {} is not a REG_DWORD (type {kind}, {length} bytes); using {}", b.name, b.default);
+            return b.default;
+        }
+        let clamped = value.clamp(b.min, b.max);
+        if clamped != value {
+            log!(Warning, "Parameters: {}={value} is outside {}..={}; using {clamped}", b.name, b.min, b.max);
+        }
+        clamped
+    }
+}
+
+impl Drop for ParametersKey {
+    fn drop(&mut self) {
+        // SAFETY: the handle was opened by ZwOpenKey and is closed once.
+        let _ = unsafe { ZwClose(self.0) };
+    }
+}
+
+/// `InitializeObjectAttributes(&a, name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL)`.
+pub fn object_attributes(name: *mut UNICODE_STRING) -> OBJECT_ATTRIBUTES {
+    OBJECT_ATTRIBUTES {
+        Length: size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: core::ptr::null_mut(),
+        ObjectName: name,
+        Attributes: OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: core::ptr::null_mut(),
+        SecurityQualityOfService: core::ptr::null_mut(),
+    }
+}

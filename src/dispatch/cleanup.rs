@@ -1,0 +1,27 @@
+//! IRP_MJ_CLEANUP: the last handle to a file object closed (in the closing process).
+//! Every read queued for it is cancelled under the device guard, the same guard the
+//! read path queues under; the handle is marked so that a read still in flight fails.
+
+use super::finish;
+use crate::device::DeviceExtension;
+use crate::queue::{Completions, HandleContext, drain};
+use crate::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
+
+pub unsafe extern "C" fn dispatch_cleanup(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: a valid cleanup IRP for a file object opened on our device.
+    let handle = unsafe { HandleContext::of((*current_stack_location(irp)).FileObject) };
+    // SAFETY: the device is ours.
+    let extension = unsafe { DeviceExtension::of(device) };
+    let mut cancelled = Completions::new();
+    {
+        let mut shared = extension.shared.lock();
+        // SAFETY: under the guard.
+        unsafe {
+            (*handle).cleaned_up = true;
+            drain(&mut shared, handle, &mut cancelled);
+        }
+    }
+    cancelled.complete_all();
+    // SAFETY: we own the cleanup IRP.
+    unsafe { finish(irp, STATUS_SUCCESS, 0) }
+}

@@ -1,0 +1,100 @@
+//! IRP_MJ_READ: whole records now if the handle has no earlier read waiting and the
+//! ring has data; otherwise the read is queued on its handle.
+
+use super::finish;
+use crate::device::{DeviceExtension, Shared};
+use crate::protocol::{RECORD_SIZE, Record};
+use crate::queue::{Enqueued, HandleContext, enqueue};
+use crate::sys::{
+    NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING, STATUS_PENDING,
+    STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS, current_stack_location,
+};
+use crate::timer::performance_counter;
+
+pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: a valid read IRP for our device.
+    let (length, file) = unsafe {
+        let stack = current_stack_location(irp);
+        ((*stack).Parameters.Read.Length, (*stack).FileObject)
+    };
+    // SAFETY: the device is ours.
+    let extension = unsafe { DeviceExtension::of(device) };
+    if length == 0 {
+        // A zero-length read succeeds at once with nothing, as on any Windows device.
+        extension.shared.lock().stats.reads_received += 1;
+        extension.shared.lock().stats.reads_completed += 1;
+        // SAFETY: we own the IRP and never touch it again.
+        return unsafe { finish(irp, STATUS_SUCCESS, 0) };
+    }
+    // SAFETY: the file object was opened on this device, so CREATE set its context.
+    let handle = unsafe { HandleContext::of(file) };
+    let (now, _) = performance_counter();
+    let mut shared = extension.shared.lock();
+    shared.stats.reads_received += 1;
+    let reject = if (length as usize) < RECORD_SIZE {
+        Some(STATUS_BUFFER_TOO_SMALL)
+    } else if shared.stopping {
+        Some(STATUS_DELETE_PENDING)
+    } else if unsafe { (*handle).cleaned_up } {
+        // A read that raced CloseHandle past the handle look-up: it would pend forever.
+        Some(STATUS_CANCELLED)
+    } else {
+        None
+    };
+    if let Some(status) = reject {
+        shared.stats.reads_rejected += 1;
+        drop(shared);
+        // SAFETY: as above.
+        return unsafe { finish(irp, status, 0) };
+    }
+    // SAFETY: under the guard.
+    let earlier_waiting = unsafe { (*handle).pending_count } > 0;
+    if !earlier_waiting && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
+        let bytes = fill(&mut shared, irp, length);
+        shared.stats.reads_completed += 1;
+        drop(shared);
+        // SAFETY: as above.
+        return unsafe { finish(irp, STATUS_SUCCESS, bytes) };
+    }
+    // SAFETY: under the guard.
+    if unsafe { (*handle).pending_count } >= extension.max_pending_reads {
+        shared.stats.reads_rejected += 1;
+        drop(shared);
+        // SAFETY: as above.
+        return unsafe { finish(irp, STATUS_QUOTA_EXCEEDED, 0) };
+    }
+    // SAFETY: guard held, IRP owned, `handle` is its context.
+    match unsafe { enqueue(&mut shared, handle, irp, now) } {
+        Enqueued::Queued => {}
+        Enqueued::CancelledEarly => {
+            drop(shared);
+            // SAFETY: we took the cancel routine back, so the IRP is ours to complete.
+            unsafe { crate::sys::complete_request(irp, STATUS_CANCELLED, 0) };
+        }
+    }
+    STATUS_PENDING
+}
+
+/// Copies as many whole records as fit in the read into its system buffer; returns
+/// the byte count. Guard held.
+pub fn fill(shared: &mut Shared, irp: PIRP, length: u32) -> u64 {
+    let room = length as usize / RECORD_SIZE;
+    // SAFETY: buffered I/O: SystemBuffer holds `length` bytes for this read.
+    let buffer = unsafe { (*irp).AssociatedIrp.SystemBuffer.cast::<u8>() };
+    let mut written = 0;
+    let mut chunk = [Record::default(); 8];
+    while written < room {
+        let want = (room - written).min(chunk.len());
+        let got = shared.ring.as_mut().map_or(0, |r| r.pop_into(&mut chunk[..want]));
+        if got == 0 {
+            break;
+        }
+        // SAFETY: `written + got <= room` records fit in the buffer; the system buffer may
+        // be unaligned for Record, so bytes are copied.
+        unsafe {
+            core::ptr::copy_nonoverlapping(chunk.as_ptr().cast::<u8>(), buffer.add(written * RECORD_SIZE), got * RECORD_SIZE);
+        }
+        written += got;
+    }
+    (written * RECORD_SIZE) as u64
+}

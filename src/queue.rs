@@ -1,0 +1,239 @@
+//! Pending reads: one FIFO per handle (FileObject->FsContext), guarded by the device
+//! guard, with the cancel protocol:
+//!
+//! - enqueue: mark pending, set the cancel routine, re-check `Irp->Cancel` (IoCancelIrp
+//!   sets it before taking the routine), then link the IRP;
+//! - [`dequeue`], the one removal path for the thread, the watchdog, cleanup and close:
+//!   unlink, self-link the entry, then take the cancel routine back with
+//!   IoSetCancelRoutine(NULL). Getting NULL means the cancel routine owns the IRP: it
+//!   finds the entry self-linked and completes it; the dequeuer must not;
+//! - [`cancel_read`]: release the cancel spin lock, unlink under the guard if still
+//!   linked, always complete.
+//!
+//! Completion always happens after the guard is released, from a local list.
+
+use crate::device::{DeviceExtension, Shared};
+use crate::list;
+use crate::sys::{
+    IoReleaseCancelSpinLock, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_CANCELLED,
+    complete_request, current_stack_location, irp_cancel_requested, mark_irp_pending, set_cancel_routine,
+};
+
+/// Per-handle state, in pool from IRP_MJ_CREATE to IRP_MJ_CLOSE.
+#[repr(C)]
+pub struct HandleContext {
+    /// Link in the device's list of open handles.
+    pub link: LIST_ENTRY,
+    /// Pending read IRPs, oldest first (through `Irp->Tail.Overlay.ListEntry`).
+    pub pending: LIST_ENTRY,
+    pub pending_count: u32,
+    /// IRP_MJ_CLEANUP ran: later reads fail instead of pending forever.
+    pub cleaned_up: bool,
+}
+
+impl HandleContext {
+    /// The context of the file object an IRP was sent for.
+    ///
+    /// # Safety
+    /// `file` is a file object of this driver's device, opened successfully.
+    pub unsafe fn of(file: PFILE_OBJECT) -> *mut HandleContext {
+        // SAFETY: guaranteed by the caller; CREATE stored the context.
+        unsafe { (*file).FsContext.cast() }
+    }
+
+    /// The context from a link in the device's handle list.
+    ///
+    /// # Safety
+    /// `link` is the `link` field of a live HandleContext.
+    pub unsafe fn from_link(link: PLIST_ENTRY) -> *mut HandleContext {
+        // `link` is the first field (repr(C)), so the addresses coincide.
+        link.cast()
+    }
+}
+
+/// `Irp->Tail.Overlay.ListEntry`, which the driver may use while it owns the IRP.
+///
+/// # Safety
+/// `irp` is valid.
+pub unsafe fn irp_entry(irp: PIRP) -> PLIST_ENTRY {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &raw mut (*irp).Tail.Overlay.__bindgen_anon_2.ListEntry }
+}
+
+/// The IRP whose `Tail.Overlay.ListEntry` is `entry` (CONTAINING_RECORD).
+///
+/// # Safety
+/// `entry` is the list entry of an IRP.
+pub unsafe fn irp_of(entry: PLIST_ENTRY) -> PIRP {
+    let offset = core::mem::offset_of!(crate::sys::IRP, Tail)
+        + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1, __bindgen_anon_2)
+        + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_2, ListEntry);
+    // SAFETY: guaranteed by the caller; Overlay is at offset 0 of the Tail union.
+    unsafe { entry.byte_sub(offset).cast() }
+}
+
+/// `Irp->Tail.Overlay.DriverContext[0]`: the enqueue time, for the watchdog.
+///
+/// # Safety
+/// `irp` is valid and owned by the driver (queued or being queued).
+pub unsafe fn enqueue_time(irp: PIRP) -> *mut i64 {
+    // SAFETY: guaranteed by the caller; DriverContext is the driver's while it owns the IRP.
+    unsafe { (&raw mut (*irp).Tail.Overlay.__bindgen_anon_1.__bindgen_anon_1.DriverContext[0]).cast() }
+}
+
+/// What happened to a read handed to [`enqueue`].
+pub enum Enqueued {
+    Queued,
+    /// It was cancelled before it could be queued; the caller completes it as cancelled.
+    CancelledEarly,
+}
+
+/// Queues `irp` on `handle` (guard held). Marks it pending first, so the caller returns
+/// STATUS_PENDING in every case.
+///
+/// # Safety
+/// The caller holds the device guard, owns `irp`, and `handle` is the IRP's context.
+pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP, now: i64) -> Enqueued {
+    // SAFETY: the caller owns the IRP.
+    unsafe {
+        mark_irp_pending(irp);
+        *enqueue_time(irp) = now;
+    }
+    // SAFETY: as above; from here the cancel routine may run, and it takes the guard
+    // (held by the caller) before touching the list.
+    unsafe { set_cancel_routine(irp, Some(cancel_read)) };
+    // SAFETY: the IRP is not completed (the cancel routine needs the guard we hold).
+    if unsafe { irp_cancel_requested(irp) } && unsafe { set_cancel_routine(irp, None) }.is_some() {
+        // Cancelled before queued and the routine was not called: ours to complete.
+        shared.stats.reads_cancelled += 1;
+        return Enqueued::CancelledEarly;
+    }
+    // Linked even if the cancel routine is about to run: its unlink then finds it.
+    // SAFETY: the guard protects the handle's list; the entry is the driver's now.
+    unsafe {
+        list::insert_tail(&raw mut (*handle).pending, irp_entry(irp));
+        (*handle).pending_count += 1;
+    }
+    shared.stats.reads_pending += 1;
+    Enqueued::Queued
+}
+
+/// Removes the oldest pending read of `handle` that the caller can own, if `take`
+/// accepts it. The one removal path for every consumer (guard held).
+///
+/// # Safety
+/// The caller holds the device guard and `handle` is a live context of that device.
+pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: impl Fn(PIRP) -> bool) -> Option<PIRP> {
+    loop {
+        // SAFETY: the guard protects the list.
+        let head = unsafe { &raw mut (*handle).pending };
+        // SAFETY: as above.
+        if unsafe { list::is_empty(head) } {
+            return None;
+        }
+        // SAFETY: a non-empty list's first entry is a queued IRP.
+        let irp = unsafe { irp_of((*head).Flink) };
+        if !take(irp) {
+            return None;
+        }
+        // SAFETY: unlink and self-link, under the guard.
+        unsafe {
+            list::remove(irp_entry(irp));
+            (*handle).pending_count -= 1;
+        }
+        shared.stats.reads_pending -= 1;
+        // SAFETY: the IRP is not completed: only its cancel routine could complete it,
+        // and that needs the routine we are about to take.
+        if unsafe { set_cancel_routine(irp, None) }.is_some() {
+            return Some(irp);
+        }
+        // The cancel routine is running or about to: it owns the IRP.
+    }
+}
+
+/// IRPs to complete once the guard is released, in the order they were added. Chained
+/// through their own `Tail.Overlay.ListEntry.Flink` (the driver owns these IRPs), so
+/// the list holds no pointer to itself and may move freely.
+pub struct Completions {
+    first: PIRP,
+    last: PIRP,
+}
+
+impl Completions {
+    pub const fn new() -> Self {
+        Self { first: core::ptr::null_mut(), last: core::ptr::null_mut() }
+    }
+
+    /// Adds an IRP the caller owns (cancel routine cleared), with its final status.
+    pub fn push(&mut self, irp: PIRP, status: NTSTATUS, information: u64) {
+        // SAFETY: the caller owns the IRP; its IoStatus and list entry are ours to use.
+        unsafe {
+            (*irp).IoStatus.__bindgen_anon_1.Status = status;
+            (*irp).IoStatus.Information = information;
+            (*irp_entry(irp)).Flink = core::ptr::null_mut();
+        }
+        if self.last.is_null() {
+            self.first = irp;
+        } else {
+            // SAFETY: `last` is an IRP pushed earlier and still owned by this list.
+            unsafe { (*irp_entry(self.last)).Flink = irp_entry(irp) };
+        }
+        self.last = irp;
+    }
+
+    /// Completes every IRP, oldest first. Call with no spin lock held.
+    pub fn complete_all(self) {
+        let mut next = self.first;
+        while !next.is_null() {
+            let irp = next;
+            // SAFETY: every IRP on the chain was pushed by `push` and is still ours; the
+            // link is read before completion hands the IRP back.
+            let (link, status, information) = unsafe {
+                ((*irp_entry(irp)).Flink, (*irp).IoStatus.__bindgen_anon_1.Status, (*irp).IoStatus.Information)
+            };
+            next = if link.is_null() { core::ptr::null_mut() } else {
+                // SAFETY: a non-NULL link is the entry of the next pushed IRP.
+                unsafe { irp_of(link) }
+            };
+            // SAFETY: we own the IRP and never touch it again.
+            unsafe { complete_request(irp, status, information) };
+        }
+    }
+}
+
+/// Drains every pending read of `handle` as cancelled (cleanup, close).
+///
+/// # Safety
+/// The caller holds the device guard and `handle` is live.
+pub unsafe fn drain(shared: &mut Shared, handle: *mut HandleContext, out: &mut Completions) {
+    // SAFETY: forwarded.
+    while let Some(irp) = unsafe { dequeue(shared, handle, |_| true) } {
+        shared.stats.reads_cancelled += 1;
+        out.push(irp, STATUS_CANCELLED, 0);
+    }
+}
+
+/// The cancel routine of a queued read. Called with the cancel spin lock held.
+unsafe extern "C" fn cancel_read(device: PDEVICE_OBJECT, irp: PIRP) {
+    // SAFETY: IoCancelIrp stored the IRQL to return to; we release the lock first.
+    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    // SAFETY: the device belongs to this driver and is live while it has IRPs.
+    let extension = unsafe { DeviceExtension::of(device) };
+    // SAFETY: the IRP is outstanding, so its file object and context are live.
+    let handle = unsafe { HandleContext::of((*current_stack_location(irp)).FileObject) };
+    {
+        let mut shared = extension.shared.lock();
+        // SAFETY: under the guard; a dequeuer that got here first self-linked the entry.
+        unsafe {
+            let entry = irp_entry(irp);
+            if !list::is_empty(entry) {
+                list::remove(entry);
+                (*handle).pending_count -= 1;
+                shared.stats.reads_pending -= 1;
+            }
+        }
+        shared.stats.reads_cancelled += 1;
+    }
+    // SAFETY: the cancel routine owns the IRP once IoCancelIrp took the routine.
+    unsafe { complete_request(irp, STATUS_CANCELLED, 0) };
+}

@@ -1,0 +1,125 @@
+//! The consumer: one system thread per driver that waits for records and completes
+//! pending reads with them, outside any spin lock.
+
+use core::ptr::NonNull;
+
+use crate::device::{Device, DeviceExtension};
+use crate::driver::DriverState;
+use crate::queue::{Completions, HandleContext, dequeue};
+use crate::sys::{
+    HANDLE, KeWaitForMultipleObjects, KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID,
+    PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, THREAD_ALL_ACCESS, ZwClose, _KWAIT_REASON::Executive,
+    _MODE::KernelMode, _WAIT_TYPE::WaitAny, current_stack_location, dereference_object, nt_success,
+};
+
+/// The thread object, referenced, so Unload can wait for the thread to end.
+pub struct ConsumerThread(NonNull<core::ffi::c_void>);
+
+impl ConsumerThread {
+    /// PsCreateSystemThread (kernel handle), ObReferenceObjectByHandle, ZwClose.
+    /// PASSIVE_LEVEL.
+    pub fn start(state: &DriverState) -> Result<Self, NTSTATUS> {
+        let mut handle: HANDLE = core::ptr::null_mut();
+        let mut attributes = crate::config::object_attributes(core::ptr::null_mut());
+        // SAFETY: the attributes are valid; the context outlives the thread (Unload waits
+        // for it before the driver state goes).
+        let status = unsafe {
+            PsCreateSystemThread(
+                &raw mut handle,
+                THREAD_ALL_ACCESS,
+                &raw mut attributes,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                Some(consumer_main),
+                core::ptr::from_ref(state).cast_mut().cast(),
+            )
+        };
+        if !nt_success(status) {
+            log!(Error, "PsCreateSystemThread failed: {status:#x}");
+            return Err(status);
+        }
+        let mut object: PVOID = core::ptr::null_mut();
+        // SAFETY: a kernel handle we just received; the object type may be NULL.
+        let status = unsafe {
+            ObReferenceObjectByHandle(handle, THREAD_ALL_ACCESS, core::ptr::null_mut(), KernelMode as i8, &raw mut object, core::ptr::null_mut())
+        };
+        // SAFETY: the handle is ours; the thread lives on through the reference (or ends
+        // by itself when told to stop below).
+        let _ = unsafe { ZwClose(handle) };
+        match NonNull::new(object) {
+            Some(object) if nt_success(status) => Ok(Self(object)),
+            _ => {
+                log!(Error, "ObReferenceObjectByHandle(thread) failed: {status:#x}");
+                // Without a reference it cannot be waited for; tell it to end now.
+                state.stop.set();
+                Err(status)
+            }
+        }
+    }
+
+    /// Signals the thread, waits for it to call PsTerminateSystemThread, drops the
+    /// reference (Unload stage 2). PASSIVE_LEVEL.
+    pub fn stop(self, state: &DriverState) {
+        state.stop.set();
+        // SAFETY: a referenced thread object; waiting for it at PASSIVE_LEVEL.
+        let _ = unsafe { KeWaitForSingleObject(self.0.as_ptr(), Executive, KernelMode as i8, 0, core::ptr::null_mut()) };
+        // SAFETY: the reference taken in `start`, released once.
+        unsafe { dereference_object(self.0.as_ptr()) };
+    }
+}
+
+unsafe extern "C" fn consumer_main(context: PVOID) {
+    // SAFETY: `start` passed the driver state, which outlives this thread.
+    let state = unsafe { &*context.cast::<DriverState>() };
+    let mut events = [state.stop.as_ptr().cast::<core::ffi::c_void>(), state.data_ready.as_ptr().cast()];
+    loop {
+        // SAFETY: two initialised events (within THREAD_WAIT_OBJECTS, so no wait block
+        // array is needed), waited on at PASSIVE_LEVEL.
+        let status = unsafe {
+            KeWaitForMultipleObjects(2, events.as_mut_ptr(), WaitAny, Executive, KernelMode as i8, 0, core::ptr::null_mut(), core::ptr::null_mut())
+        };
+        if status == STATUS_SUCCESS {
+            // Index 0: the stop event.
+            break;
+        }
+        for device in state.devices() {
+            deliver(device);
+        }
+    }
+    // SAFETY: a system thread ends itself; this does not return.
+    unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
+}
+
+/// Gives records to pending reads, one read per handle per round, oldest first.
+fn deliver(device: Device) {
+    let extension: &DeviceExtension = device.extension();
+    let mut done = Completions::new();
+    {
+        let mut shared = extension.shared.lock();
+        let head = &raw mut shared.handles;
+        loop {
+            let mut progressed = false;
+            // SAFETY: the guard protects the handle list and the queues.
+            let mut link = unsafe { (*head).Flink };
+            while link != head && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
+                // SAFETY: as above.
+                let handle = unsafe { HandleContext::from_link(link) };
+                // SAFETY: as above.
+                if let Some(irp) = unsafe { dequeue(&mut shared, handle, |_| true) } {
+                    // SAFETY: the dequeued IRP is ours; its stack location is valid.
+                    let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
+                    let bytes = crate::dispatch::read::fill(&mut shared, irp, length);
+                    shared.stats.reads_completed += 1;
+                    done.push(irp, STATUS_SUCCESS, bytes);
+                    progressed = true;
+                }
+                // SAFETY: as above.
+                link = unsafe { (*link).Flink };
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+    done.complete_all();
+}
