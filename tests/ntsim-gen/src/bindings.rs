@@ -96,10 +96,12 @@ impl ParseCallbacks for Recorder {
 
 /// The contents of the in-memory header bindgen parses.
 pub fn input_header() -> String {
-    let mut text: String = WDM_HEADERS
-        .iter()
-        .map(|header| format!("#include \"{header}\"\n"))
-        .collect();
+    let mut text = String::new();
+    for header in WDM_HEADERS {
+        text.push_str("#include \"");
+        text.push_str(header);
+        text.push_str("\"\n");
+    }
     text.push_str(SHIM);
     text
 }

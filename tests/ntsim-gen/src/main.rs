@@ -83,7 +83,12 @@ fn parse_args() -> Result<Option<Options>, String> {
                 );
                 return Ok(None);
             }
-            _ => return Err(format!("unknown argument {arg:?} (try --help)")),
+            _ => {
+                return Err(format!(
+                    "unknown argument `{}` (try --help)",
+                    arg.to_string_lossy()
+                ));
+            }
         }
     }
     Ok(Some(options))
@@ -182,7 +187,7 @@ fn run() -> Result<ExitCode, String> {
     );
 
     if options.check {
-        check(&options.out_dir, &files)
+        Ok(check(&options.out_dir, &files))
     } else {
         write(&options.out_dir, &files)?;
         Ok(ExitCode::SUCCESS)
@@ -190,7 +195,10 @@ fn run() -> Result<ExitCode, String> {
 }
 
 /// Formats the five generated files.
-fn render(parts: &split::Split, scan: &status::Scan) -> Result<Vec<(&'static str, String)>, String> {
+fn render(
+    parts: &split::Split,
+    scan: &status::Scan,
+) -> Result<Vec<(&'static str, String)>, String> {
     let use_types: Item = syn::parse_quote!(
         use super::types::*;
     );
@@ -219,23 +227,30 @@ fn unparse(items: Vec<Item>) -> String {
 }
 
 fn write(out_dir: &Path, files: &[(&'static str, String)]) -> Result<(), String> {
-    fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     for (name, contents) in files {
         let path = out_dir.join(name);
         let unchanged = fs::read(&path).is_ok_and(|old| old == contents.as_bytes());
         if unchanged {
-            eprintln!("ntsim-gen: {} unchanged ({} bytes)", path.display(), contents.len());
+            eprintln!(
+                "ntsim-gen: {} unchanged ({} bytes)",
+                path.display(),
+                contents.len()
+            );
         } else {
             fs::write(&path, contents)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            eprintln!("ntsim-gen: wrote {} ({} bytes)", path.display(), contents.len());
+            eprintln!(
+                "ntsim-gen: wrote {} ({} bytes)",
+                path.display(),
+                contents.len()
+            );
         }
     }
     Ok(())
 }
 
-fn check(out_dir: &Path, files: &[(&'static str, String)]) -> Result<ExitCode, String> {
+fn check(out_dir: &Path, files: &[(&'static str, String)]) -> ExitCode {
     let mut stale = Vec::new();
     for (name, contents) in files {
         let path = out_dir.join(name);
@@ -246,14 +261,17 @@ fn check(out_dir: &Path, files: &[(&'static str, String)]) -> Result<ExitCode, S
         }
     }
     if stale.is_empty() {
-        eprintln!("ntsim-gen: all {} generated files are up to date", files.len());
-        Ok(ExitCode::SUCCESS)
+        eprintln!(
+            "ntsim-gen: all {} generated files are up to date",
+            files.len()
+        );
+        ExitCode::SUCCESS
     } else {
         eprintln!(
             "ntsim-gen: error: generated bindings are stale:\n  {}\n\
              run `cargo run -p ntsim-gen` and commit the result",
             stale.join("\n  ")
         );
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }

@@ -76,17 +76,14 @@ pub fn scan(
             if !active.contains(&name) {
                 continue;
             }
-            let value = match parse_body(&body) {
-                Some(value) => value,
-                None => {
-                    if CAST_TYPES
-                        .iter()
-                        .any(|(ty, _)| squeeze(&body).contains(&format!("({ty})")))
-                    {
-                        scan.unreadable.push(format!("{name} ({origin}): {body}"));
-                    }
-                    continue;
+            let Some(value) = parse_body(&body) else {
+                if CAST_TYPES
+                    .iter()
+                    .any(|(ty, _)| squeeze(&body).contains(&format!("({ty})")))
+                {
+                    scan.unreadable.push(format!("{name} ({origin}): {body}"));
                 }
+                continue;
             };
             let def = Definition {
                 value,
@@ -266,7 +263,9 @@ fn parse_int(text: &str) -> Option<u64> {
 /// All object-like `#define NAME BODY` lines, comments removed and
 /// continuation lines joined.
 fn object_like_defines(text: &str) -> Vec<(String, String)> {
-    let text = remove_block_comments(text).replace("\\\r\n", " ").replace("\\\n", " ");
+    let text = remove_block_comments(text)
+        .replace("\\\r\n", " ")
+        .replace("\\\n", " ");
     let mut defines = Vec::new();
     for line in text.lines() {
         let line = line.split("//").next().unwrap_or_default().trim_start();

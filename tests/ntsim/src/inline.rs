@@ -3,6 +3,9 @@
 //! can be checked like any export.
 
 use crate::machine::kcall;
+
+/// Trace names of the inline DDIs and pseudo-calls below: no kernel image exports them.
+pub const INLINE_DDIS: &[&str] = &["KeGetCurrentIrql", "IoSetCancelRoutine", "Irp->Cancel", "(thread exit)"];
 use crate::wdk_sys::{KIRQL, PDRIVER_CANCEL, PIRP};
 
 /// KeGetCurrentIrql.

@@ -34,7 +34,8 @@ pub struct Handle(pub u64);
 /// A request that returned STATUS_PENDING to an overlapped caller.
 #[derive(Clone)]
 pub struct PendingIo {
-    pub(crate) irp: usize,
+    /// The IRP's issue number (addresses are reused once IRPs are freed).
+    pub(crate) seq: u64,
     result: ResultSlot,
 }
 
@@ -289,18 +290,16 @@ impl Thread<'_> {
             };
             let (request, _, _) = make(ctx, file, device)?;
             let (irp, result) = irp::build(ctx, request);
+            let seq = ctx.io.irps.live[&irp].seq;
             let returned = irp::send(ctx, irp)?;
-            if returned == STATUS_PENDING && overlapped {
-                return Ok(Ok((irp, result, true)));
-            }
-            Ok(Ok((irp, result, false)))
+            Ok(Ok((seq, result, returned == STATUS_PENDING && overlapped)))
         })?;
-        let (irp, result, pending) = match issued {
+        let (seq, result, pending) = match issued {
             Err(status) => return Ok(Issued::Done(IoResult { status, information: 0, data: Vec::new() })),
             Ok(x) => x,
         };
         if pending {
-            return Ok(Issued::Pending(PendingIo { irp, result }));
+            return Ok(Issued::Pending(PendingIo { seq, result }));
         }
         // Synchronous: the caller waits for the final status.
         let slot = Arc::clone(&result);
@@ -324,11 +323,10 @@ impl Thread<'_> {
     /// CancelIoEx: cancels `io`, or every request of this process on `handle`.
     pub fn cancel_io_ex(&self, handle: Handle, io: Option<&PendingIo>) -> Result<NTSTATUS, Stopped> {
         let pid = self.pid;
-        let only = io.map(|p| p.irp);
+        let only = io.map(|p| p.seq);
         self.machine.on_thread(self.tid, "CancelIoEx", move |ctx| {
             let threads = ctx.io.processes[pid].threads.clone();
-            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread))
-                .and_then(|status| if let Some(irp) = only { cancel_one(ctx, irp).map(|_| status) } else { Ok(status) })
+            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread) && only.is_none_or(|irp| i.seq == irp))
         })
     }
 
@@ -360,10 +358,6 @@ impl Thread<'_> {
             !state.io.irps.live.values().any(|i| i.thread == slot_owner && i.phase == irp::Phase::Outstanding)
         })
     }
-}
-
-fn cancel_one(ctx: &mut Ctx<'_>, irp: usize) -> KResult<()> {
-    irp::cancel(ctx, irp).map(|_| ())
 }
 
 fn cancel_matching(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, keep: impl Fn(&irp::IrpInfo) -> bool) -> KResult<NTSTATUS> {

@@ -1,0 +1,63 @@
+//! Shared helpers for the driver's ntsim tests.
+#![allow(dead_code)]
+
+use ntsim::{Config, Driver, Handle, IoResult, Issued, Machine, Process, Value};
+pub use stagedrv::protocol::{IOCTL_STAGEDRV_GET_STATS, RECORD_SIZE, Stats};
+
+/// `\Registry\...\Services\stagedrv\Parameters`.
+pub fn parameters_key() -> String {
+    format!("{}\\Parameters", ntsim::service_key("stagedrv"))
+}
+
+/// A machine with `parameters` written to the service key.
+pub fn machine_with(seed: u64, parameters: &[(&str, u32)]) -> Machine {
+    let machine = Machine::new(Config::seeded(seed));
+    for (name, value) in parameters {
+        machine.registry().set(&parameters_key(), name, &Value::Dword(*value));
+    }
+    machine
+}
+
+pub fn load(machine: &Machine) -> Driver {
+    let (driver, status) = machine.load_driver("stagedrv", stagedrv::driver_entry).expect("DriverEntry runs");
+    assert_eq!(status, 0, "DriverEntry status {status:#x}");
+    driver
+}
+
+pub fn open(process: &Process<'_>, device: u32) -> Handle {
+    process.open(&format!(r"\\.\StageDrv{device}"), true).unwrap().expect("open")
+}
+
+/// Issues an overlapped read that must pend.
+pub fn pending_read(process: &Process<'_>, handle: Handle, records: usize) -> ntsim::PendingIo {
+    match process.read(handle, records * RECORD_SIZE).unwrap() {
+        Issued::Pending(io) => io,
+        Issued::Done(r) => panic!("read did not pend: {r:?}"),
+    }
+}
+
+pub fn stats(process: &Process<'_>, handle: Handle) -> Stats {
+    let result = process.ioctl(handle, IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>()).unwrap().done().expect("ioctl completes");
+    assert_eq!(result.status, 0);
+    // SAFETY: Stats is plain repr(C) data and the reply has exactly its size.
+    unsafe { std::ptr::read_unaligned(result.data.as_ptr().cast::<Stats>()) }
+}
+
+/// Every read accounted for exactly once.
+pub fn assert_balanced(s: &Stats) {
+    assert_eq!(
+        s.reads_received,
+        s.reads_completed + s.reads_cancelled + s.reads_timed_out + s.reads_rejected + s.reads_pending,
+        "{s:?}"
+    );
+}
+
+pub fn status_of(result: &IoResult) -> u32 {
+    result.status as u32
+}
+
+/// Stops the driver with nothing open and checks that it unloaded clean.
+pub fn unload_clean(machine: &Machine, driver: Driver) {
+    assert_eq!(machine.stop_driver(driver).unwrap(), ntsim::DriverState::Unloaded);
+    machine.verdict().unwrap();
+}

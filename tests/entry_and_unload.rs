@@ -1,0 +1,140 @@
+//! DriverEntry's stages, parameters, failure unwinding, the registry entries, the
+//! Unload stages, and the default profile's DDI set.
+
+mod common;
+
+use common::*;
+use ntsim::{Config, Hostile, Machine, Value};
+
+const DEVICEMAP: &str = r"\Registry\Machine\HARDWARE\DEVICEMAP\StageDrv";
+
+#[test]
+fn device_count_comes_from_parameters_and_is_bounded() {
+    let machine = machine_with(1, &[("DeviceCount", 3)]);
+    let driver = load(&machine);
+    let process = machine.new_process();
+    let last = open(&process, 2);
+    assert!(process.open(r"\\.\StageDrv3", true).unwrap().is_err());
+    process.close(last).unwrap();
+    unload_clean(&machine, driver);
+
+    let machine = machine_with(1, &[("DeviceCount", 99)]);
+    let driver = load(&machine);
+    assert!(machine.debug_output().iter().any(|l| l.contains("DeviceCount=99 is outside 1..=8; using 8")));
+    let process = machine.new_process();
+    let h = open(&process, 7);
+    process.close(h).unwrap();
+    unload_clean(&machine, driver);
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_ignored_with_a_log_line() {
+    let machine = Machine::new(Config::seeded(2));
+    machine.registry().set(&parameters_key(), "DeviceCount", &Value::String("3".into()));
+    let driver = load(&machine);
+    assert!(machine.debug_output().iter().any(|l| l.contains("DeviceCount is not a REG_DWORD")));
+    let process = machine.new_process();
+    assert!(process.open(r"\\.\StageDrv2", true).unwrap().is_err(), "default of 2 devices applies");
+    unload_clean(&machine, driver);
+}
+
+#[test]
+fn device_names_are_published_and_removed() {
+    let machine = machine_with(3, &[]);
+    let driver = load(&machine);
+    assert_eq!(machine.registry().get(DEVICEMAP, r"\Device\StageDrv1"), Some(Value::String(r"\DosDevices\StageDrv1".into())));
+    assert_eq!(machine.registry().is_volatile(DEVICEMAP), Some(true));
+    unload_clean(&machine, driver);
+    assert!(!machine.registry().key_exists(DEVICEMAP));
+}
+
+#[test]
+fn statistics_reach_a_volatile_key_through_the_work_item() {
+    let machine = Machine::new(Config { hostile: Hostile { poison_registry_path: true, ..Hostile::default() }, ..Config::seeded(4) });
+    for (name, value) in [("SamplePeriodMs", 10), ("StatisticsEveryTicks", 5)] {
+        machine.registry().set(&parameters_key(), name, &Value::Dword(value));
+    }
+    let driver = load(&machine);
+    machine.advance_ms(200).unwrap();
+    let key = format!("{}\\Statistics", ntsim::service_key("stagedrv"));
+    assert_eq!(machine.registry().is_volatile(&key), Some(true), "written under the copied registry path");
+    let Some(Value::Binary(bytes)) = machine.registry().get(&key, "StageDrv0") else { panic!("no statistics") };
+    assert_eq!(bytes.len(), size_of::<Stats>());
+    let produced = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert!(produced >= 5, "{produced}");
+    let work_items = machine.trace().iter().filter(|c| c.api == "IoQueueWorkItem").count();
+    assert!(work_items >= 2, "{work_items}");
+    unload_clean(&machine, driver);
+}
+
+#[test]
+fn unload_runs_the_six_stages_in_order_and_only_then_deletes_devices() {
+    let machine = machine_with(5, &[("SamplePeriodMs", 10)]);
+    let driver = load(&machine);
+    machine.advance_ms(55).unwrap();
+    unload_clean(&machine, driver);
+    let log = machine.debug_output();
+    let position = |needle: &str| log.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} missing: {log:#?}"));
+    let order: Vec<usize> = (1..=6).map(|n| position(&format!("Unload: stage {n}"))).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert!(position("device and controller objects deleted") > order[5]);
+    let unload_calls: Vec<&'static str> =
+        machine.trace().iter().filter(|c| c.routine == ntsim::trace::Routine::Unload).map(|c| c.api).collect();
+    let index = |api: &str| unload_calls.iter().position(|a| *a == api).unwrap_or_else(|| panic!("{api} not called in Unload"));
+    assert!(index("KeCancelTimer") < index("KeFlushQueuedDpcs"));
+    assert!(index("KeFlushQueuedDpcs") < index("IoDeleteSymbolicLink"));
+    assert!(index("IoDeleteSymbolicLink") < index("IoDeleteDevice"));
+    assert!(index("ZwDeleteKey") < index("IoDeleteDevice"));
+}
+
+/// Every failable call DriverEntry makes is failed once, in turn: DriverEntry must
+/// fail (or carry on where the failure is tolerated) and leave nothing behind.
+#[test]
+fn every_failure_in_driver_entry_is_unwound_without_leaks() {
+    let probe = machine_with(6, &[]);
+    load(&probe);
+    let failable = probe.faults().failable_calls();
+    assert!(failable >= 10, "{failable}");
+    for nth in 1..=failable {
+        let machine = machine_with(6, &[]);
+        machine.faults().fail_nth_any(nth);
+        let (driver, status) = machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("failure {nth}: {e}"));
+        let failed = machine.faults().injected();
+        if status == 0 {
+            unload_clean(&machine, driver);
+        } else {
+            machine.verdict().unwrap_or_else(|e| panic!("failing {failed:?} left: {e}"));
+            assert!(!machine.registry().key_exists(DEVICEMAP), "failing {failed:?}");
+        }
+    }
+}
+
+#[test]
+fn default_profile_calls_only_wine_safe_ddis() {
+    let allowed: Vec<String> = include_str!("wine/wine-safe-ddis.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let machine = machine_with(7, &[("SamplePeriodMs", 20), ("ReadTimeoutSeconds", 1), ("StatisticsEveryTicks", 3)]);
+    let driver = load(&machine);
+    let process = machine.new_process();
+    let handle = open(&process, 0);
+    let first = pending_read(&process, handle, 1);
+    let _ = process.main().wait(&first).unwrap();
+    let cancelled = pending_read(&process, handle, 1);
+    process.cancel_io_ex(handle, Some(&cancelled)).unwrap();
+    let _ = stats(&process, handle);
+    let other = open(&process, 1);
+    let _pending = process.read(other, RECORD_SIZE).unwrap();
+    machine.advance_ms(2_500).unwrap();
+    process.close(handle).unwrap();
+    process.close(other).unwrap();
+    unload_clean(&machine, driver);
+    let mut called: Vec<&str> = machine.trace().iter().map(|c| c.api).filter(|a| !ntsim::inline::INLINE_DDIS.contains(a)).collect();
+    called.sort_unstable();
+    called.dedup();
+    let outside: Vec<&&str> = called.iter().filter(|a| !allowed.iter().any(|w| w == *a)).collect();
+    assert!(outside.is_empty(), "not Wine-safe: {outside:?}");
+}
