@@ -172,6 +172,8 @@ export BINDGEN_EXTRA_CLANG_ARGS="-fgnuc-version=12.0 -Wno-everything -idirafter 
 # Cargo prints "warning: patch `wdk-build ...` was not used in the crate graph":
 # that is the standard library's resolve (no wdk-build there). The driver's graph
 # does use the patched copy (the registry one cannot compile on Linux).
+echo "build-sys: (expect cargo's 'patch wdk-build was not used' warning: it comes from" \
+    "-Zbuild-std's resolve of the standard library, not from the driver's graph)" >&2
 "$cargo" build --offline --release --lib -p "$crate" --target "$triple" \
     --target-dir "$out/cargo" \
     -Zbuild-std=core,alloc -Zbuild-std-features=compiler-builtins-mem \

@@ -124,6 +124,7 @@ pub mod unload {
     pub const REGISTRY_KEY: u64 = 8;
     pub const IO_TIMER_RUNNING: u64 = 9;
     pub const CONTROLLER_OBJECT: u64 = 10;
+    pub const RESOURCE_CLAIM: u64 = 11;
 }
 
 /// ntsim's own rules (first parameter) under [`code::NTSIM_RULE`].

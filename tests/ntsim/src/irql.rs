@@ -22,18 +22,18 @@ pub(crate) fn max_irql(api: &str) -> Option<u8> {
         | "IoReportResourceForDetection" | "IoCreateController" | "IoDeleteController"
         | "IoAllocateDriverObjectExtension" | "RtlCreateSecurityDescriptor" | "RtlCreateAcl"
         | "RtlAddAccessAllowedAce" | "RtlLengthSid" | "RtlInitializeSid" | "RtlSubAuthoritySid"
-        | "RtlLengthRequiredSid" | "MmUnmapIoSpace" => PASSIVE_LEVEL,
+        | "RtlLengthRequiredSid" | "RtlSetDaclSecurityDescriptor" => PASSIVE_LEVEL,
         // Up to DISPATCH_LEVEL.
         "ExAllocatePool2" | "ExFreePool" | "ExFreePoolWithTag" | "IofCompleteRequest" | "IoAcquireCancelSpinLock"
         | "IoReleaseCancelSpinLock" | "IoAllocateWorkItem" | "IoQueueWorkItem" | "IoFreeWorkItem" | "IoStartTimer"
-        | "IoStopTimer" | "KeSetTimerEx" | "KeSetTimer" | "KeCancelTimer" | "KeReadStateTimer" | "KeInsertQueueDpc"
+        | "IoStopTimer" | "KeSetTimerEx" | "KeSetTimer" | "KeCancelTimer" | "KeReadStateTimer"
         | "KeSetEvent" | "KeResetEvent" | "KeClearEvent" | "KeReleaseSemaphore" | "KeAcquireSpinLockRaiseToDpc"
         | "KeReleaseSpinLock" | "KeAcquireSpinLockAtDpcLevel" | "KeReleaseSpinLockFromDpcLevel"
         | "KeAcquireInStackQueuedSpinLock" | "KeReleaseInStackQueuedSpinLock" | "ObfDereferenceObject"
         | "ObfReferenceObject" | "IoGetDriverObjectExtension" | "MmMapIoSpace" | "KeWaitForSingleObject"
-        | "KeWaitForMultipleObjects" | "KeReadStateEvent" => DISPATCH_LEVEL,
+        | "KeWaitForMultipleObjects" | "KeReadStateEvent" | "MmUnmapIoSpace" => DISPATCH_LEVEL,
         // Any IRQL.
-        "KeInitializeDpc" | "KeInitializeTimerEx" | "KeInitializeTimer" | "KeInitializeEvent"
+        "KeInitializeDpc" | "KeInsertQueueDpc" | "KeInitializeTimerEx" | "KeInitializeTimer" | "KeInitializeEvent"
         | "KeInitializeSemaphore" | "KeRemoveQueueDpc" | "KeQueryPerformanceCounter" | "KeBugCheckEx"
         | "DbgPrint" | "DbgPrintEx" | "KeSynchronizeExecution" | "KeGetCurrentIrql" | "IoSetCancelRoutine"
         | "Irp->Cancel" | "KeStallExecutionProcessor" | "KeGetCurrentProcessorNumberEx" => HIGH_LEVEL,

@@ -268,6 +268,9 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     if ctx.ke.interrupts.controllers() > 0 {
         return Err(ce(ctx, unload::CONTROLLER_OBJECT, 0, "the driver unloaded without IoDeleteController.".to_owned()));
     }
+    if ctx.ke.interrupts.claims() > 0 {
+        return Err(ce(ctx, unload::RESOURCE_CLAIM, 0, "the driver unloaded with hardware resources still claimed: report an empty list with IoReportResourceForDetection (stage 5).".to_owned()));
+    }
     if ctx.registry.open_handles() > 0 {
         return Err(ce(ctx, unload::REGISTRY_KEY, 0, "the driver unloaded with a registry key handle still open: ZwClose it.".to_owned()));
     }

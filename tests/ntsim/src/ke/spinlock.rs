@@ -13,6 +13,12 @@ use crate::wdk_sys::{KIRQL, KLOCK_QUEUE_HANDLE, PKIRQL, PKLOCK_QUEUE_HANDLE, PKS
 /// The cancel spin lock's key in the owner table (no real address is this).
 pub(crate) const CANCEL_LOCK: usize = usize::MAX;
 
+/// Driver KSPIN_LOCKs are written while held; ntsim's own locks (the cancel lock,
+/// interrupt locks, which use odd keys) are not memory.
+fn is_lock_word(lock: usize) -> bool {
+    lock & 1 == 0
+}
+
 fn c4_violation(ctx: &Ctx<'_>, rule: u64, p2: u64, text: String) -> crate::machine::Stop {
     ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, p2, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", text))
 }
@@ -36,7 +42,7 @@ pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
             Some(0)
         }
     }))?;
-    if lock != CANCEL_LOCK {
+    if is_lock_word(lock) {
         // Visible to a debugger-minded test: the lock word is non-zero while held.
         // SAFETY: the driver passed a valid KSPIN_LOCK.
         unsafe { *(lock as *mut u64) = (me as u64) + 1 };
@@ -58,7 +64,7 @@ pub(crate) fn release(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
         }
     }
     ctx.ke.lock_owner.remove(&lock);
-    if lock != CANCEL_LOCK {
+    if is_lock_word(lock) {
         // SAFETY: the driver passed a valid KSPIN_LOCK.
         unsafe { *(lock as *mut u64) = 0 };
     }

@@ -20,12 +20,17 @@ pub(crate) struct SetTimer {
     due: u64,
     period: u64,
     dpc: usize,
+    /// Set order: timers due at the same moment expire in this order, never in
+    /// hash-map order (which differs between runs and would break seed replay).
+    seq: u64,
 }
 
 pub(crate) struct IoTimer {
     routine: PIO_TIMER_ROUTINE,
     context: usize,
     pub(crate) started: bool,
+    /// IoInitializeTimer order, the order in which one tick calls the routines.
+    seq: u64,
 }
 
 // SAFETY: the routine is a plain function pointer into driver code.
@@ -39,6 +44,8 @@ pub(crate) struct Timers {
     /// Device object → its IoTimer.
     pub(crate) io_timers: HashMap<usize, IoTimer>,
     next_io_tick: u64,
+    /// Next `seq` for a set timer or an initialised IoTimer.
+    next_seq: u64,
 }
 
 impl Timers {
@@ -71,8 +78,10 @@ pub(crate) fn next_event(state: &State) -> Option<u64> {
 pub(crate) fn advance_to(state: &mut State, when: u64) {
     state.clock = state.clock.max(when);
     let now = state.clock;
-    let due: Vec<usize> = state.ke.timers.set.iter().filter(|(_, t)| t.due <= now).map(|(a, _)| *a).collect();
-    for timer in due {
+    let mut due: Vec<(u64, u64, usize)> =
+        state.ke.timers.set.iter().filter(|(_, t)| t.due <= now).map(|(a, t)| (t.due, t.seq, *a)).collect();
+    due.sort_unstable();
+    for (_, _, timer) in due {
         // SAFETY: a set timer is a live KTIMER (checked at unload).
         unsafe { *header::signal_state(timer) = 1 };
         let entry = state.ke.timers.set.get_mut(&timer).expect("due timer");
@@ -105,9 +114,16 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
 
 /// Runs every started IoTimer routine once, at DISPATCH_LEVEL.
 pub(crate) fn run_io_timers(ctx: &mut Ctx<'_>) -> KResult<()> {
-    let started: Vec<(usize, PIO_TIMER_ROUTINE, usize)> =
-        ctx.ke.timers.io_timers.iter().filter(|(_, t)| t.started).map(|(d, t)| (*d, t.routine, t.context)).collect();
-    for (device, routine, context) in started {
+    let mut started: Vec<(u64, usize, PIO_TIMER_ROUTINE, usize)> = ctx
+        .ke
+        .timers
+        .io_timers
+        .iter()
+        .filter(|(_, t)| t.started)
+        .map(|(d, t)| (t.seq, *d, t.routine, t.context))
+        .collect();
+    started.sort_unstable_by_key(|&(seq, ..)| seq);
+    for (_, device, routine, context) in started {
         if let Some(routine) = routine {
             // SAFETY: the driver registered this routine for this device with IoInitializeTimer.
             ctx.call_driver(Routine::IoTimer, || unsafe { routine(device as PDEVICE_OBJECT, context as PVOID) });
@@ -148,7 +164,9 @@ const _: crate::wdk_sys::fnsig::KeInitializeTimer = KeInitializeTimer;
 fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: LONG, dpc: PKDPC) -> BOOLEAN {
     let due = due_time(ctx, due);
     let period = u64::try_from(period_ms.max(0)).expect("non-negative") * 10_000;
-    let was_set = ctx.ke.timers.set.insert(timer as usize, SetTimer { due, period, dpc: dpc as usize }).is_some();
+    let seq = ctx.ke.timers.next_seq;
+    ctx.ke.timers.next_seq += 1;
+    let was_set = ctx.ke.timers.set.insert(timer as usize, SetTimer { due, period, dpc: dpc as usize, seq }).is_some();
     // SAFETY: the driver passed an initialised KTIMER.
     unsafe { *header::signal_state(timer as usize) = 0 };
     BOOLEAN::from(was_set)
@@ -189,7 +207,9 @@ pub unsafe extern "C" fn IoInitializeTimer(DeviceObject: PDEVICE_OBJECT, TimerRo
         if ctx.should_fail() {
             return Ok(crate::wdk_sys::STATUS_INSUFFICIENT_RESOURCES);
         }
-        ctx.ke.timers.io_timers.insert(DeviceObject as usize, IoTimer { routine: TimerRoutine, context: Context as usize, started: false });
+        let seq = ctx.ke.timers.next_seq;
+        ctx.ke.timers.next_seq += 1;
+        ctx.ke.timers.io_timers.insert(DeviceObject as usize, IoTimer { routine: TimerRoutine, context: Context as usize, started: false, seq });
         Ok(STATUS_SUCCESS)
     })
 }
