@@ -168,13 +168,16 @@ fn run() -> Result<ExitCode, String> {
     );
     eprintln!(
         "ntsim-gen: {} type items, {} constants, {} functions ({} variadic, no fnsig), \
-         {} data imports ({}), status.rs: {:?}{}",
+         {} data imports (extern statics), status.rs: {:?}{}",
         parts.types.len(),
-        parts.constants.len() - usize::from(!parts.statics.is_empty()),
+        parts
+            .constants
+            .iter()
+            .filter(|item| matches!(item, Item::Const(_)))
+            .count(),
         parts.signatures.len() + parts.variadic.len(),
         parts.variadic.len(),
         parts.statics.len(),
-        parts.statics.join(", "),
         scan.counts,
         if scan.skipped_duplicates.is_empty() {
             String::new()

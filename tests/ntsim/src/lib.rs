@@ -36,7 +36,7 @@ pub mod wdk_sys;
 
 pub use checker::Violation;
 pub use faults::FaultHandle;
-pub use io::client::{Handle, Issued, PendingIo, Process, Thread};
+pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
 pub use ke::misc::PERFORMANCE_FREQUENCY;

@@ -420,6 +420,21 @@ impl Machine {
         }
     }
 
+    /// Moves the clock by `delta_100ns` and queues what falls due (timer DPCs, IoTimer
+    /// ticks) without running anything: the next run interleaves them with whatever
+    /// the test posted meanwhile.
+    pub fn tick(&self, delta_100ns: u64) {
+        let mut guard = self.lock();
+        let target = guard.clock + delta_100ns;
+        while let Some(when) = crate::ke::timer::next_event(&guard).filter(|&w| w <= target) {
+            if when == guard.clock && crate::ke::timer::nothing_due(&guard) {
+                break;
+            }
+            crate::ke::timer::advance_to(&mut guard, when);
+        }
+        crate::ke::timer::advance_to(&mut guard, target);
+    }
+
     /// Advances by whole milliseconds.
     pub fn advance_ms(&self, ms: u64) -> Result<(), Stopped> {
         self.advance(ms * 10_000)

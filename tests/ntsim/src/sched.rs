@@ -286,6 +286,7 @@ pub(crate) fn block_on<'a>(
 pub(crate) fn run_until_idle<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
     loop {
         wake_satisfied(&mut guard);
+        inner.cv.notify_all();
         if guard.halted() {
             return guard;
         }

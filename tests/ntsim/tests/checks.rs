@@ -3,6 +3,16 @@
 //! parameter Driver Verifier would report. Each area also has a well-behaved driver
 //! showing that its checks stay quiet on correct code.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::doc_markdown,
+    clippy::unnecessary_box_returns,
+    clippy::many_single_char_names,
+    reason = "kernel names in docs; IRP_MJ_* and KPROCESSOR_MODE constants narrowed as wdm.h does"
+)]
+
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -18,12 +28,12 @@ use ntsim::wdk_sys::ntddk::{
     IoStopTimer, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc,
     KeCancelTimer, KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeInsertQueueDpc,
     KeReleaseInStackQueuedSpinLock, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, KeSetTimerEx,
-    ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread, ZwClose,
+    ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, IoConnectInterrupt, KeSynchronizeExecution, PsCreateSystemThread, PsTerminateSystemThread, ZwClose, ZwOpenKey,
 };
 use ntsim::wdk_sys::{
-    _EVENT_TYPE, _MODE, _WORK_QUEUE_TYPE, HANDLE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, KLOCK_QUEUE_HANDLE,
-    NTSTATUS, OBJ_KERNEL_HANDLE, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_DISPATCH, PDRIVER_OBJECT, PIRP, POOL_FLAG_NON_PAGED,
-    POOL_FLAG_PAGED, PRKDPC, PVOID, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS, STATUS_TIMEOUT,
+    _EVENT_TYPE, _KINTERRUPT_MODE, _MODE, _WORK_QUEUE_TYPE, BOOLEAN, HANDLE, PKINTERRUPT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, KLOCK_QUEUE_HANDLE,
+    KEY_READ, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_DISPATCH, PDRIVER_OBJECT, PIRP, POOL_FLAG_NON_PAGED,
+    POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, PRKDPC, PVOID, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS, STATUS_TIMEOUT,
     STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS,
 };
 use ntsim::{Config, DriverState, Issued, Machine};
@@ -414,7 +424,7 @@ unsafe extern "C" fn thread_returns(_context: PVOID) {}
 unsafe extern "C" fn dpc_closes_handle(_dpc: PRKDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
     let s = context.cast::<State>();
     // SAFETY: the state's handle is a kernel handle; closing it at DISPATCH is the bug.
-    unsafe { ZwClose((*s).thread_handle) };
+    let _ = unsafe { ZwClose((*s).thread_handle) };
 }
 
 unsafe extern "C" fn entry_zwclose_in_dpc(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
@@ -427,7 +437,7 @@ unsafe extern "C" fn entry_zwclose_in_dpc(driver: PDRIVER_OBJECT, _path: PCUNICO
     let s = unsafe { state(device) };
     // SAFETY: valid out-pointer, routine and DPC.
     unsafe {
-        PsCreateSystemThread(
+        let _ = PsCreateSystemThread(
             &raw mut (*s).thread_handle,
             THREAD_ALL_ACCESS,
             std::ptr::null_mut(),
@@ -494,6 +504,7 @@ fn wait_at_dispatch_forever_is_c4_122() {
     let v = bugcheck(machine.load_driver("chk", entry_wait_forever_at_dispatch));
     assert_check(&v, C4, 0x122);
     assert_eq!(v.params[1], 2);
+    assert!(v.explanation.contains("infinite"), "{v}");
 }
 
 unsafe extern "C" fn entry_waits_correctly(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
@@ -929,7 +940,7 @@ entry_then!(entry_thread_left_running, |_device, s| {
     unsafe {
         KeInitializeEvent(&raw mut (*s).event, _EVENT_TYPE::NotificationEvent, 0);
         let mut handle: HANDLE = std::ptr::null_mut();
-        PsCreateSystemThread(
+        let _ = PsCreateSystemThread(
             &raw mut handle,
             THREAD_ALL_ACCESS,
             std::ptr::null_mut(),
@@ -938,7 +949,7 @@ entry_then!(entry_thread_left_running, |_device, s| {
             Some(thread_waits_for_event),
             s.cast(),
         );
-        ZwClose(handle);
+        let _ = ZwClose(handle);
     }
 });
 
@@ -966,7 +977,7 @@ unsafe fn start_thread(s: *mut State, routine: unsafe extern "C" fn(PVOID)) {
     // SAFETY: valid out-pointers; the handle is closed once referenced.
     unsafe {
         let mut handle: HANDLE = std::ptr::null_mut();
-        PsCreateSystemThread(
+        let _ = PsCreateSystemThread(
             &raw mut handle,
             THREAD_ALL_ACCESS,
             std::ptr::null_mut(),
@@ -975,8 +986,8 @@ unsafe fn start_thread(s: *mut State, routine: unsafe extern "C" fn(PVOID)) {
             Some(routine),
             s.cast(),
         );
-        ObReferenceObjectByHandle(handle, THREAD_ALL_ACCESS, std::ptr::null_mut(), _MODE::KernelMode as i8, &raw mut (*s).thread, std::ptr::null_mut());
-        ZwClose(handle);
+        let _ = ObReferenceObjectByHandle(handle, THREAD_ALL_ACCESS, std::ptr::null_mut(), _MODE::KernelMode as i8, &raw mut (*s).thread, std::ptr::null_mut());
+        let _ = ZwClose(handle);
         print_value("thread", (*s).thread as u64);
     }
 }
@@ -1002,7 +1013,7 @@ unsafe extern "C" fn unload_leaves_handle_open(driver: PDRIVER_OBJECT) {
     let mut handle: HANDLE = std::ptr::null_mut();
     // SAFETY: a handle to our live device; never closing it is the bug.
     unsafe {
-        ObOpenObjectByPointer(
+        let _ = ObOpenObjectByPointer(
             (*driver).DeviceObject.cast(),
             OBJ_KERNEL_HANDLE,
             std::ptr::null_mut(),
@@ -1114,7 +1125,7 @@ unsafe extern "C" fn io_timer_noop(_device: PDEVICE_OBJECT, _context: PVOID) {}
 entry_then!(entry_io_timer_left_running, |device, _s| {
     // SAFETY: our device; the clean Unload never calls IoStopTimer: the bug.
     unsafe {
-        IoInitializeTimer(device, Some(io_timer_noop), std::ptr::null_mut());
+        let _ = IoInitializeTimer(device, Some(io_timer_noop), std::ptr::null_mut());
         IoStartTimer(device);
     }
     print_value("device", device as u64);
@@ -1254,7 +1265,7 @@ unsafe extern "C" fn good_thread(context: PVOID) {
     unsafe { wait((&raw mut (*s).event).cast(), None) };
     print("thread exits");
     // SAFETY: a system thread ending itself.
-    unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
+    let _ = unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }
 
 unsafe extern "C" fn unload_everything(driver: PDRIVER_OBJECT) {
@@ -1294,7 +1305,7 @@ unsafe extern "C" fn entry_everything(driver: PDRIVER_OBJECT, _path: PCUNICODE_S
         KeInitializeTimer(&raw mut (*s).timer);
         KeInitializeDpc(&raw mut (*s).dpc, Some(good_timer_dpc), s.cast());
         KeSetTimerEx(&raw mut (*s).timer, relative_ms(1), 1, &raw mut (*s).dpc);
-        IoInitializeTimer(device, Some(good_io_timer), std::ptr::null_mut());
+        let _ = IoInitializeTimer(device, Some(good_io_timer), std::ptr::null_mut());
         IoStartTimer(device);
         let item = IoAllocateWorkItem(device);
         (*s).work_item.store(item, Ordering::SeqCst);
@@ -1325,4 +1336,372 @@ fn well_behaved_driver_unloads_clean_before_its_work_is_done() {
     let driver = load(&machine, entry_everything);
     assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
     assert_clean(&machine);
+}
+
+// ---------------------------------------------------------------------------------
+// The remaining checks: spin-lock IRQL rules, callbacks returning at the wrong IRQL,
+// work items freed twice, registry keys left open
+// ---------------------------------------------------------------------------------
+
+entry_then!(entry_release_at_passive, |_device, s| {
+    // SAFETY: an initialised lock released at PASSIVE_LEVEL, never acquired: the bug.
+    unsafe { KeReleaseSpinLock(&raw mut (*s).lock, 0) };
+});
+
+#[test]
+fn releasing_a_spin_lock_at_passive_is_c4_32() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_release_at_passive));
+    assert_check(&v, C4, 0x32);
+    assert_eq!(v.params[1], 0, "the caller's IRQL");
+}
+
+entry_then!(entry_dpc_level_acquire_at_passive, |_device, s| {
+    // SAFETY: an initialised lock; the AtDpcLevel variant at PASSIVE_LEVEL is the bug.
+    unsafe { KeAcquireSpinLockAtDpcLevel(&raw mut (*s).lock) };
+});
+
+#[test]
+fn acquiring_at_dpc_level_from_passive_is_c4_35() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_dpc_level_acquire_at_passive));
+    assert_check(&v, C4, 0x35);
+    assert_eq!(v.params[1], 0);
+}
+
+/// Releases the cancel lock to DISPATCH_LEVEL instead of Irp->CancelIrql.
+unsafe extern "C" fn cancel_wrong_irql(device: PDEVICE_OBJECT, irp: PIRP) {
+    // SAFETY: IoCancelIrp hands us the IRP and the cancel lock; the wrong IRQL is the bug.
+    unsafe {
+        IoReleaseCancelSpinLock(2);
+        (*state(device)).pending.store(std::ptr::null_mut(), Ordering::SeqCst);
+        complete(irp, STATUS_CANCELLED, 0);
+    }
+}
+
+unsafe extern "C" fn read_pends_cancel_wrong_irql(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the IRP is ours until the cancel routine takes it.
+    unsafe {
+        mark_pending(irp);
+        (*state(device)).pending.store(irp, Ordering::SeqCst);
+        ntsim::inline::IoSetCancelRoutine(irp, Some(cancel_wrong_irql));
+    }
+    STATUS_PENDING
+}
+read_driver!(entry_cancel_wrong_irql, read_pends_cancel_wrong_irql);
+
+#[test]
+fn cancel_routine_returning_at_dispatch_is_0x0a() {
+    let machine = machine();
+    load(&machine, entry_cancel_wrong_irql);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let Issued::Pending(_io) = process.read(handle, 4).unwrap() else { panic!("the read pends") };
+    let v = bugcheck(process.main().cancel_io(handle));
+    assert_check(&v, 0x0A, 2);
+    assert_eq!(v.params[1], 0, "it had to return at Irp->CancelIrql");
+}
+
+unsafe extern "C" fn work_returns_at_dispatch(device: PDEVICE_OBJECT, _context: PVOID) {
+    // SAFETY: our state's lock; leaving the IRQL raised is the bug.
+    unsafe {
+        let s = state(device);
+        KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
+        KeReleaseSpinLockFromDpcLevel(&raw mut (*s).lock);
+    }
+}
+
+entry_then!(entry_work_returns_at_dispatch, |device, s| {
+    // SAFETY: our device's work item.
+    unsafe {
+        let item = IoAllocateWorkItem(device);
+        (*s).work_item.store(item, Ordering::SeqCst);
+        IoQueueWorkItem(item, Some(work_returns_at_dispatch), _WORK_QUEUE_TYPE::DelayedWorkQueue, std::ptr::null_mut());
+    }
+});
+
+#[test]
+fn work_item_returning_at_dispatch_is_0x0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_work_returns_at_dispatch).and_then(|_| machine.advance_ms(1)));
+    assert_check(&v, 0x0A, 2);
+    assert!(v.explanation.contains("work item"), "{v}");
+}
+
+unsafe extern "C" fn io_timer_keeps_lock(device: PDEVICE_OBJECT, _context: PVOID) {
+    // SAFETY: our state's lock at DISPATCH_LEVEL; returning with it is the bug.
+    unsafe { KeAcquireSpinLockAtDpcLevel(&raw mut (*state(device)).lock) };
+}
+
+entry_then!(entry_io_timer_keeps_lock, |device, _s| {
+    // SAFETY: our device's IoTimer.
+    unsafe {
+        let _ = IoInitializeTimer(device, Some(io_timer_keeps_lock), std::ptr::null_mut());
+        IoStartTimer(device);
+    }
+});
+
+#[test]
+fn io_timer_returning_with_a_spin_lock_is_0x0a() {
+    let machine = machine();
+    load(&machine, entry_io_timer_keeps_lock);
+    let v = bugcheck(machine.advance_ms(1_500));
+    assert_check(&v, 0x0A, 2);
+    assert!(v.explanation.contains("IoTimer returned holding spin lock"), "{v}");
+    assert_eq!(machine.now(), ntsim::SECOND, "the first tick, one second after boot");
+}
+
+entry_then!(entry_frees_item_twice, |device, _s| {
+    // SAFETY: our device's work item, freed twice: the bug.
+    unsafe {
+        let item = IoAllocateWorkItem(device);
+        print_value("item", item as u64);
+        IoFreeWorkItem(item);
+        IoFreeWorkItem(item);
+    }
+});
+
+#[test]
+fn freeing_a_work_item_twice_is_ntsim_4() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_frees_item_twice));
+    assert_check(&v, NTSIM, 4);
+    assert_eq!(v.params[1], printed(&machine, "item"));
+}
+
+/// Opens the service key (RegistryPath) into the state's handle.
+unsafe fn open_service_key(s: *mut State, path: PCUNICODE_STRING) -> NTSTATUS {
+    let mut attributes = OBJECT_ATTRIBUTES {
+        Length: u32::try_from(size_of::<OBJECT_ATTRIBUTES>()).expect("small"),
+        RootDirectory: std::ptr::null_mut(),
+        ObjectName: path.cast_mut(),
+        Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+        SecurityDescriptor: std::ptr::null_mut(),
+        SecurityQualityOfService: std::ptr::null_mut(),
+    };
+    // SAFETY: valid attributes naming the registry path DriverEntry received.
+    unsafe { ZwOpenKey(&raw mut (*s).handle, KEY_READ, &raw mut attributes) }
+}
+
+unsafe extern "C" fn entry_registry_key_left_open(driver: PDRIVER_OBJECT, path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: DriverEntry's driver object; the clean Unload never closes the key: the bug.
+    let status = unsafe { entry_with(driver, &[], None) };
+    if status != STATUS_SUCCESS {
+        return status;
+    }
+    // SAFETY: the state of the device just created.
+    unsafe { open_service_key(driver_state(driver), path) }
+}
+
+#[test]
+fn unload_with_a_registry_key_open_is_ce_8() {
+    let machine = machine();
+    let driver = load(&machine, entry_registry_key_left_open);
+    let v = bugcheck(machine.stop_driver(driver));
+    assert_check(&v, CE, 8);
+}
+
+unsafe extern "C" fn unload_closes_key(driver: PDRIVER_OBJECT) {
+    // SAFETY: the key DriverEntry opened.
+    let _ = unsafe { ZwClose((*driver_state(driver)).handle) };
+    // SAFETY: as for unload_clean.
+    unsafe { common::unload_clean(driver) };
+}
+
+unsafe extern "C" fn entry_registry_key_closed(driver: PDRIVER_OBJECT, path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: DriverEntry's driver object.
+    let status = unsafe { entry_with(driver, &[], Some(unload_closes_key)) };
+    if status != STATUS_SUCCESS {
+        return status;
+    }
+    // SAFETY: the state of the device just created.
+    unsafe { open_service_key(driver_state(driver), path) }
+}
+
+#[test]
+fn well_behaved_registry_use_unloads_clean() {
+    let machine = machine();
+    let driver = load(&machine, entry_registry_key_closed);
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    assert_clean(&machine);
+}
+
+entry_then!(entry_non_paged_execute, |_device, s| {
+    // SAFETY: POOL_FLAG_NON_PAGED_EXECUTE is one of ExAllocatePool2's pool types,
+    // valid up to DISPATCH_LEVEL.
+    unsafe {
+        let block = ExAllocatePool2(POOL_FLAG_NON_PAGED_EXECUTE, 16, TAG);
+        let old = KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
+        let other = ExAllocatePool2(POOL_FLAG_NON_PAGED_EXECUTE, 16, TAG);
+        KeReleaseSpinLock(&raw mut (*s).lock, old);
+        print(&format!("allocated={}", !block.is_null() && !other.is_null()));
+        ExFreePoolWithTag(block, TAG);
+        ExFreePoolWithTag(other, TAG);
+    }
+});
+
+#[test]
+fn non_paged_execute_pool_is_a_valid_pool_type() {
+    let machine = machine();
+    let driver = load(&machine, entry_non_paged_execute);
+    assert_eq!(machine.debug_output(), vec!["allocated=true"]);
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    assert_clean(&machine);
+}
+
+entry_then!(entry_no_pool_type, |_device, _s| {
+    // SAFETY: no pool type flag at all: the bug.
+    unsafe { ExAllocatePool2(ntsim::wdk_sys::POOL_FLAG_UNINITIALIZED, 16, TAG) };
+});
+
+#[test]
+fn allocation_without_a_pool_type_is_c4() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_no_pool_type));
+    assert_eq!(v.code, C4, "{v}");
+}
+
+// ---------------------------------------------------------------------------------
+// Above DISPATCH_LEVEL: a synchronize routine runs at the interrupt's DIRQL
+// ---------------------------------------------------------------------------------
+
+const DIRQL: u8 = 5;
+
+unsafe extern "C" fn isr_unclaimed(_interrupt: PKINTERRUPT, _context: PVOID) -> BOOLEAN {
+    0
+}
+
+/// Connects a virtual interrupt at [`DIRQL`] and runs `routine` synchronized with it.
+unsafe fn at_dirql(s: *mut State, routine: unsafe extern "C" fn(PVOID) -> BOOLEAN) {
+    let mut interrupt: PKINTERRUPT = std::ptr::null_mut();
+    // SAFETY: valid arguments for a latched interrupt on an unused vector.
+    let status = unsafe {
+        IoConnectInterrupt(
+            &raw mut interrupt,
+            Some(isr_unclaimed),
+            s.cast(),
+            std::ptr::null_mut(),
+            0x51,
+            DIRQL,
+            DIRQL,
+            _KINTERRUPT_MODE::Latched,
+            0,
+            1,
+            0,
+        )
+    };
+    print(&format!("IoConnectInterrupt={status:#x}"));
+    // SAFETY: a connected interrupt object and a routine taking the state.
+    unsafe { KeSynchronizeExecution(interrupt, Some(routine), s.cast()) };
+}
+
+unsafe extern "C" fn sync_acquires_spin_lock(context: PVOID) -> BOOLEAN {
+    let s = context.cast::<State>();
+    // SAFETY: an initialised lock; acquiring it at DIRQL is the bug.
+    unsafe { KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock) };
+    1
+}
+
+entry_then!(entry_lock_at_dirql, |_device, s| {
+    // SAFETY: our state.
+    unsafe { at_dirql(s, sync_acquires_spin_lock) };
+});
+
+#[test]
+fn spin_lock_acquire_above_dispatch_is_c4_40() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_lock_at_dirql));
+    assert_eq!(machine.debug_output(), vec!["IoConnectInterrupt=0x0"]);
+    assert_check(&v, C4, 0x40);
+    assert_eq!(v.params[1], u64::from(DIRQL));
+    assert_eq!(v.routine, ntsim::trace::Routine::SynchronizeRoutine);
+}
+
+unsafe extern "C" fn sync_waits(context: PVOID) -> BOOLEAN {
+    let s = context.cast::<State>();
+    // SAFETY: an initialised event; any wait at DIRQL is the bug.
+    unsafe { wait((&raw mut (*s).event).cast(), Some(0)) };
+    1
+}
+
+entry_then!(entry_wait_at_dirql, |_device, s| {
+    // SAFETY: our state.
+    unsafe {
+        KeInitializeEvent(&raw mut (*s).event, _EVENT_TYPE::NotificationEvent, 0);
+        at_dirql(s, sync_waits);
+    }
+});
+
+#[test]
+fn wait_above_dispatch_is_c4_120() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_wait_at_dirql));
+    assert_check(&v, C4, 0x120);
+    assert_eq!(v.params[1], u64::from(DIRQL));
+}
+
+unsafe extern "C" fn sync_completes(context: PVOID) -> BOOLEAN {
+    let s = context.cast::<State>();
+    // SAFETY: the IRP the dispatch routine owns; completing it at DIRQL is the bug.
+    unsafe { complete((*s).pending.load(Ordering::SeqCst), STATUS_SUCCESS, 0) };
+    1
+}
+
+unsafe extern "C" fn read_completes_at_dirql(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp(irp);
+    // SAFETY: our state; the IRP is ours.
+    unsafe {
+        let s = state(device);
+        (*s).pending.store(irp, Ordering::SeqCst);
+        at_dirql(s, sync_completes);
+    }
+    STATUS_SUCCESS
+}
+read_driver!(entry_completes_at_dirql, read_completes_at_dirql);
+
+#[test]
+fn completing_above_dispatch_is_c9_0e() {
+    let machine = machine();
+    load(&machine, entry_completes_at_dirql);
+    let v = bugcheck(open_and_read(&machine, 4));
+    assert_check(&v, C9, 0x0E);
+    assert_eq!((v.params[1], v.params[2]), (printed(&machine, "irp"), u64::from(DIRQL)));
+}
+
+unsafe extern "C" fn sync_creates_link(_context: PVOID) -> BOOLEAN {
+    // A PASSIVE_LEVEL DDI at DIRQL is still the generic DDI rule.
+    create_link(ALIAS, LINK);
+    1
+}
+
+entry_then!(entry_link_at_dirql, |_device, s| {
+    // SAFETY: our state.
+    unsafe { at_dirql(s, sync_creates_link) };
+});
+
+#[test]
+fn passive_ddi_at_dirql_is_c4_2001b() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_link_at_dirql));
+    assert_check(&v, C4, 0x2001B);
+    assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), 0));
+}
+
+unsafe extern "C" fn sync_allocates(_context: PVOID) -> BOOLEAN {
+    // SAFETY: nonpaged pool at DIRQL is the bug.
+    unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, 16, TAG) };
+    1
+}
+
+entry_then!(entry_allocates_at_dirql, |_device, s| {
+    // SAFETY: our state.
+    unsafe { at_dirql(s, sync_allocates) };
+});
+
+#[test]
+fn non_paged_pool_above_dispatch_is_c4_02() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_allocates_at_dirql));
+    assert_check(&v, C4, 0x02);
+    assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), POOL_FLAG_NON_PAGED));
 }

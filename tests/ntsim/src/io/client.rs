@@ -228,73 +228,16 @@ impl Thread<'_> {
     /// ReadFile of `length` bytes. On a synchronous handle it waits for the result;
     /// on an overlapped handle a pending read returns [`Issued::Pending`].
     pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
-        let pid = self.pid;
-        let len = u32::try_from(length).unwrap_or(u32::MAX);
-        self.issue(handle, "ReadFile", move |ctx, file, device| {
-            Ok(Request {
-                major: u8::try_from(IRP_MJ_READ).expect("code"),
-                file,
-                device,
-                buffer_len: length,
-                input: Vec::new(),
-                max_information: u64::from(len),
-                holds_file_ref: true,
-                fill: Box::new(move |stack| {
-                    // Writing a union field is safe; the driver reads the Read member.
-                    stack.Parameters.Read.Length = len;
-                }),
-            })
-            .map(|r| (r, ctx.tid, pid))
-        })
+        self.issue("ReadFile", issue_op(self.pid, handle, read_request(length)))
     }
 
     /// DeviceIoControl with METHOD_BUFFERED semantics.
     pub fn ioctl(&self, handle: Handle, code: u32, input: &[u8], output_length: usize) -> Result<Issued, Stopped> {
-        let pid = self.pid;
-        let input = input.to_vec();
-        let in_len = u32::try_from(input.len()).unwrap_or(u32::MAX);
-        let out_len = u32::try_from(output_length).unwrap_or(u32::MAX);
-        self.issue(handle, "DeviceIoControl", move |ctx, file, device| {
-            Ok(Request {
-                major: u8::try_from(IRP_MJ_DEVICE_CONTROL).expect("code"),
-                file,
-                device,
-                buffer_len: output_length.max(input.len()),
-                input,
-                max_information: u64::from(out_len),
-                holds_file_ref: true,
-                fill: Box::new(move |stack| {
-                    stack.Parameters.DeviceIoControl.OutputBufferLength = out_len;
-                    stack.Parameters.DeviceIoControl.InputBufferLength = in_len;
-                    stack.Parameters.DeviceIoControl.IoControlCode = code;
-                }),
-            })
-            .map(|r| (r, ctx.tid, pid))
-        })
+        self.issue("DeviceIoControl", issue_op(self.pid, handle, ioctl_request(code, input.to_vec(), output_length)))
     }
 
-    fn issue(
-        &self,
-        handle: Handle,
-        what: &'static str,
-        make: impl FnOnce(&mut Ctx<'_>, usize, usize) -> KResult<(Request, Tid, usize)> + Send + 'static,
-    ) -> Result<Issued, Stopped> {
-        let pid = self.pid;
-        let issued = self.machine.on_thread(self.tid, what, move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-                return Ok(Err(STATUS_INVALID_HANDLE));
-            };
-            let (device, overlapped) = {
-                let f = &ctx.io.files[&file];
-                (f.device, f.overlapped)
-            };
-            let (request, _, _) = make(ctx, file, device)?;
-            let (irp, result) = irp::build(ctx, request);
-            let seq = ctx.io.irps.live[&irp].seq;
-            let returned = irp::send(ctx, irp)?;
-            Ok(Ok((seq, result, returned == STATUS_PENDING && overlapped)))
-        })?;
-        let (seq, result, pending) = match issued {
+    fn issue(&self, what: &'static str, op: IssueOp) -> Result<Issued, Stopped> {
+        let (seq, result, pending) = match self.machine.on_thread(self.tid, what, op)? {
             Err(status) => return Ok(Issued::Done(IoResult { status, information: 0, data: Vec::new() })),
             Ok(x) => x,
         };
@@ -305,6 +248,56 @@ impl Thread<'_> {
         let slot = Arc::clone(&result);
         self.machine.run_until(what, move |_| slot.lock().expect("slot").is_some())?;
         Ok(Issued::Done(result.lock().expect("slot").clone().expect("completed")))
+    }
+
+    /// Posts an overlapped ReadFile to this thread without waiting: it runs when the
+    /// machine next runs (`run_until_idle`, `advance`, any other call), interleaved
+    /// with everything else by the scheduler.
+    pub fn post_read(&self, handle: Handle, length: usize) -> Posted<Outcome> {
+        self.post(issue_op(self.pid, handle, read_request(length)))
+    }
+
+    /// Posts CancelIo(handle).
+    pub fn post_cancel_io(&self, handle: Handle) -> Posted<NTSTATUS> {
+        let (pid, me) = (self.pid, self.tid);
+        self.post(move |ctx| cancel_matching(ctx, pid, handle, |i| i.thread == me))
+    }
+
+    /// Posts CancelIoEx(handle, NULL): every request of the process on the handle.
+    pub fn post_cancel_io_ex(&self, handle: Handle) -> Posted<NTSTATUS> {
+        let pid = self.pid;
+        self.post(move |ctx| {
+            let threads = ctx.io.processes[pid].threads.clone();
+            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread))
+        })
+    }
+
+    /// Posts CloseHandle.
+    pub fn post_close(&self, handle: Handle) -> Posted<NTSTATUS> {
+        let pid = self.pid;
+        self.post(move |ctx| close(ctx, pid, handle.0))
+    }
+
+    /// Posts this thread's abrupt exit: its pending requests are cancelled.
+    pub fn post_exit(&self) -> Posted<()> {
+        let me = self.tid;
+        self.post(move |ctx| {
+            for irp in irp::outstanding(ctx, |i| i.thread == me) {
+                irp::cancel(ctx, irp)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn post<R: Send + 'static>(&self, op: impl FnOnce(&mut Ctx<'_>) -> KResult<R> + Send + 'static) -> Posted<R> {
+        let slot: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        self.machine.lock().mailboxes[self.tid].push_back(Box::new(move || {
+            if let Some(value) = service("client-call", op) {
+                *out.lock().expect("slot") = Some(value);
+            }
+        }));
+        Posted { slot }
     }
 
     /// Waits (moving the clock as needed) for an overlapped request's result.
@@ -358,6 +351,91 @@ impl Thread<'_> {
             !state.io.irps.live.values().any(|i| i.thread == slot_owner && i.phase == irp::Phase::Outstanding)
         })
     }
+}
+
+/// What an issued request returned: its issue number, its result slot, whether it
+/// pended on an overlapped handle; or the status it failed with before reaching the
+/// driver (a bad handle).
+type IssueResult = Result<(u64, ResultSlot, bool), NTSTATUS>;
+type IssueOp = Box<dyn FnOnce(&mut Ctx<'_>) -> KResult<IssueResult> + Send>;
+type MakeRequest = Box<dyn FnOnce(usize, usize) -> Request + Send>;
+
+/// The request a posted read or IOCTL produced.
+pub type Outcome = IssueResult;
+
+/// The result of a posted operation, once the machine ran it.
+pub struct Posted<R> {
+    slot: Arc<Mutex<Option<R>>>,
+}
+
+impl<R: Clone> Posted<R> {
+    /// `None` until the operation ran.
+    pub fn get(&self) -> Option<R> {
+        self.slot.lock().expect("slot").clone()
+    }
+}
+
+impl Posted<Outcome> {
+    /// The request's final result: `None` until it ran and completed.
+    pub fn completion(&self) -> Option<IoResult> {
+        match self.get()? {
+            Err(status) => Some(IoResult { status, information: 0, data: Vec::new() }),
+            Ok((_, result, _)) => result.lock().expect("slot").clone(),
+        }
+    }
+}
+
+fn read_request(length: usize) -> MakeRequest {
+    let len = u32::try_from(length).unwrap_or(u32::MAX);
+    Box::new(move |file, device| Request {
+        major: u8::try_from(IRP_MJ_READ).expect("code"),
+        file,
+        device,
+        buffer_len: length,
+        input: Vec::new(),
+        max_information: u64::from(len),
+        holds_file_ref: true,
+        fill: Box::new(move |stack| {
+            // Writing a union field is safe; the driver reads the Read member.
+            stack.Parameters.Read.Length = len;
+        }),
+    })
+}
+
+fn ioctl_request(code: u32, input: Vec<u8>, output_length: usize) -> MakeRequest {
+    let in_len = u32::try_from(input.len()).unwrap_or(u32::MAX);
+    let out_len = u32::try_from(output_length).unwrap_or(u32::MAX);
+    Box::new(move |file, device| Request {
+        major: u8::try_from(IRP_MJ_DEVICE_CONTROL).expect("code"),
+        file,
+        device,
+        buffer_len: output_length.max(input.len()),
+        input,
+        max_information: u64::from(out_len),
+        holds_file_ref: true,
+        fill: Box::new(move |stack| {
+            stack.Parameters.DeviceIoControl.OutputBufferLength = out_len;
+            stack.Parameters.DeviceIoControl.InputBufferLength = in_len;
+            stack.Parameters.DeviceIoControl.IoControlCode = code;
+        }),
+    })
+}
+
+/// Looks up the handle, builds the IRP and sends it to the driver.
+fn issue_op(pid: usize, handle: Handle, make: MakeRequest) -> IssueOp {
+    Box::new(move |ctx| {
+        let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
+            return Ok(Err(STATUS_INVALID_HANDLE));
+        };
+        let (device, overlapped) = {
+            let f = &ctx.io.files[&file];
+            (f.device, f.overlapped)
+        };
+        let (irp, result) = irp::build(ctx, make(file, device));
+        let seq = ctx.io.irps.live[&irp].seq;
+        let returned = irp::send(ctx, irp)?;
+        Ok(Ok((seq, result, returned == STATUS_PENDING && overlapped)))
+    })
 }
 
 fn cancel_matching(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, keep: impl Fn(&irp::IrpInfo) -> bool) -> KResult<NTSTATUS> {

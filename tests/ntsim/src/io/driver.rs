@@ -163,6 +163,25 @@ impl Machine {
         Ok(self.driver_state(driver))
     }
 
+    /// Posts `sc stop` without waiting: it runs when the machine next runs, interleaved
+    /// with whatever else is posted.
+    pub fn post_stop_driver(&self, driver: Driver) {
+        let object = driver.object;
+        let inner = std::sync::Arc::clone(&self.inner);
+        let mut state = self.lock();
+        let tid = crate::sched::spawn(&inner, &mut state, "service-stop".to_owned(), 0, move || {
+            service("sc-stop", move |ctx| {
+                if let Some(info) = ctx.io.drivers.get_mut(&object)
+                    && info.state == DriverState::Running
+                {
+                    info.state = DriverState::UnloadPending;
+                }
+                maybe_finish_unload(ctx)
+            });
+        });
+        state.threads[tid].routines.push(Routine::Kernel);
+    }
+
     /// Waits (moving the clock as needed) until the driver is unloaded.
     pub fn wait_unloaded(&self, driver: Driver) -> Result<(), Stopped> {
         self.run_until("the driver to unload", |state| {

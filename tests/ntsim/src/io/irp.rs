@@ -246,7 +246,9 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
     // (IRP_MJ_CLOSE from inside IoCompleteRequest), otherwise by the issuing thread
     // as Windows' completion APC does.
     if file != 0 {
-        if ctx.hostile.close_inside_completion {
+        // Only at PASSIVE_LEVEL: completed at DISPATCH_LEVEL (from a DPC), Windows
+        // never delivers the completion APC, or IRP_MJ_CLOSE, at that IRQL.
+        if ctx.hostile.close_inside_completion && ctx.irql() == crate::irql::PASSIVE_LEVEL {
             crate::ob::dereference(ctx, file)?;
         } else {
             crate::io::client::post_apc(ctx, thread, file);

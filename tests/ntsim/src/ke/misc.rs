@@ -3,7 +3,7 @@
 use crate::checker::{Violation, c4, code};
 use crate::machine::kcall;
 use crate::pool::FreeError;
-use crate::wdk_sys::{LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG, ULONG_PTR};
+use crate::wdk_sys::{LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG, ULONG_PTR};
 
 /// ntsim's performance counter runs at the clock's resolution: 10 MHz.
 pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
@@ -16,7 +16,9 @@ pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_
         }
         let irql = ctx.irql();
         let limit = if Flags & POOL_FLAG_PAGED != 0 { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
-        if irql > limit || Flags & (POOL_FLAG_PAGED | POOL_FLAG_NON_PAGED) == 0 {
+        // The pool types ExAllocatePool2 accepts (one must be chosen).
+        let pool_type = POOL_FLAG_PAGED | POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE;
+        if irql > limit || Flags & pool_type == 0 {
             let rule = if Flags & POOL_FLAG_PAGED != 0 { 0x01 } else { 0x02 };
             return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), Flags, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePool2(flags {Flags:#x}) at IRQL {irql}: paged pool needs IRQL <= APC_LEVEL, nonpaged <= DISPATCH_LEVEL, and one of them must be chosen."))));
         }

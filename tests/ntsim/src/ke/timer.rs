@@ -29,7 +29,7 @@ pub(crate) struct IoTimer {
     routine: PIO_TIMER_ROUTINE,
     context: usize,
     pub(crate) started: bool,
-    /// IoInitializeTimer order, the order in which one tick calls the routines.
+    /// `IoInitializeTimer` order, the order in which one tick calls the routines.
     seq: u64,
 }
 
@@ -44,7 +44,7 @@ pub(crate) struct Timers {
     /// Device object → its IoTimer.
     pub(crate) io_timers: HashMap<usize, IoTimer>,
     next_io_tick: u64,
-    /// Next `seq` for a set timer or an initialised IoTimer.
+    /// Next `seq` for a set timer or an initialised `IoTimer`.
     next_seq: u64,
 }
 
@@ -72,6 +72,12 @@ pub(crate) fn next_event(state: &State) -> Option<u64> {
     let wait = timers.waits.keys().next().copied();
     let io_tick = timers.io_timers.values().any(|t| t.started).then(|| timers.next_io_tick.max(state.clock + 1));
     [timer, wait, io_tick].into_iter().flatten().min().map(|when| when.max(state.clock))
+}
+
+/// Whether nothing timed is due at the current clock.
+pub(crate) fn nothing_due(state: &State) -> bool {
+    let now = state.clock;
+    !state.ke.timers.set.values().any(|t| t.due <= now)
 }
 
 /// Sets the clock to `when` (never backwards) and expires what is due.

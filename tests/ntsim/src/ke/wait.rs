@@ -65,7 +65,11 @@ fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
         code::DRIVER_VERIFIER_DETECTED_VIOLATION,
         [rule, u64::from(irql), 0, 0],
         "DRIVER_VERIFIER_DETECTED_VIOLATION",
-        format!("{} was called at IRQL {irql} with a non-zero timeout: only a zero timeout may be used at DISPATCH_LEVEL.", ctx.api),
+        match rule {
+            c4::WAIT_ABOVE_DISPATCH => format!("{} was called at IRQL {irql}, above DISPATCH_LEVEL.", ctx.api),
+            c4::WAIT_AT_DISPATCH_INFINITE => format!("{} was called at DISPATCH_LEVEL with no timeout (an infinite wait): only a zero timeout may be used at DISPATCH_LEVEL.", ctx.api),
+            _ => format!("{} was called at IRQL {irql} with a non-zero timeout: only a zero timeout may be used at DISPATCH_LEVEL.", ctx.api),
+        },
     )))
 }
 

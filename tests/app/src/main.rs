@@ -1,0 +1,381 @@
+//! stagetest — drives stagedrv from user mode and says, scenario by scenario, whether
+//! it behaved.
+//!
+//! The scenarios ([`scenarios`]) are written once against a small client trait
+//! ([`client::Client`]) with two backends: real Win32 calls ([`win32`], the Windows
+//! build, also run under Wine) and ntsim with the driver's own code loaded ([`sim`],
+//! the default on every other host: `cargo run -p stagetest`).
+
+mod client;
+#[allow(dead_code, missing_docs, clippy::pedantic)]
+#[path = "../../../src/protocol.rs"]
+mod protocol;
+mod rng;
+mod scenarios;
+#[cfg(not(windows))]
+mod sim;
+#[cfg(windows)]
+mod win32;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use client::{Backend, Client};
+use scenarios::{ALL, Problem, Scenario, Settings};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// stagedrv's own code in the ntsim kernel simulator (non-Windows builds).
+    Ntsim,
+    /// The installed driver through the real Win32 API (Windows builds; also under Wine).
+    Win32,
+}
+
+/// Runs stagedrv's user-mode scenarios and reports PASS/FAIL/SKIP for each.
+#[derive(Parser, Debug)]
+#[command(name = "stagetest", version, about, long_about = None)]
+#[allow(clippy::struct_excessive_bools)]
+struct Cli {
+    /// Where the driver runs [default: ntsim on non-Windows hosts, win32 on Windows]
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// Running under Wine: skip what Wine cannot express (detected automatically
+    /// through ntdll's wine_get_version)
+    #[arg(long)]
+    wine: bool,
+    /// One JSON document on stdout instead of lines for a person
+    #[arg(long)]
+    json: bool,
+    /// List the scenarios and exit
+    #[arg(long)]
+    list: bool,
+    /// Run only these scenarios (repeat or separate with commas)
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Stress: application threads
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Stress: reads per thread
+    #[arg(long, default_value_t = 100)]
+    reads: u32,
+    /// Seed for the stress mix and for ntsim's scheduler
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// ntsim: do not echo the driver's DbgPrintEx lines and I/O as they happen
+    #[arg(long)]
+    quiet: bool,
+    /// Give up on a scenario (and the run) after this many seconds: a driver that
+    /// never completes a request would otherwise hang the app
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    scenario_timeout: u64,
+    /// Internal (win32): be the child process of process-kill/process-exit
+    #[arg(long, hide = true)]
+    child_reader: bool,
+    /// Internal: the child's device
+    #[arg(long, hide = true, default_value_t = 1)]
+    device: u32,
+    /// Internal: the child's number of pending reads
+    #[arg(long = "child-reads", hide = true, default_value_t = 4)]
+    child_reads: usize,
+}
+
+/// One scenario's line.
+struct Line {
+    name: &'static str,
+    result: &'static str,
+    detail: String,
+    activity: Vec<String>,
+    seconds: f64,
+}
+
+/// Prints as it goes (people) or collects for one JSON document (machines).
+struct Report {
+    json: bool,
+    lines: Vec<Line>,
+}
+
+impl Report {
+    fn add(&mut self, line: Line) {
+        if !self.json {
+            println!("{:<18} {:<4}  {}", line.name, line.result, line.detail);
+            for a in &line.activity {
+                println!("{:<18}       {a}", "");
+            }
+            let _ = std::io::stdout().flush();
+        }
+        self.lines.push(line);
+    }
+
+    fn count(&self, result: &str) -> usize {
+        self.lines.iter().filter(|l| l.result == result).count()
+    }
+}
+
+/// Wine's version, when this Windows build runs under Wine.
+fn wine_detected() -> Option<String> {
+    #[cfg(windows)]
+    return win32::wine_version();
+    #[cfg(not(windows))]
+    None
+}
+
+fn default_backend() -> BackendArg {
+    if cfg!(windows) { BackendArg::Win32 } else { BackendArg::Ntsim }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.child_reader {
+        return child_reader(&cli);
+    }
+    if cli.list {
+        for s in ALL {
+            println!("{:<18} {}", s.name, s.about);
+            if let Some(why) = s.wine_skip {
+                println!("{:<18} (Wine: SKIP, {why})", "");
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut chosen: Vec<&'static Scenario> = Vec::new();
+    for name in &cli.only {
+        match scenarios::find(name) {
+            Some(s) => chosen.push(s),
+            None => {
+                let names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+                eprintln!("stagetest: no scenario named {name:?}; the scenarios are: {}", names.join(", "));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = ALL.iter().collect();
+    }
+    let backend = cli.backend.unwrap_or_else(default_backend);
+    let wine = backend == BackendArg::Win32 && (cli.wine || wine_detected().is_some());
+    let settings = Settings {
+        threads: cli.threads.max(1),
+        reads: cli.reads.max(1),
+        seed: cli.seed,
+        progress: !cli.json,
+        wine,
+        timeout: Duration::from_secs(cli.scenario_timeout.max(1)),
+        json: cli.json,
+    };
+    match backend {
+        BackendArg::Ntsim => run_ntsim(&cli, &chosen, &settings),
+        BackendArg::Win32 => run_win32(&cli, &chosen, &settings),
+    }
+}
+
+/// Ends the program if a scenario runs longer than allowed: a request the driver never
+/// completes blocks the app in a wait nothing else can end.
+struct Watchdog {
+    current: Arc<Mutex<Option<(&'static str, Instant)>>>,
+}
+
+impl Watchdog {
+    fn start(limit: Duration, json: bool) -> Watchdog {
+        let current: Arc<Mutex<Option<(&'static str, Instant)>>> = Arc::new(Mutex::new(None));
+        let watched = Arc::clone(&current);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let stuck = watched.lock().ok().and_then(|c| *c).filter(|(_, since)| since.elapsed() > limit);
+                if let Some((name, _)) = stuck {
+                    let why = format!("did not finish within {} s (a request the driver never completes?); giving up", limit.as_secs());
+                    if json {
+                        println!("{}", json!({"aborted": name, "detail": why, "failed": 1}));
+                    } else {
+                        println!("{name:<18} FAIL  {why}");
+                        println!("stagetest: aborted in {name}");
+                    }
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(1);
+                }
+            }
+        });
+        Watchdog { current }
+    }
+
+    fn watch(&self, name: Option<&'static str>) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = name.map(|n| (n, Instant::now()));
+        }
+    }
+}
+
+/// Runs each scenario, turning its result into a line.
+fn run_all(client: &mut dyn Client, chosen: &[&'static Scenario], settings: &Settings, report: &mut Report) {
+    let watchdog = Watchdog::start(settings.timeout, settings.json);
+    for s in chosen {
+        watchdog.watch(Some(s.name));
+        let started = Instant::now();
+        let (result, detail) = match s.wine_skip {
+            Some(why) if settings.wine => ("SKIP", why.to_owned()),
+            _ => match (s.run)(client, settings) {
+                Ok(detail) => ("PASS", detail),
+                Err(Problem::Fail(why)) => ("FAIL", why),
+                Err(Problem::Skip(why)) => ("SKIP", why),
+            },
+        };
+        watchdog.watch(None);
+        let activity = client.activity();
+        report.add(Line { name: s.name, result, detail, activity, seconds: started.elapsed().as_secs_f64() });
+    }
+}
+
+/// The closing lines (people) or the JSON document (machines); the exit code.
+fn finish(report: &Report, backend: Backend, environment: &str, verdict: Option<&str>) -> ExitCode {
+    let (passed, failed, skipped) = (report.count("PASS"), report.count("FAIL"), report.count("SKIP"));
+    if report.json {
+        let scenarios: Vec<_> = report
+            .lines
+            .iter()
+            .map(|l| json!({"name": l.name, "result": l.result, "detail": l.detail, "activity": l.activity, "seconds": l.seconds}))
+            .collect();
+        let doc = json!({
+            "backend": backend.name(),
+            "environment": environment,
+            "scenarios": scenarios,
+            "passed": passed,
+            "failed": failed,
+            "skipped": skipped,
+            "verdict": verdict,
+        });
+        println!("{doc:#}");
+    } else {
+        if skipped > 0 {
+            println!("{passed} passed, {failed} failed ({skipped} skipped)");
+        } else {
+            println!("{passed} passed, {failed} failed");
+        }
+    }
+    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+#[cfg(not(windows))]
+fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> ExitCode {
+    use std::fmt::Write as _;
+    let live = !cli.json && !cli.quiet;
+    if live {
+        // SAFETY: no other thread exists yet (the machine is created below), so nothing
+        // reads the environment concurrently. ntsim echoes each DbgPrintEx line to
+        // stderr, with the simulated time, when NTSIM_ECHO is set.
+        unsafe { std::env::set_var("NTSIM_ECHO", "1") };
+        println!("stagetest: backend ntsim — stagedrv's own code in a simulated NT machine (seed {})", settings.seed);
+        println!(
+            "stagetest: Parameters ReadTimeoutSeconds={}; sc start (DriverEntry), then the scenarios, then sc stop (DriverUnload):",
+            sim::READ_TIMEOUT_S
+        );
+        let _ = std::io::stdout().flush();
+    }
+    let mut report = Report { json: cli.json, lines: Vec::new() };
+    let mut sim = match sim::Sim::start(settings.seed) {
+        Ok(sim) => sim,
+        Err(fail) => {
+            report.add(Line { name: "driver-load", result: "FAIL", detail: fail.0, activity: Vec::new(), seconds: 0.0 });
+            return finish(&report, Backend::Ntsim, "ntsim", Some("DriverEntry failed"));
+        }
+    };
+    run_all(&mut sim, chosen, settings, &mut report);
+    if live {
+        println!("stagetest: sc stop — DriverUnload:");
+        let _ = std::io::stdout().flush();
+    }
+    // The unload is checked like a scenario: stopped, unloaded, the six stages in order,
+    // and ntsim's verdict (nothing left behind, no rule broken).
+    let started = Instant::now();
+    let unloaded = sim.unload();
+    let log = sim.debug_output();
+    let (result, detail, verdict) = match unloaded {
+        Ok(notes) => match unload_stages(&log) {
+            Ok(stages) => {
+                let mut detail = format!("DriverUnload ran: {stages}; ntsim verdict: clean (no bug check, nothing left behind)");
+                if !notes.is_empty() {
+                    let _ = write!(detail, " [{}]", notes.join("; "));
+                }
+                ("PASS", detail, "clean".to_owned())
+            }
+            Err(why) => ("FAIL", why.clone(), why),
+        },
+        Err(fail) => ("FAIL", fail.0.clone(), fail.0),
+    };
+    report.add(Line { name: "driver-unload", result, detail, activity: Vec::new(), seconds: started.elapsed().as_secs_f64() });
+    if live {
+        println!("ntsim verdict: {}", verdict.lines().next().unwrap_or(""));
+        if verdict != "clean" {
+            println!("{verdict}");
+        }
+    }
+    finish(&report, Backend::Ntsim, "ntsim", Some(&verdict))
+}
+
+/// Checks the driver's Unload lines: "Unload: stage 1" .. "stage 6" in order, then
+/// "Unload: done".
+#[cfg(not(windows))]
+fn unload_stages(log: &[String]) -> Result<String, String> {
+    let stages: Vec<u32> = log
+        .iter()
+        .filter_map(|l| l.split("Unload: stage ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    if stages != [1, 2, 3, 4, 5, 6] {
+        return Err(format!("Unload stage lines {stages:?}; expected [1, 2, 3, 4, 5, 6]"));
+    }
+    if !log.iter().any(|l| l.contains("Unload: done")) {
+        return Err("no \"Unload: done\" line".to_owned());
+    }
+    Ok("stages 1..6 in order, then done".to_owned())
+}
+
+#[cfg(windows)]
+fn run_ntsim(_: &Cli, _: &[&'static Scenario], _: &Settings) -> ExitCode {
+    eprintln!("stagetest: the ntsim backend exists only in non-Windows builds (use --backend win32)");
+    ExitCode::from(2)
+}
+
+#[cfg(windows)]
+fn run_win32(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> ExitCode {
+    let detected = win32::wine_version();
+    let wine = settings.wine;
+    let environment = match (&detected, cli.wine) {
+        (Some(v), _) => format!("Wine {v}"),
+        (None, true) => "Wine (--wine)".to_owned(),
+        (None, false) => "Windows".to_owned(),
+    };
+    if !cli.json {
+        println!("stagetest: backend win32 on {environment}: the installed stagedrv service through the Win32 API");
+        if wine {
+            println!("stagetest: Wine: scenarios Wine cannot express are skipped, with the reason");
+        }
+        let _ = std::io::stdout().flush();
+    }
+    let mut report = Report { json: cli.json, lines: Vec::new() };
+    let mut client = win32::Win32::new(wine);
+    run_all(&mut client, chosen, settings, &mut report);
+    drop(client);
+    finish(&report, Backend::Win32, &environment, None)
+}
+
+#[cfg(not(windows))]
+fn run_win32(_: &Cli, _: &[&'static Scenario], _: &Settings) -> ExitCode {
+    eprintln!("stagetest: the win32 backend exists only in the Windows build (tests/wine/build-app.sh cross-builds it)");
+    ExitCode::from(2)
+}
+
+#[cfg(windows)]
+fn child_reader(cli: &Cli) -> ExitCode {
+    win32::child_reader(cli.device, cli.child_reads)
+}
+
+#[cfg(not(windows))]
+fn child_reader(_: &Cli) -> ExitCode {
+    eprintln!("stagetest: --child-reader is the Win32 backend's helper process");
+    ExitCode::from(2)
+}
