@@ -103,7 +103,10 @@ pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP
     // (held by the caller) before touching the list.
     unsafe { set_cancel_routine(irp, Some(cancel_read)) };
     // SAFETY: the IRP is not completed (the cancel routine needs the guard we hold).
-    if unsafe { irp_cancel_requested(irp) } && unsafe { set_cancel_routine(irp, None) }.is_some() {
+    if !cfg!(stagedrv_mutant = "skip_cancel_recheck")
+        && unsafe { irp_cancel_requested(irp) }
+        && unsafe { set_cancel_routine(irp, None) }.is_some()
+    {
         // Cancelled before queued and the routine was not called: ours to complete.
         shared.stats.reads_cancelled += 1;
         return Enqueued::CancelledEarly;
@@ -144,7 +147,7 @@ pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: imp
         shared.stats.reads_pending -= 1;
         // SAFETY: the IRP is not completed: only its cancel routine could complete it,
         // and that needs the routine we are about to take.
-        if unsafe { set_cancel_routine(irp, None) }.is_some() {
+        if unsafe { set_cancel_routine(irp, None) }.is_some() || cfg!(stagedrv_mutant = "complete_after_null") {
             return Some(irp);
         }
         // The cancel routine is running or about to: it owns the IRP.

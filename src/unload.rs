@@ -51,7 +51,10 @@ fn stage_2_stop_work(state: &DriverState) {
     hardware::remove_queued_dpc(state);
     // SAFETY: PASSIVE_LEVEL; waits for DPCs queued before the call (timer DPCs that were
     // already queued when KeCancelTimer ran, or running on another processor).
-    unsafe { KeFlushQueuedDpcs() };
+    #[cfg(not(stagedrv_mutant = "no_dpc_flush"))]
+    unsafe {
+        KeFlushQueuedDpcs();
+    }
     for device in state.devices() {
         device.extension().statistics.wait_idle();
     }

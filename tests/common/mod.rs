@@ -1,6 +1,8 @@
 //! Shared helpers for the driver's ntsim tests.
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use ntsim::{Config, Driver, Handle, IoResult, Issued, Machine, Process, Value};
 pub use stagedrv::protocol::{IOCTL_STAGEDRV_GET_STATS, RECORD_SIZE, Stats};
 

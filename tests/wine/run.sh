@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the real driver image and the real test app under Wine (Debian wine64 8.0):
 #
-#   tests/wine/run.sh [--sys FILE] [--app FILE] [--work DIR] [-- STAGETEST-ARGS...]
+#   tests/wine/run.sh [--sys FILE] [--app FILE] [--work DIR] [--fresh-prefix] [-- STAGETEST-ARGS...]
 #
 #   --sys FILE   driver image to install (default target/cross/stagedrv.sys)
 #   --app FILE   test app (default target/wine/stagetest.exe, from build-app.sh)
 #   --work DIR   where the run's prefix and logs go (default target/wine/run)
+#   --fresh-prefix  make the pristine prefix anew (wineboot -i) even if one is cached
 #   STAGETEST-ARGS  passed to stagetest after `--backend win32 --wine --scenario-timeout 30`
 #
 # In ONE Wine session (`wine64 cmd /c run.bat`; the session, and with it the driver,
@@ -30,13 +31,15 @@ sys=$root/target/cross/stagedrv.sys
 app=$root/target/wine/stagetest.exe
 work=$root/target/wine/run
 app_args=()
+fresh=0
 while (($#)); do
     case $1 in
         --sys) sys=$2; shift 2 ;;
         --app) app=$2; shift 2 ;;
         --work) work=$2; shift 2 ;;
+        --fresh-prefix) fresh=1; shift ;;
         --) shift; app_args=("$@"); break ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -57,6 +60,7 @@ since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; 
 
 # --- the prefix ------------------------------------------------------------------
 template=$root/target/wine/prefix-template
+((fresh == 0)) || rm -f "$template.stamp"
 want_stamp="$("$wine" --version) wineboot -i WINEDLLOVERRIDES=$WINEDLLOVERRIDES"
 t0=$(date +%s.%N)
 if [[ "$(cat "$template.stamp" 2>/dev/null)" != "$want_stamp" || ! -f $template/system.reg ]]; then

@@ -90,12 +90,12 @@ impl Status {
         Status { kind, space: Space::Win32, code }
     }
 
-    pub fn is(&self, kind: Kind) -> bool {
+    pub fn is(self, kind: Kind) -> bool {
         self.kind == kind
     }
 
     /// The symbolic name in the status's own space.
-    pub fn name(&self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match (self.space, self.kind) {
             (Space::Nt, Kind::Success) => "STATUS_SUCCESS",
             (Space::Nt, Kind::Cancelled) => "STATUS_CANCELLED",
@@ -263,5 +263,32 @@ pub trait Client {
     /// (ntsim's trace); empty where the backend cannot see it.
     fn activity(&mut self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_spaces_name_the_statuses_the_scenarios_expect() {
+        // What the driver completes with, and what Win32 makes of it (RtlNtStatusToDosError).
+        let pairs = [
+            (0xC000_0120, 995, Kind::Cancelled),
+            (0xC000_0023, 122, Kind::BufferTooSmall),
+            (0xC000_0010, 1, Kind::InvalidDeviceRequest),
+            (0xC000_00B5, 121, Kind::IoTimeout),
+            (0xC000_0044, 1816, Kind::QuotaExceeded),
+            (0xC000_003A, 3, Kind::PathNotFound),
+            (0, 0, Kind::Success),
+        ];
+        for (nt, win32, kind) in pairs {
+            assert_eq!(Status::from_nt(nt).kind, kind);
+            assert_eq!(Status::from_win32(win32).kind, kind);
+            assert!(!Status::from_nt(nt).name().is_empty() && !Status::from_win32(win32).name().is_empty());
+        }
+        assert_eq!(Status::from_nt(0xC000_0120).to_string(), "STATUS_CANCELLED");
+        assert_eq!(Status::from_win32(995).to_string(), "ERROR_OPERATION_ABORTED (995)");
+        assert_eq!(Status::from_nt(0xC000_9999).to_string(), "NTSTATUS 0xc0009999");
     }
 }

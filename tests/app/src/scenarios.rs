@@ -549,7 +549,7 @@ fn watchdog_timeout(c: &mut dyn Client, _: &Settings) -> Res {
     // More reads than the producer can serve before the timeout (one record a tick).
     let ios = pend(c, 0, h, 40)?;
     c.sleep_ms((u64::from(timeout) + 2) * 1000)?;
-    let (mut served, mut timed_out) = (0, 0);
+    let (mut served, mut timed_out) = (0usize, 0u64);
     let mut name = String::new();
     for &io in &ios {
         let o = wait(c, io)?;
@@ -566,7 +566,7 @@ fn watchdog_timeout(c: &mut dyn Client, _: &Settings) -> Res {
     let s1 = stats(c, h)?;
     balanced(&s1)?;
     ensure!(
-        s1.reads_timed_out - s0.reads_timed_out == timed_out as u64,
+        s1.reads_timed_out - s0.reads_timed_out == timed_out,
         "the app saw {timed_out} timeouts, the driver counted {}",
         s1.reads_timed_out - s0.reads_timed_out
     );

@@ -295,11 +295,20 @@ impl Win32 {
         };
         // SAFETY: the block was leaked by ops::read for this slot and is freed only here.
         let request = unsafe { &mut *(address as *mut Request) };
-        if !request.completed() {
-            let ms = u32::try_from(wait_ms).unwrap_or(u32::MAX);
-            // SAFETY: the request's own event.
-            if unsafe { WaitForSingleObject(request.ov.hEvent, ms) } != WAIT_OBJECT_0 || !request.completed() {
+        // The event and OVERLAPPED::Internal are both written at completion, but not
+        // always in that order (Wine has signalled the event of a read cancelled by
+        // its thread's exit before the status was in): wait until Internal is final.
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        while !request.completed() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Ok(None);
+            }
+            let ms = u32::try_from(left.as_millis().min(20)).unwrap_or(20);
+            // SAFETY: the request's own event.
+            let waited = unsafe { WaitForSingleObject(request.ov.hEvent, ms) };
+            if waited == WAIT_OBJECT_0 && !request.completed() {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         let outcome = request.result(false);

@@ -92,6 +92,7 @@ pub mod c4 {
     pub const WAIT_AT_DISPATCH_WITH_TIMEOUT: u64 = 0x121;
     pub const WAIT_AT_DISPATCH_INFINITE: u64 = 0x122;
     pub const FREE_POOL_WITH_QUEUED_WORK_ITEM: u64 = 0x131;
+    pub const SLOW_CANCEL: u64 = 0x135;
     pub const RECURSIVE_SPIN_LOCK: u64 = 0x1000;
     /// A DDI called above the highest IRQL its documentation allows.
     pub const DDI_IRQL: u64 = 0x2001B;

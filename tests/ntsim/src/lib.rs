@@ -18,6 +18,7 @@
 #![allow(missing_docs, clippy::missing_errors_doc, clippy::must_use_candidate, clippy::too_many_arguments)]
 
 pub mod checker;
+mod crash;
 pub(crate) mod faults;
 pub mod inline;
 pub mod io;

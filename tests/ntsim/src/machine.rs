@@ -18,11 +18,21 @@ pub struct Config {
     /// Kernel calls kept in the trace.
     pub trace_limit: usize,
     pub hostile: Hostile,
+    /// A cancelled IRP still outstanding after this long (100 ns units) is reported as
+    /// a slow cancel (0xC4/0x135).
+    pub slow_cancel: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { mode: Mode::Seeded(1), cpus: 2, workers: 2, trace_limit: 100_000, hostile: Hostile::default() }
+        Config {
+            mode: Mode::Seeded(1),
+            cpus: 2,
+            workers: 2,
+            trace_limit: 100_000,
+            hostile: Hostile::default(),
+            slow_cancel: 5 * crate::ke::timer::SECOND,
+        }
     }
 }
 
@@ -67,6 +77,7 @@ pub(crate) struct State {
     pub(crate) halt: Option<Halt>,
     pub(crate) trace: Trace,
     pub(crate) hostile: Hostile,
+    pub(crate) slow_cancel: u64,
     pub(crate) pool: crate::pool::Pool,
     pub(crate) ob: crate::ob::Objects,
     pub(crate) ke: crate::ke::Ke,
@@ -332,6 +343,7 @@ impl std::error::Error for Stopped {}
 
 impl Machine {
     pub fn new(config: Config) -> Machine {
+        crate::crash::install();
         let cpus = config.cpus.max(1);
         let state = State {
             sched: sched::Scheduler::new(config.mode),
@@ -341,6 +353,7 @@ impl Machine {
             halt: None,
             trace: Trace::new(config.trace_limit),
             hostile: config.hostile.clone(),
+            slow_cancel: config.slow_cancel,
             pool: crate::pool::Pool::default(),
             ob: crate::ob::Objects::default(),
             ke: crate::ke::Ke::default(),

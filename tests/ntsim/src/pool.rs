@@ -31,6 +31,10 @@ pub(crate) struct Pool {
     live: HashMap<usize, Block>,
     /// Addresses freed and not reused since, to tell a double free from a wild one.
     freed: HashSet<usize>,
+    /// Freed blocks are kept allocated for a while, as Driver Verifier's special pool
+    /// does, so a use after free reads stale memory instead of crashing the host and
+    /// the checker can still report the mistake it leads to.
+    quarantine: std::collections::VecDeque<(usize, Layout)>,
     stats: Stats,
 }
 
@@ -38,6 +42,9 @@ pub(crate) struct Pool {
 pub fn tag_text(tag: u32) -> String {
     tag.to_le_bytes().iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect()
 }
+
+/// Freed blocks kept allocated (see `Pool::quarantine`).
+const QUARANTINE: usize = 4096;
 
 pub(crate) enum FreeError {
     Unknown,
@@ -69,8 +76,14 @@ impl Pool {
         let Some(block) = self.live.remove(&addr) else {
             return Err(if self.freed.contains(&addr) { FreeError::Twice } else { FreeError::Unknown });
         };
-        // SAFETY: allocated above with this layout and not freed since.
-        unsafe { std::alloc::dealloc(ptr, block.layout) };
+        self.quarantine.push_back((addr, block.layout));
+        if self.quarantine.len() > QUARANTINE {
+            let (old, layout) = self.quarantine.pop_front().expect("non-empty");
+            self.freed.remove(&old);
+            // SAFETY: allocated by `allocate` with this layout, freed by the driver, and
+            // out of quarantine now.
+            unsafe { std::alloc::dealloc(old as *mut u8, layout) };
+        }
         self.freed.insert(addr);
         self.stats.frees += 1;
         self.stats.live_blocks -= 1;

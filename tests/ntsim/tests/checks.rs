@@ -19,22 +19,24 @@ use std::sync::atomic::Ordering;
 
 use common::{
     DEVICE, LINK, PATH, State, TAG, assert_check, assert_clean, bugcheck, complete, counted, create_device,
-    create_link, delete_link, driver_state, entry_with, load, machine, mark_pending, print,
-    print_value, printed, relative_ms, setup, stack, state, wait,
+    create_link, delete_link, driver_state, entry_with, load, machine, mark_pending, print, print_value, printed,
+    relative_ms, setup, stack, state, wait,
 };
 use ntsim::wdk_sys::ntddk::{
-    ExAllocatePool2, ExFreePool, ExFreePoolWithTag, IoAcquireCancelSpinLock, IoAllocateWorkItem, IoCreateSymbolicLink,
-    IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoReleaseCancelSpinLock, IoStartTimer,
-    IoStopTimer, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc,
-    KeCancelTimer, KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeInsertQueueDpc,
-    KeReleaseInStackQueuedSpinLock, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, KeSetTimerEx,
-    ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, IoConnectInterrupt, KeSynchronizeExecution, PsCreateSystemThread, PsTerminateSystemThread, ZwClose, ZwOpenKey,
+    ExAllocatePool2, ExFreePool, ExFreePoolWithTag, IoAcquireCancelSpinLock, IoAllocateWorkItem, IoConnectInterrupt,
+    IoCreateSymbolicLink, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoReleaseCancelSpinLock,
+    IoStartTimer, IoStopTimer, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockAtDpcLevel,
+    KeAcquireSpinLockRaiseToDpc, KeCancelTimer, KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeEvent,
+    KeInitializeTimer, KeInsertQueueDpc, KeReleaseInStackQueuedSpinLock, KeReleaseSpinLock,
+    KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, KeSetTimerEx, KeSynchronizeExecution, ObOpenObjectByPointer,
+    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread, ZwClose, ZwOpenKey,
 };
 use ntsim::wdk_sys::{
-    _EVENT_TYPE, _KINTERRUPT_MODE, _MODE, _WORK_QUEUE_TYPE, BOOLEAN, HANDLE, PKINTERRUPT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, KLOCK_QUEUE_HANDLE,
-    KEY_READ, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_DISPATCH, PDRIVER_OBJECT, PIRP, POOL_FLAG_NON_PAGED,
-    POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, PRKDPC, PVOID, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS, STATUS_TIMEOUT,
-    STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS,
+    _EVENT_TYPE, _KINTERRUPT_MODE, _MODE, _WORK_QUEUE_TYPE, BOOLEAN, HANDLE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
+    IRP_MJ_READ, KEY_READ, KLOCK_QUEUE_HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES,
+    PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_DISPATCH, PDRIVER_OBJECT, PIRP, PKINTERRUPT, POOL_FLAG_NON_PAGED,
+    POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, PRKDPC, PVOID, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_TIMEOUT, STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS,
 };
 use ntsim::{Config, DriverState, Issued, Machine};
 
@@ -282,7 +284,8 @@ unsafe extern "C" fn cancel_good(device: PDEVICE_OBJECT, irp: PIRP) {
     unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
     // SAFETY: our device's state; the IRP is ours to complete now.
     unsafe {
-        let _ = (*state(device)).pending.compare_exchange(irp, std::ptr::null_mut(), Ordering::SeqCst, Ordering::SeqCst);
+        let _ =
+            (*state(device)).pending.compare_exchange(irp, std::ptr::null_mut(), Ordering::SeqCst, Ordering::SeqCst);
         complete(irp, STATUS_CANCELLED, 0);
     }
 }
@@ -352,7 +355,8 @@ unsafe extern "C" fn unload_irp_good(driver: PDRIVER_OBJECT) {
 }
 
 unsafe extern "C" fn entry_irp_good(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
-    let majors: [(u32, PDRIVER_DISPATCH); 2] = [(IRP_MJ_READ, Some(read_good)), (IRP_MJ_DEVICE_CONTROL, Some(ioctl_good))];
+    let majors: [(u32, PDRIVER_DISPATCH); 2] =
+        [(IRP_MJ_READ, Some(read_good)), (IRP_MJ_DEVICE_CONTROL, Some(ioctl_good))];
     // SAFETY: DriverEntry's driver object.
     let status = unsafe { entry_with(driver, &majors, Some(unload_irp_good)) };
     if status != STATUS_SUCCESS {
@@ -729,7 +733,11 @@ fn free_with_the_wrong_tag_is_c2() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_wrong_tag));
     assert_check(&v, 0xC2, 0x0A);
-    assert_eq!((v.params[2], v.params[3]), (u64::from(TAG), u64::from(OTHER_TAG)), "allocated tag, then the tag passed");
+    assert_eq!(
+        (v.params[2], v.params[3]),
+        (u64::from(TAG), u64::from(OTHER_TAG)),
+        "allocated tag, then the tag passed"
+    );
 }
 
 entry_then!(entry_paged_at_dispatch, |_device, s| {
@@ -986,7 +994,14 @@ unsafe fn start_thread(s: *mut State, routine: unsafe extern "C" fn(PVOID)) {
             Some(routine),
             s.cast(),
         );
-        let _ = ObReferenceObjectByHandle(handle, THREAD_ALL_ACCESS, std::ptr::null_mut(), _MODE::KernelMode as i8, &raw mut (*s).thread, std::ptr::null_mut());
+        let _ = ObReferenceObjectByHandle(
+            handle,
+            THREAD_ALL_ACCESS,
+            std::ptr::null_mut(),
+            _MODE::KernelMode as i8,
+            &raw mut (*s).thread,
+            std::ptr::null_mut(),
+        );
         let _ = ZwClose(handle);
         print_value("thread", (*s).thread as u64);
     }
@@ -1558,7 +1573,8 @@ entry_then!(entry_no_pool_type, |_device, _s| {
 fn allocation_without_a_pool_type_is_c4() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_no_pool_type));
-    assert_eq!(v.code, C4, "{v}");
+    assert_check(&v, C4, 0x02);
+    assert_eq!(v.params[2], ntsim::wdk_sys::POOL_FLAG_UNINITIALIZED);
 }
 
 // ---------------------------------------------------------------------------------

@@ -178,7 +178,9 @@ const _: crate::wdk_sys::fnsig::IoDeleteDevice = IoDeleteDevice;
 /// The device object's last reference is gone: its memory is freed.
 pub(crate) fn last_reference(ctx: &mut Ctx<'_>, address: usize) -> KResult<()> {
     if ctx.io.devices.get(&address).is_some_and(|d| d.deleted) {
-        ctx.io.devices.remove(&address);
+        if let Some(info) = ctx.io.devices.remove(&address) {
+            crate::io::quarantine(ctx, Box::new(info));
+        }
     }
     crate::io::driver::maybe_finish_unload(ctx)
 }

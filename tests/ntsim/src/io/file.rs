@@ -46,7 +46,11 @@ pub(crate) fn cleanup(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
 /// reference on the device dropped.
 pub(crate) fn last_reference(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
     send_sync(ctx, file, IRP_MJ_CLOSE)?;
-    let device = ctx.io.files.remove(&file).map_or(0, |f| f.device);
+    let info = ctx.io.files.remove(&file);
+    let device = info.as_ref().map_or(0, |f| f.device);
+    if let Some(info) = info {
+        crate::io::quarantine(ctx, Box::new(info));
+    }
     crate::ob::dereference(ctx, device)?;
     Ok(())
 }

@@ -48,6 +48,8 @@ pub(crate) struct IrpInfo {
     /// Reads and IOCTLs hold a reference on their file object until completion
     /// (CREATE, CLEANUP and CLOSE do not).
     pub(crate) holds_file_ref: bool,
+    /// When IoCancelIrp was called for it (simulated time).
+    pub(crate) cancelled_at: Option<u64>,
     /// The memory behind the IRP and its stack location.
     _memory: Box<[u64]>,
     buffer: Vec<u8>,
@@ -139,6 +141,7 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
             result: Arc::clone(&result),
             seq,
             holds_file_ref: request.holds_file_ref,
+            cancelled_at: None,
             _memory: memory,
             buffer,
         },
@@ -181,6 +184,16 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     if returned == STATUS_PENDING {
         if !marked {
             return Err(c9(ctx, c9::PENDING_NOT_MARKED, irp, 0, format!("the {name} dispatch routine returned STATUS_PENDING without calling IoMarkIrpPending.")));
+        }
+        // SAFETY: as above.
+        let routine_set = unsafe { (*raw).CancelRoutine.is_some() };
+        if info.cancelled_at.is_some() && !completed && routine_set {
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [crate::checker::c4::SLOW_CANCEL, irp as u64, 0, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("the {name} IRP {irp:#x} was cancelled while its dispatch routine ran, before the cancel routine was set, and the routine pended it anyway: re-check Irp->Cancel after IoSetCancelRoutine, or the cancel is lost."),
+            )));
         }
     } else if marked {
         return Err(c9(ctx, c9::MARKED_BUT_NOT_PENDING, irp, returned as u64, format!("the {name} dispatch routine marked the IRP pending but returned {returned:#x}, not STATUS_PENDING.")));
@@ -280,6 +293,10 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, irp: usize) -> KResult<bool> {
         return Ok(false);
     }
     let raw = irp as PIRP;
+    let now = ctx.clock;
+    if let Some(info) = ctx.io.irps.live.get_mut(&irp) {
+        info.cancelled_at.get_or_insert(now);
+    }
     let old_irql = ctx.irql();
     ctx.set_irql(DISPATCH_LEVEL);
     spinlock::acquire(ctx, CANCEL_LOCK)?;
@@ -316,6 +333,38 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, irp: usize) -> KResult<bool> {
         )));
     }
     Ok(true)
+}
+
+/// Driver Verifier's slow-cancel rule (0xC4/0x135): an IRP cancelled more than
+/// `limit` ago that is still outstanding. Checked whenever the clock moves.
+pub(crate) fn check_slow_cancel(state: &mut crate::machine::State, limit: u64) {
+    let now = state.clock;
+    let Some((irp, major, since)) = state
+        .io
+        .irps
+        .live
+        .iter()
+        .filter(|(_, i)| i.phase == Phase::Outstanding)
+        .filter_map(|(a, i)| i.cancelled_at.filter(|&t| now.saturating_sub(t) > limit).map(|t| (i.seq, *a, i.major, t)))
+        .min()
+        .map(|(_, a, m, t)| (a, m, t))
+    else {
+        return;
+    };
+    if state.halt.is_none() {
+        let mut v = Violation::new(
+            code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [crate::checker::c4::SLOW_CANCEL, irp as u64, now - since, 0],
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format!(
+                "the {} IRP {irp:#x} was cancelled {} ms ago and is still not completed (its cancel routine was lost or the driver ignored Irp->Cancel).",
+                major_name(major),
+                (now - since) / 10_000
+            ),
+        );
+        v.trace_tail = state.trace.tail(12);
+        state.halt = Some(crate::machine::Halt::BugCheck(Box::new(v)));
+    }
 }
 
 /// Outstanding IRPs matching `filter`.

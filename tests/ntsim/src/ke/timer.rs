@@ -115,6 +115,8 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
         }
         state.ke.timers.next_io_tick += SECOND;
     }
+    let limit = state.slow_cancel;
+    crate::io::irp::check_slow_cancel(state, limit);
     crate::sched::wake_satisfied(state);
 }
 

@@ -18,9 +18,9 @@ use ntsim::wdk_sys::ntddk::{
 };
 use ntsim::wdk_sys::{
     _IO_WORKITEM, _KWAIT_REASON, _MODE, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, FILE_DEVICE_SECURE_OPEN,
-    FILE_DEVICE_UNKNOWN, HANDLE, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, KDPC, KEVENT,
-    KSPIN_LOCK, KTIMER, LARGE_INTEGER, NT_SUCCESS, NTSTATUS, PDEVICE_OBJECT, PDRIVER_DISPATCH, PDRIVER_OBJECT,
-    PDRIVER_UNLOAD, PIO_STACK_LOCATION, PIRP, PVOID, SL_PENDING_RETURNED, STATUS_SUCCESS, UNICODE_STRING,
+    FILE_DEVICE_UNKNOWN, HANDLE, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, KDPC, KEVENT, KSPIN_LOCK, KTIMER,
+    LARGE_INTEGER, NT_SUCCESS, NTSTATUS, PDEVICE_OBJECT, PDRIVER_DISPATCH, PDRIVER_OBJECT, PDRIVER_UNLOAD,
+    PIO_STACK_LOCATION, PIRP, PVOID, SL_PENDING_RETURNED, STATUS_SUCCESS, UNICODE_STRING,
 };
 use ntsim::{Config, Driver, DriverEntry, Machine, Stopped, Violation};
 
@@ -107,7 +107,15 @@ pub unsafe fn create_device(driver: PDRIVER_OBJECT) -> Result<PDEVICE_OBJECT, NT
     let extension = u32::try_from(size_of::<*mut State>()).expect("small");
     // SAFETY: every pointer is valid for the call.
     let status = unsafe {
-        IoCreateDevice(driver, extension, &raw mut unicode, FILE_DEVICE_UNKNOWN, FILE_DEVICE_SECURE_OPEN, 0, &raw mut device)
+        IoCreateDevice(
+            driver,
+            extension,
+            &raw mut unicode,
+            FILE_DEVICE_UNKNOWN,
+            FILE_DEVICE_SECURE_OPEN,
+            0,
+            &raw mut device,
+        )
     };
     if !NT_SUCCESS(status) {
         return Err(status);
@@ -177,7 +185,11 @@ pub unsafe fn setup(driver: PDRIVER_OBJECT) -> Result<PDEVICE_OBJECT, NTSTATUS> 
 ///
 /// # Safety
 /// `driver` is the driver object passed to DriverEntry.
-pub unsafe fn entry_with(driver: PDRIVER_OBJECT, majors: &[(u32, PDRIVER_DISPATCH)], unload: PDRIVER_UNLOAD) -> NTSTATUS {
+pub unsafe fn entry_with(
+    driver: PDRIVER_OBJECT,
+    majors: &[(u32, PDRIVER_DISPATCH)],
+    unload: PDRIVER_UNLOAD,
+) -> NTSTATUS {
     // SAFETY: forwarded.
     if let Err(status) = unsafe { setup(driver) } {
         return status;
@@ -297,7 +309,8 @@ pub fn assert_check(v: &Violation, code: u32, p1: u64) {
 pub fn printed(machine: &Machine, key: &str) -> u64 {
     let prefix = format!("{key}=0x");
     let output = machine.debug_output();
-    let line = output.iter().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {key}= in {output:#?}"));
+    let line =
+        output.iter().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {key}= in {output:#?}"));
     u64::from_str_radix(line.trim(), 16).expect("hex")
 }
 
