@@ -146,11 +146,13 @@ struct Report {
 impl Report {
     fn add(&mut self, line: Line) {
         if !self.json {
-            println!("{:<18} {:<4}  {}", line.name, line.result, line.detail);
+            // Ignore write errors (`stagetest | head` closes the pipe early).
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{:<18} {:<4}  {}", line.name, line.result, line.detail);
             for a in &line.activity {
-                println!("{:<18}       {a}", "");
+                let _ = writeln!(out, "{:<18}       {a}", "");
             }
-            let _ = std::io::stdout().flush();
+            let _ = out.flush();
         }
         self.lines.push(line);
     }

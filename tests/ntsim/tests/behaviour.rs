@@ -784,8 +784,8 @@ fn two_drivers_serve_their_own_devices() {
 }
 
 #[test]
-#[ignore = "ntsim bug, not fixed here: the unload checks in io/driver.rs look at every link, timer, DPC, \
-            work item, thread, handle and pool block of the machine, not only the unloading driver's"]
+#[ignore = "known ntsim limitation: resources are not attributed to drivers, so the unload checks \
+            cover the whole machine; run one driver per Machine"]
 fn stopping_one_driver_ignores_another_drivers_resources() {
     let machine = machine();
     let first = load(&machine, entry_basic);
@@ -812,8 +812,6 @@ unsafe extern "C" fn entry_relies_on_io_manager(driver: PDRIVER_OBJECT, _path: P
 }
 
 #[test]
-#[ignore = "ntsim bug, not fixed here (io/driver.rs): the I/O manager clears DO_DEVICE_INITIALIZING on \
-            the devices a legacy driver creates in DriverEntry once it returns; ntsim does not"]
 fn devices_created_in_driver_entry_open_without_clearing_initializing() {
     let machine = machine();
     load(&machine, entry_relies_on_io_manager);
@@ -832,8 +830,6 @@ unsafe extern "C" fn entry_without_unload(driver: PDRIVER_OBJECT, _path: PCUNICO
 }
 
 #[test]
-#[ignore = "ntsim bug, not fixed here (io/driver.rs): a legacy driver without DriverUnload cannot be \
-            stopped (sc stop fails, the driver stays loaded); ntsim unloads it and reports its device left"]
 fn a_driver_without_unload_cannot_be_stopped() {
     let machine = machine();
     let driver = load(&machine, entry_without_unload);

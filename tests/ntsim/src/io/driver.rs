@@ -38,6 +38,8 @@ pub(crate) struct DriverInfo {
     client_extensions: Vec<(usize, Box<[u128]>)>,
     /// The unload report, once the driver is unloaded.
     pub(crate) unloaded_clean: Option<Result<(), Box<Violation>>>,
+    /// DriverUnload returned; the image goes when its devices are freed.
+    pub(crate) unload_returned: bool,
 }
 
 /// What a test holds for a loaded driver.
@@ -110,6 +112,7 @@ impl Machine {
                     registry_path_string,
                     client_extensions: Vec::new(),
                     unloaded_clean: None,
+                    unload_returned: false,
                 },
             );
             address
@@ -130,6 +133,14 @@ impl Machine {
             }
         }
         let driver = Driver { object };
+        if crate::wdk_sys::NT_SUCCESS(status) {
+            // The I/O manager clears DO_DEVICE_INITIALIZING on devices DriverEntry created.
+            let state = self.lock();
+            for device in state.io.devices.keys().filter(|d| state.io.devices[d].driver == object) {
+                // SAFETY: a live device object of this machine.
+                unsafe { (*(*device as crate::wdk_sys::PDEVICE_OBJECT)).Flags &= !crate::wdk_sys::DO_DEVICE_INITIALIZING };
+            }
+        }
         if !crate::wdk_sys::NT_SUCCESS(status) {
             self.lock().io.drivers.get_mut(&object).expect("driver").state = DriverState::FailedToLoad(status);
             // No DriverUnload after a failed DriverEntry, but nothing may be left.
@@ -147,11 +158,7 @@ impl Machine {
         let object = driver.object;
         self.run_job("service-stop", Routine::Kernel, move || {
             service("sc-stop", move |ctx| {
-                if let Some(info) = ctx.io.drivers.get_mut(&object)
-                    && info.state == DriverState::Running
-                {
-                    info.state = DriverState::UnloadPending;
-                }
+                request_stop(ctx, object);
                 maybe_finish_unload(ctx)
             });
         })?;
@@ -171,11 +178,7 @@ impl Machine {
         let mut state = self.lock();
         let tid = crate::sched::spawn(&inner, &mut state, "service-stop".to_owned(), 0, move || {
             service("sc-stop", move |ctx| {
-                if let Some(info) = ctx.io.drivers.get_mut(&object)
-                    && info.state == DriverState::Running
-                {
-                    info.state = DriverState::UnloadPending;
-                }
+                request_stop(ctx, object);
                 maybe_finish_unload(ctx)
             });
         });
@@ -210,6 +213,18 @@ pub(crate) fn access_check(ctx: &Ctx<'_>, device: usize, pid: usize) -> Option<N
     crate::se::access_check(ctx, device, pid)
 }
 
+/// `sc stop`: a driver without DriverUnload cannot be stopped and stays loaded.
+fn request_stop(ctx: &mut Ctx<'_>, driver: usize) {
+    // SAFETY: the driver object lives as long as the machine.
+    let can_unload = unsafe { (*(driver as PDRIVER_OBJECT)).DriverUnload.is_some() };
+    if let Some(info) = ctx.io.drivers.get_mut(&driver)
+        && info.state == DriverState::Running
+        && can_unload
+    {
+        info.state = DriverState::UnloadPending;
+    }
+}
+
 /// Runs DriverUnload once an unload is pending and no device is referenced.
 pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) -> KResult<()> {
     let ready: Vec<usize> = ctx
@@ -237,10 +252,41 @@ pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) -> KResult<()> {
                     Ok(())
                 });
             }
-            service("unload-checks", move |ctx| check_unloaded(ctx, driver));
+            service("unload-returned", move |ctx| {
+                if let Some(info) = ctx.io.drivers.get_mut(&driver) {
+                    info.unload_returned = true;
+                }
+                maybe_rundown(ctx, driver)
+            });
         });
     }
     Ok(())
+}
+
+/// The driver image goes away once DriverUnload returned and its deleted device
+/// objects are freed (a work item still running holds its device, and so the image);
+/// that is when nothing of the driver may be left. A device never deleted is
+/// reported at once.
+pub(crate) fn maybe_rundown(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
+    let Some(info) = ctx.io.drivers.get(&driver) else { return Ok(()) };
+    if info.state != DriverState::Unloading || !info.unload_returned {
+        return Ok(());
+    }
+    // Only a work item whose routine is running now holds its device for a moment;
+    // any other reference (a handle, a queued item, a forgotten ObReferenceObject) would
+    // never go away, so it is reported now rather than waited for.
+    let transient = |device: usize| ctx.ke.work.running.iter().filter(|&&d| d == device).count() as i64;
+    let wait = ctx
+        .io
+        .devices
+        .iter()
+        .filter(|(_, d)| d.driver == driver)
+        .all(|(address, d)| d.deleted && ctx.ob.refs(*address) <= transient(*address));
+    let any_left = ctx.io.devices.values().any(|d| d.driver == driver);
+    if any_left && wait {
+        return Ok(());
+    }
+    check_unloaded(ctx, driver)
 }
 
 fn ce(ctx: &Ctx<'_>, kind: u64, what: usize, text: String) -> crate::machine::Stop {

@@ -19,6 +19,7 @@ pub(crate) struct Item {
 
 struct Queued {
     item: usize,
+    device: usize,
     routine: PIO_WORKITEM_ROUTINE,
     context: usize,
 }
@@ -30,12 +31,13 @@ unsafe impl Send for Queued {}
 pub(crate) struct WorkQueue {
     pub(crate) items: HashMap<usize, Item>,
     queue: VecDeque<Queued>,
-    pub(crate) running: usize,
+    /// Devices of the work items whose routines are running now.
+    pub(crate) running: Vec<usize>,
 }
 
 impl WorkQueue {
     pub(crate) fn outstanding(&self) -> usize {
-        self.queue.len() + self.running
+        self.queue.len() + self.running.len()
     }
 }
 
@@ -53,7 +55,7 @@ fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
     ctx.block(Box::new(|state| if state.ke.work.queue.is_empty() { None } else { Some(0) }))?;
     let work = ctx.ke.work.queue.pop_front();
     if let Some(w) = &work {
-        ctx.ke.work.running += 1;
+        ctx.ke.work.running.push(w.device);
         if let Some(item) = ctx.ke.work.items.get_mut(&w.item) {
             item.queued = false;
         }
@@ -62,7 +64,7 @@ fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
 }
 
 fn run(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
-    let device = ctx.ke.work.items.get(&work.item).map_or(0, |i| i.device);
+    let device = work.device;
     if let Some(routine) = work.routine {
         // SAFETY: the driver's work routine with the arguments it queued.
         ctx.call_driver(Routine::WorkItem, || unsafe {
@@ -78,7 +80,9 @@ fn run(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
             format!("a work item routine returned at IRQL {irql}; it was called at PASSIVE_LEVEL."),
         )));
     }
-    ctx.ke.work.running -= 1;
+    if let Some(at) = ctx.ke.work.running.iter().position(|&d| d == device) {
+        ctx.ke.work.running.remove(at);
+    }
     crate::ob::dereference(ctx, device)?;
     ctx.signal();
     Ok(())
@@ -120,7 +124,7 @@ pub unsafe extern "C" fn IoQueueWorkItem(
         };
         crate::ob::reference(ctx, device);
         ctx.ke.work.items.get_mut(&item).expect("checked").queued = true;
-        ctx.ke.work.queue.push_back(Queued { item, routine: WorkerRoutine, context: Context as usize });
+        ctx.ke.work.queue.push_back(Queued { item, device, routine: WorkerRoutine, context: Context as usize });
         ctx.signal();
         Ok(())
     });
