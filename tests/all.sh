@@ -71,6 +71,9 @@ python_venv() {
 stage "apt packages"          apt_packages
 stage "python venv"           python_venv
 stage "host tests"            cargo test --workspace
+stage "bindings up to date"   cargo run --quiet -p ntsim-gen -- --check
+stage "exploration (release)" env STAGEDRV_SCHEDULES=2000 cargo test --release --quiet --test explore
+stage "re-introduced races"   tests/mutants.sh
 stage "cross-build .sys"      tests/cross/build-sys.sh
 stage "image check"           .venv/bin/python tests/cross/check_image.py --list-imports target/cross/stagedrv.sys
 stage "image check negatives" .venv/bin/python -m unittest tests/cross/test_check_image.py
