@@ -133,14 +133,6 @@ impl Device {
         Ok(device)
     }
 
-    /// Wraps a device object of this driver.
-    ///
-    /// # Safety
-    /// `object` must be a live device object created by [`Device::create`].
-    pub unsafe fn from_raw(object: PDEVICE_OBJECT) -> Option<Self> {
-        NonNull::new(object).map(Self)
-    }
-
     pub fn as_raw(self) -> PDEVICE_OBJECT {
         self.0.as_ptr()
     }

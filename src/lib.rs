@@ -7,6 +7,10 @@
 //! in `cargo test`. [`sys`] is the only module that knows which one it is.
 
 #![no_std]
+// C constants arrive from the bindings as u32/i32 while the DDIs take UCHAR, CCHAR,
+// KPROCESSOR_MODE or ULONG sizes; every such cast in this crate is of a small constant
+// or a bounded size.
+#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
 #[cfg(target_os = "windows")]
 extern crate wdk_panic;

@@ -1,5 +1,5 @@
-//! `LIST_ENTRY` helpers (`InitializeListHead`, `InsertTailList`, `RemoveEntryList`,
-//! `RemoveHeadList` are inline in `wdm.h`). The caller holds the lock guarding the list.
+//! `LIST_ENTRY` helpers (`InitializeListHead`, `InsertTailList`, `RemoveEntryList` are
+//! inline in `wdm.h`). The caller holds the lock guarding the list.
 
 use crate::sys::{LIST_ENTRY, PLIST_ENTRY};
 
@@ -53,22 +53,6 @@ pub unsafe fn remove(entry: PLIST_ENTRY) {
     }
 }
 
-/// `RemoveHeadList`; `None` if the list is empty.
-///
-/// # Safety
-/// `head` is an initialised list.
-pub unsafe fn remove_head(head: PLIST_ENTRY) -> Option<PLIST_ENTRY> {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        if is_empty(head) {
-            return None;
-        }
-        let first = (*head).Flink;
-        remove(first);
-        Some(first)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,11 +70,13 @@ mod tests {
             assert!(is_empty(&raw const head));
             insert_tail(&raw mut head, &raw mut a);
             insert_tail(&raw mut head, &raw mut b);
-            assert_eq!(remove_head(&raw mut head), Some(&raw mut a));
+            assert_eq!(head.Flink, &raw mut a);
+            remove(&raw mut a);
             assert!(is_empty(&raw const a));
             remove(&raw mut a);
-            assert_eq!(remove_head(&raw mut head), Some(&raw mut b));
-            assert_eq!(remove_head(&raw mut head), None);
+            assert_eq!(head.Flink, &raw mut b);
+            remove(&raw mut b);
+            assert!(is_empty(&raw const head));
         }
     }
 }

@@ -22,9 +22,11 @@ pub const RECORD_SIZE: usize = size_of::<Record>();
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Records the producer (timer or interrupt) put into the ring.
     pub records_produced: u64,
     /// Records overwritten before any reader took them.
     pub records_dropped: u64,
+    /// Read IRPs that reached the driver.
     pub reads_received: u64,
     /// Completed with records (STATUS_SUCCESS).
     pub reads_completed: u64,

@@ -102,11 +102,12 @@ pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP
     // SAFETY: as above; from here the cancel routine may run, and it takes the guard
     // (held by the caller) before touching the list.
     unsafe { set_cancel_routine(irp, Some(cancel_read)) };
+    // IoCancelIrp sets Cancel before it takes the routine: if it ran before we set ours,
+    // it found none, and the cancel is ours to carry out.
     // SAFETY: the IRP is not completed (the cancel routine needs the guard we hold).
-    if !cfg!(stagedrv_mutant = "skip_cancel_recheck")
-        && unsafe { irp_cancel_requested(irp) }
-        && unsafe { set_cancel_routine(irp, None) }.is_some()
-    {
+    let cancelled = !cfg!(stagedrv_mutant = "skip_cancel_recheck") && unsafe { irp_cancel_requested(irp) };
+    // SAFETY: as above.
+    if cancelled && unsafe { set_cancel_routine(irp, None) }.is_some() {
         // Cancelled before queued and the routine was not called: ours to complete.
         shared.stats.reads_cancelled += 1;
         return Enqueued::CancelledEarly;

@@ -87,7 +87,7 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
         }
     }
     // SAFETY: a system thread ends itself; this does not return.
-    unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
+    let _ = unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }
 
 /// Gives records to pending reads, one read per handle per round, oldest first.

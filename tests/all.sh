@@ -77,6 +77,14 @@ stage "re-introduced races"   tests/mutants.sh
 stage "cross-build .sys"      tests/cross/build-sys.sh
 stage "image check"           .venv/bin/python tests/cross/check_image.py --list-imports target/cross/stagedrv.sys
 stage "image check negatives" .venv/bin/python -m unittest tests/cross/test_check_image.py
+stage "test-sign .sys"        tests/windows/sign-linux.sh
+# The real .sys and the real test app under Wine 8.0 (tests/wine/README.md): build
+# stagetest.exe, run the scenarios against the installed driver in one Wine session and
+# check DriverEntry/Unload in Wine's log; then prove that stage fails for broken drivers
+# (first run builds a copy of the tree: minutes; later runs about 25 s).
+stage "wine: stagetest.exe"   tests/wine/build-app.sh
+stage "wine: end-to-end"      tests/wine/run.sh
+stage "wine: negatives"       tests/wine/test_run.sh
 
 echo
 echo "=== summary"

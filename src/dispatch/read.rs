@@ -21,8 +21,11 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
     let extension = unsafe { DeviceExtension::of(device) };
     if length == 0 {
         // A zero-length read succeeds at once with nothing, as on any Windows device.
-        extension.shared.lock().stats.reads_received += 1;
-        extension.shared.lock().stats.reads_completed += 1;
+        {
+            let mut shared = extension.shared.lock();
+            shared.stats.reads_received += 1;
+            shared.stats.reads_completed += 1;
+        }
         // SAFETY: we own the IRP and never touch it again.
         return unsafe { finish(irp, STATUS_SUCCESS, 0) };
     }
@@ -31,11 +34,13 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
     let (now, _) = performance_counter();
     let mut shared = extension.shared.lock();
     shared.stats.reads_received += 1;
+    // SAFETY: the context is live while its file object has IRPs; the guard protects it.
+    let cleaned_up = unsafe { (*handle).cleaned_up };
     let reject = if (length as usize) < RECORD_SIZE {
         Some(STATUS_BUFFER_TOO_SMALL)
     } else if shared.stopping {
         Some(STATUS_DELETE_PENDING)
-    } else if unsafe { (*handle).cleaned_up } {
+    } else if cleaned_up {
         // A read that raced CloseHandle past the handle look-up: it would pend forever.
         Some(STATUS_CANCELLED)
     } else {

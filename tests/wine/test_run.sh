@@ -76,8 +76,8 @@ for variant in "${variants[@]}"; do
         read-never-completes)
             # Every read is marked pending and dropped: no queue, no cancel routine.
             patch src/dispatch/read.rs \
-                "    // SAFETY: the device is ours."$'\n'"    let extension = unsafe { DeviceExtension::of(device) };"$'\n'"    if length == 0 {" \
-                "    let _ = (length, file);"$'\n'"    // SAFETY: broken on purpose: the read is never completed."$'\n'"    unsafe { crate::sys::mark_irp_pending(irp) };"$'\n'"    if device.is_null() || irp.is_null() || length < u32::MAX { return STATUS_PENDING; }"$'\n'"    // SAFETY: the device is ours."$'\n'"    let extension = unsafe { DeviceExtension::of(device) };"$'\n'"    if length == 0 {"
+                "pub unsafe extern \"C\" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {"$'\n' \
+                "pub unsafe extern \"C\" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {"$'\n'"    // SAFETY: broken on purpose: every read is marked pending and forgotten."$'\n'"    unsafe { crate::sys::mark_irp_pending(irp) };"$'\n'"    if !device.is_null() {"$'\n'"        return crate::sys::STATUS_PENDING;"$'\n'"    }"$'\n'
             # The app gives up on the first read that never completes.
             expect='did not finish within'
             app_args=(--scenario-timeout 5)

@@ -9,6 +9,14 @@
 // Win32 and NT names (ReadFile, STATUS_CANCELLED, ...) run through the prose.
 #![allow(clippy::doc_markdown)]
 
+/// `println!` that ignores a closed stdout (`stagetest | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod client;
 #[allow(dead_code, missing_docs, clippy::pedantic)]
 #[path = "../../../src/protocol.rs"]
@@ -181,9 +189,9 @@ fn main() -> ExitCode {
     }
     if cli.list {
         for s in ALL {
-            println!("{:<18} {}", s.name, s.about);
+            say!("{:<18} {}", s.name, s.about);
             if let Some(why) = s.wine_skip {
-                println!("{:<18} (Wine: SKIP, {why})", "");
+                say!("{:<18} (Wine: SKIP, {why})", "");
             }
         }
         return ExitCode::SUCCESS;
@@ -238,10 +246,10 @@ impl Watchdog {
                 if let Some((name, _)) = stuck {
                     let why = format!("did not finish within {} s (a request the driver never completes?); giving up", limit.as_secs());
                     if json {
-                        println!("{}", json!({"aborted": name, "detail": why, "failed": 1}));
+                        say!("{}", json!({"aborted": name, "detail": why, "failed": 1}));
                     } else {
-                        println!("{name:<18} FAIL  {why}");
-                        println!("stagetest: aborted in {name}");
+                        say!("{name:<18} FAIL  {why}");
+                        say!("stagetest: aborted in {name}");
                     }
                     let _ = std::io::stdout().flush();
                     std::process::exit(1);
@@ -296,11 +304,11 @@ fn finish(report: &Report, backend: Backend, environment: &str, verdict: Option<
             "skipped": skipped,
             "verdict": verdict,
         });
-        println!("{doc:#}");
+        say!("{doc:#}");
     } else if skipped > 0 {
-        println!("{passed} passed, {failed} failed ({skipped} skipped)");
+        say!("{passed} passed, {failed} failed ({skipped} skipped)");
     } else {
-        println!("{passed} passed, {failed} failed");
+        say!("{passed} passed, {failed} failed");
     }
     if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
@@ -314,8 +322,8 @@ fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
         // reads the environment concurrently. ntsim echoes each DbgPrintEx line to
         // stderr, with the simulated time, when NTSIM_ECHO is set.
         unsafe { std::env::set_var("NTSIM_ECHO", "1") };
-        println!("stagetest: backend ntsim — stagedrv's own code in a simulated NT machine (seed {})", settings.seed);
-        println!(
+        say!("stagetest: backend ntsim — stagedrv's own code in a simulated NT machine (seed {})", settings.seed);
+        say!(
             "stagetest: Parameters ReadTimeoutSeconds={}; sc start (DriverEntry), then the scenarios, then sc stop (DriverUnload):",
             sim::READ_TIMEOUT_S
         );
@@ -331,7 +339,7 @@ fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
     };
     run_all(&mut sim, chosen, settings, &mut report);
     if live {
-        println!("stagetest: sc stop — DriverUnload:");
+        say!("stagetest: sc stop — DriverUnload:");
         let _ = std::io::stdout().flush();
     }
     // The unload is checked like a scenario: stopped, unloaded, the six stages in order,
@@ -354,9 +362,9 @@ fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
     };
     report.add(Line { name: "driver-unload", result, detail, activity: Vec::new(), seconds: started.elapsed().as_secs_f64() });
     if live {
-        println!("ntsim verdict: {}", verdict.lines().next().unwrap_or(""));
+        say!("ntsim verdict: {}", verdict.lines().next().unwrap_or(""));
         if verdict != "clean" {
-            println!("{verdict}");
+            say!("{verdict}");
         }
     }
     finish(&report, Backend::Ntsim, "ntsim", Some(&verdict))
@@ -396,9 +404,9 @@ fn run_win32(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
         (None, false) => "Windows".to_owned(),
     };
     if !cli.json {
-        println!("stagetest: backend win32 on {environment}: the installed stagedrv service through the Win32 API");
+        say!("stagetest: backend win32 on {environment}: the installed stagedrv service through the Win32 API");
         if wine {
-            println!("stagetest: Wine: scenarios Wine cannot express are skipped, with the reason");
+            say!("stagetest: Wine: scenarios Wine cannot express are skipped, with the reason");
         }
         let _ = std::io::stdout().flush();
     }

@@ -512,7 +512,7 @@ fn thread_exit(c: &mut dyn Client, s: &Settings) -> Res {
     let s1 = settle_pending(c, h, s0.reads_pending + mine.len() as u64)?;
     let driver_cancelled = s1.reads_cancelled - s0.reads_cancelled;
     // Then what the application sees.
-    let (mut cancelled, mut data, mut lost, mut name) = (0, 0, 0, String::new());
+    let (mut cancelled, mut data, mut lost, mut name) = (0u64, 0, 0u64, String::new());
     for &io in &theirs {
         match c.wait(io, if s.wine { 2_000 } else { WAIT_MS })? {
             Some(o) if o.status.is(Kind::Cancelled) => {
@@ -525,7 +525,7 @@ fn thread_exit(c: &mut dyn Client, s: &Settings) -> Res {
             None => fail!("a read of the exited thread never completed (the driver counted {driver_cancelled} cancelled)"),
         }
     }
-    ensure!(cancelled + lost > 0 && driver_cancelled as usize >= cancelled + lost, "the driver cancelled {driver_cancelled} read(s), the app saw {cancelled} cancelled and {data} with records");
+    ensure!(cancelled + lost > 0 && driver_cancelled >= cancelled + lost, "the driver cancelled {driver_cancelled} read(s), the app saw {cancelled} cancelled and {data} with records");
     let pending = not_cancelled(c, &mine, "the main thread's read after the other thread exited")?;
     c.close(0, h)?;
     ended(c, &mine, "the main thread's read after CloseHandle")?;

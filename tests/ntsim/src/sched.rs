@@ -271,11 +271,11 @@ pub(crate) fn block_on<'a>(
         if guard.halted() {
             return (guard, None);
         }
-        if let Status::Woken(result) = guard.threads[me].status {
-            if !guard.sched.mode.is_serial() || guard.sched.baton == Some(me) {
-                guard.threads[me].status = Status::Ready;
-                return (guard, Some(result));
-            }
+        if let Status::Woken(result) = guard.threads[me].status
+            && (!guard.sched.mode.is_serial() || guard.sched.baton == Some(me))
+        {
+            guard.threads[me].status = Status::Ready;
+            return (guard, Some(result));
         }
         guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
     }

@@ -178,11 +178,11 @@ const _: crate::wdk_sys::fnsig::IoDeleteDevice = IoDeleteDevice;
 /// The device object's last reference is gone: its memory is freed.
 pub(crate) fn last_reference(ctx: &mut Ctx<'_>, address: usize) -> KResult<()> {
     let mut driver = None;
-    if ctx.io.devices.get(&address).is_some_and(|d| d.deleted) {
-        if let Some(info) = ctx.io.devices.remove(&address) {
-            driver = Some(info.driver);
-            crate::io::quarantine(ctx, Box::new(info));
-        }
+    if ctx.io.devices.get(&address).is_some_and(|d| d.deleted)
+        && let Some(info) = ctx.io.devices.remove(&address)
+    {
+        driver = Some(info.driver);
+        crate::io::quarantine(ctx, Box::new(info));
     }
     crate::io::driver::maybe_finish_unload(ctx)?;
     match driver {

@@ -274,9 +274,9 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
 pub unsafe extern "C" fn IofCompleteRequest(Irp: PIRP, _PriorityBoost: CCHAR) {
     kcall("IofCompleteRequest", |ctx| {
         let irp = Irp as usize;
-        // SAFETY: read before checking; if the IRP is unknown `complete` reports it
-        // before anything else is touched. Quarantined IRPs stay readable.
         let (status, information) = if ctx.io.irps.live.contains_key(&irp) {
+            // SAFETY: a known IRP (outstanding or quarantined) is readable; an unknown one
+            // is reported by `complete` before anything is touched.
             unsafe { ((*Irp).IoStatus.__bindgen_anon_1.Status, (*Irp).IoStatus.Information) }
         } else {
             (0, 0)

@@ -22,7 +22,7 @@ pub(crate) struct Dpcs {
     pub(crate) inserted: HashMap<usize, usize>,
     /// KDPC address → how many processors are running it now.
     pub(crate) running: HashMap<usize, u32>,
-    /// KDPCs queued by timer expiry (CustomTimerDpc) rather than KeInsertQueueDpc.
+    /// The processor the next expired timer's DPC goes to (round robin).
     pub(crate) next_cpu: usize,
 }
 
@@ -132,11 +132,7 @@ pub unsafe extern "C" fn KeInsertQueueDpc(Dpc: PRKDPC, SystemArgument1: PVOID, S
             (*Dpc).SystemArgument1 = SystemArgument1;
             (*Dpc).SystemArgument2 = SystemArgument2;
         }
-        let routine = match ctx.routine() {
-            Routine::Isr => Routine::Dpc,
-            _ => Routine::Dpc,
-        };
-        let inserted = insert(ctx, Dpc as usize, cpu, routine);
+        let inserted = insert(ctx, Dpc as usize, cpu, Routine::Dpc);
         ctx.signal();
         Ok(BOOLEAN::from(inserted))
     })

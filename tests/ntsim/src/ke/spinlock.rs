@@ -35,11 +35,12 @@ pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
         ));
     }
     ctx.block(Box::new(move |state| {
-        if state.ke.lock_owner.contains_key(&lock) {
-            None
-        } else {
-            state.ke.lock_owner.insert(lock, me);
-            Some(0)
+        match state.ke.lock_owner.entry(lock) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(me);
+                Some(0)
+            }
         }
     }))?;
     if is_lock_word(lock) {

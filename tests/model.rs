@@ -1,0 +1,807 @@
+//! Model-based test of the read path: proptest generates sequences of client
+//! operations over several processes, threads and handles (open, overlapped reads of
+//! any length, CancelIoEx of one read or of all, CancelIo, CloseHandle,
+//! DuplicateHandle, time passing, thread and process exit, `sc stop`, the statistics
+//! IOCTL). A plain-Rust model of the driver's documented behaviour, with no ntsim in
+//! it, predicts every result; the real driver runs the same sequence in ntsim; they
+//! must agree after every operation. proptest shrinks a disagreement to a minimal
+//! sequence.
+//!
+//! # Why the model can be exact
+//!
+//! The controller issues one operation at a time and every ntsim client call runs the
+//! machine until it is idle, so an operation never overlaps a timer, the consumer
+//! thread or another operation. Time moves only in `Advance`, which ntsim processes
+//! one timer instant at a time, each to idle. The parameters keep those instants
+//! apart and predictable:
+//!
+//! - the driver is loaded at 0.5 ms and the producer period is a whole number of
+//!   milliseconds, so a producer tick (0.5 ms + k·period) never falls on an IoTimer
+//!   tick (whole seconds) and reads are never issued on a whole second: the watchdog's
+//!   `age >= timeout` comparison never ties;
+//! - both devices tick at the same instants, but devices share nothing the outcome
+//!   depends on (each has its own ring, handles and counters), so the order of their
+//!   two DPCs and of the consumer thread does not matter;
+//! - after every instant, each device has an empty ring or no pending read (the
+//!   consumer drains one or the other), so a new read either completes at once or
+//!   pends behind an empty ring; one record per tick therefore goes to the oldest read
+//!   of the oldest handle (in open order) that has one.
+//!
+//! The model is checked under any scheduler seed (uniform and PCT): it predicts the
+//! exact status, byte count and record contents (sequence, timestamp, value) of every
+//! read, the result of every other call, the device counters returned by the IOCTL,
+//! and the driver's unload state. At the end every process exits and the driver must
+//! unload with ntsim's verdict clean and every read completed (exactly once: a second
+//! completion is a bug check in ntsim).
+//!
+//! `PROPTEST_CASES=N` raises the number of generated sequences (default 48).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use common::{IOCTL_STAGEDRV_GET_STATS, RECORD_SIZE, Stats, parameters_key};
+use ntsim::wdk_sys::{
+    NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_INVALID_HANDLE, STATUS_IO_TIMEOUT,
+    STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
+};
+use ntsim::{Config, Driver, DriverState, Handle, IoResult, Issued, Machine, Mode, PendingIo, Process, Value};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+
+// --- parameters (written to the service's Parameters key) --------------------------
+
+const DEVICES: usize = 2;
+const PERIOD_MS: u64 = 300;
+const TIMEOUT_S: u64 = 1;
+const RING_CAPACITY: usize = 8;
+const MAX_PENDING: usize = 3;
+const PROCESSES: usize = 3;
+const THREADS: usize = 2;
+
+/// 100 ns units.
+const MS: u64 = 10_000;
+const SECOND: u64 = 1_000 * MS;
+/// The driver is loaded at 0.5 ms; see the module comment.
+const LOAD_AT: u64 = MS / 2;
+
+fn parameters() -> [(&'static str, u32); 5] {
+    [
+        ("SamplePeriodMs", PERIOD_MS as u32),
+        ("ReadTimeoutSeconds", TIMEOUT_S as u32),
+        ("RingCapacity", RING_CAPACITY as u32),
+        ("MaxPendingReadsPerHandle", MAX_PENDING as u32),
+        ("StatisticsEveryTicks", 3),
+    ]
+}
+
+// --- operations ---------------------------------------------------------------------
+
+/// One client operation. Indices pick among what exists when the operation runs
+/// (modulo the count), so every generated sequence is meaningful and shrinks well.
+#[derive(Clone, Debug)]
+enum Op {
+    /// CreateFile(`\\.\StageDrv<device>`, overlapped) in `process`.
+    Open { process: u8, device: u8 },
+    /// Overlapped ReadFile of `length` bytes on handle #`handle`, from its process's
+    /// thread `thread`.
+    Read { handle: u8, thread: u8, length: usize },
+    /// CancelIoEx(handle, NULL) or CancelIoEx(handle, the `read`th read that pended).
+    CancelIoEx { handle: u8, read: Option<u8> },
+    /// CancelIo(handle) from thread `thread` of the handle's process.
+    CancelIo { handle: u8, thread: u8 },
+    Close { handle: u8 },
+    Duplicate { handle: u8 },
+    /// IOCTL_STAGEDRV_GET_STATS on the handle.
+    Stats { handle: u8 },
+    /// Simulated time passes.
+    Advance { ms: u16 },
+    /// Thread 1 of `process` exits: its I/O is cancelled.
+    ExitThread { process: u8 },
+    /// The process exits: its I/O is cancelled, its handles closed.
+    ExitProcess { process: u8 },
+    /// `sc stop`: unloads now if nothing is open, else when the last handle goes.
+    Stop,
+}
+
+fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        2 => (1..=4usize).prop_map(|n| n * RECORD_SIZE),
+        1 => Just(0usize),
+        1 => 1..RECORD_SIZE,
+        1 => (1..=3usize, 1..RECORD_SIZE).prop_map(|(n, extra)| n * RECORD_SIZE + extra),
+    ]
+}
+
+fn advance_ms() -> impl Strategy<Value = u16> {
+    prop_oneof![1..=20u16, 290..=310u16, 950..=1_050u16, 1..=2_500u16]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let process = 0..PROCESSES as u8;
+    prop_oneof![
+        6 => (process.clone(), 0..DEVICES as u8).prop_map(|(process, device)| Op::Open { process, device }),
+        14 => (any::<u8>(), 0..THREADS as u8, length()).prop_map(|(handle, thread, length)| Op::Read { handle, thread, length }),
+        3 => (any::<u8>(), proptest::option::of(any::<u8>())).prop_map(|(handle, read)| Op::CancelIoEx { handle, read }),
+        2 => (any::<u8>(), 0..THREADS as u8).prop_map(|(handle, thread)| Op::CancelIo { handle, thread }),
+        3 => any::<u8>().prop_map(|handle| Op::Close { handle }),
+        2 => any::<u8>().prop_map(|handle| Op::Duplicate { handle }),
+        2 => any::<u8>().prop_map(|handle| Op::Stats { handle }),
+        9 => advance_ms().prop_map(|ms| Op::Advance { ms }),
+        1 => process.clone().prop_map(|process| Op::ExitThread { process }),
+        1 => process.prop_map(|process| Op::ExitProcess { process }),
+        1 => Just(Op::Stop),
+    ]
+}
+
+/// A whole case: the scheduler (any seed must give the same results) and the ops.
+#[derive(Clone, Debug)]
+struct Case {
+    mode: Mode,
+    ops: Vec<Op>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let mode = prop_oneof![
+        any::<u64>().prop_map(Mode::Seeded),
+        any::<u64>().prop_map(|seed| Mode::Pct { seed, depth: 3 }),
+    ];
+    (mode, proptest::collection::vec(op(), 1..48)).prop_map(|(mode, ops)| Case { mode, ops })
+}
+
+// --- the model ----------------------------------------------------------------------
+
+/// A record as the model predicts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rec {
+    sequence: u64,
+    timestamp: u64,
+    value: u64,
+}
+
+/// A read's predicted state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Done { status: NTSTATUS, records: Vec<Rec> },
+}
+
+struct MRead {
+    process: usize,
+    thread: usize,
+    file: usize,
+    length: usize,
+    /// Simulated time the driver queued it (for the watchdog).
+    queued_at: u64,
+    outcome: Outcome,
+}
+
+struct MFile {
+    device: usize,
+    handles: usize,
+    /// Pending reads, oldest first.
+    pending: VecDeque<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct MHandle {
+    process: usize,
+    file: usize,
+    open: bool,
+}
+
+#[derive(Default)]
+struct MDevice {
+    ring: VecDeque<Rec>,
+    produced: u64,
+    dropped: u64,
+    stats: Stats,
+    /// Open file objects in open order (the driver's handle list).
+    files: Vec<usize>,
+}
+
+struct Model {
+    now: u64,
+    /// Producer ticks so far (both devices tick together).
+    ticks: u64,
+    devices: Vec<MDevice>,
+    files: Vec<MFile>,
+    handles: Vec<MHandle>,
+    reads: Vec<MRead>,
+    /// Reads that pended when issued: what CancelIoEx(handle, read) can name.
+    pended: Vec<usize>,
+    process_alive: [bool; PROCESSES],
+    thread_alive: [[bool; THREADS]; PROCESSES],
+    driver: DriverState,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            now: LOAD_AT,
+            ticks: 0,
+            devices: (0..DEVICES).map(|_| MDevice::default()).collect(),
+            files: Vec::new(),
+            handles: Vec::new(),
+            reads: Vec::new(),
+            pended: Vec::new(),
+            process_alive: [true; PROCESSES],
+            thread_alive: [[true; THREADS]; PROCESSES],
+            driver: DriverState::Running,
+        }
+    }
+
+    fn any_file_open(&self) -> bool {
+        self.devices.iter().any(|d| !d.files.is_empty())
+    }
+
+    fn open(&mut self, process: usize, device: usize) -> Result<usize, NTSTATUS> {
+        match self.driver {
+            DriverState::Unloaded => return Err(STATUS_OBJECT_NAME_NOT_FOUND),
+            DriverState::Running => {}
+            _ => return Err(STATUS_NO_SUCH_DEVICE),
+        }
+        let file = self.files.len();
+        self.files.push(MFile { device, handles: 1, pending: VecDeque::new() });
+        self.devices[device].files.push(file);
+        self.handles.push(MHandle { process, file, open: true });
+        Ok(self.handles.len() - 1)
+    }
+
+    fn duplicate(&mut self, handle: usize) -> Result<usize, NTSTATUS> {
+        let h = self.handles[handle];
+        if !h.open {
+            return Err(STATUS_INVALID_HANDLE);
+        }
+        self.files[h.file].handles += 1;
+        self.handles.push(MHandle { open: true, ..h });
+        Ok(self.handles.len() - 1)
+    }
+
+    fn finish(&mut self, read: usize, status: NTSTATUS, records: Vec<Rec>) {
+        self.reads[read].outcome = Outcome::Done { status, records };
+    }
+
+    /// Takes whole records from the ring for a read of `length` bytes.
+    fn fill(&mut self, device: usize, length: usize) -> Vec<Rec> {
+        let ring = &mut self.devices[device].ring;
+        let count = (length / RECORD_SIZE).min(ring.len());
+        ring.drain(..count).collect()
+    }
+
+    fn read(&mut self, handle: usize, thread: usize, length: usize) -> usize {
+        let h = self.handles[handle];
+        let id = self.reads.len();
+        self.reads.push(MRead { process: h.process, thread, file: h.file, length, queued_at: self.now, outcome: Outcome::Pending });
+        if !h.open {
+            // The I/O manager fails it; the driver never sees it.
+            self.finish(id, STATUS_INVALID_HANDLE, Vec::new());
+            return id;
+        }
+        let device = self.files[h.file].device;
+        let ring_has_data = !self.devices[device].ring.is_empty();
+        let queued = self.files[h.file].pending.len();
+        let stats = &mut self.devices[device].stats;
+        stats.reads_received += 1;
+        if length == 0 {
+            // Zero bytes succeed at once, whatever is queued.
+            stats.reads_completed += 1;
+            self.finish(id, STATUS_SUCCESS, Vec::new());
+        } else if length < RECORD_SIZE {
+            stats.reads_rejected += 1;
+            self.finish(id, STATUS_BUFFER_TOO_SMALL, Vec::new());
+        } else if queued == 0 && ring_has_data {
+            stats.reads_completed += 1;
+            let records = self.fill(device, length);
+            self.finish(id, STATUS_SUCCESS, records);
+        } else if queued >= MAX_PENDING {
+            stats.reads_rejected += 1;
+            self.finish(id, STATUS_QUOTA_EXCEEDED, Vec::new());
+        } else {
+            stats.reads_pending += 1;
+            self.files[h.file].pending.push_back(id);
+            self.pended.push(id);
+        }
+        id
+    }
+
+    /// Cancels pending reads of `file` (any file if `None`) that `keep` accepts.
+    fn cancel(&mut self, file: Option<usize>, keep: impl Fn(usize, &MRead) -> bool) {
+        let chosen: Vec<usize> = (0..self.reads.len())
+            .filter(|&r| self.reads[r].outcome == Outcome::Pending)
+            .filter(|&r| file.is_none_or(|f| self.reads[r].file == f) && keep(r, &self.reads[r]))
+            .collect();
+        for read in chosen {
+            let file = self.reads[read].file;
+            self.files[file].pending.retain(|&r| r != read);
+            let stats = &mut self.devices[self.files[file].device].stats;
+            stats.reads_pending -= 1;
+            stats.reads_cancelled += 1;
+            self.finish(read, STATUS_CANCELLED, Vec::new());
+        }
+    }
+
+    fn cancel_io_ex(&mut self, handle: usize, read: Option<usize>) -> NTSTATUS {
+        let h = self.handles[handle];
+        if !h.open {
+            return STATUS_INVALID_HANDLE;
+        }
+        self.cancel(Some(h.file), |r, _| read.is_none_or(|only| r == only));
+        STATUS_SUCCESS
+    }
+
+    fn close(&mut self, handle: usize) -> NTSTATUS {
+        let h = self.handles[handle];
+        if !h.open {
+            return STATUS_INVALID_HANDLE;
+        }
+        self.handles[handle].open = false;
+        self.files[h.file].handles -= 1;
+        if self.files[h.file].handles == 0 {
+            // IRP_MJ_CLEANUP cancels what is queued; IRP_MJ_CLOSE follows.
+            self.cancel(Some(h.file), |_, _| true);
+            let device = self.files[h.file].device;
+            self.devices[device].files.retain(|&f| f != h.file);
+            if self.driver == DriverState::UnloadPending && !self.any_file_open() {
+                self.driver = DriverState::Unloaded;
+            }
+        }
+        STATUS_SUCCESS
+    }
+
+    fn exit_thread(&mut self, process: usize, thread: usize) {
+        self.cancel(None, |_, r| r.process == process && r.thread == thread);
+        self.thread_alive[process][thread] = false;
+    }
+
+    fn exit_process(&mut self, process: usize) {
+        for thread in 0..THREADS {
+            self.cancel(None, |_, r| r.process == process && r.thread == thread);
+        }
+        for handle in 0..self.handles.len() {
+            if self.handles[handle].process == process && self.handles[handle].open {
+                self.close(handle);
+            }
+        }
+        self.process_alive[process] = false;
+    }
+
+    fn stop(&mut self) -> DriverState {
+        if self.driver == DriverState::Running {
+            self.driver = if self.any_file_open() { DriverState::UnloadPending } else { DriverState::Unloaded };
+        }
+        self.driver
+    }
+
+    fn device_stats(&self, device: usize) -> Stats {
+        let d = &self.devices[device];
+        Stats { records_produced: d.produced, records_dropped: d.dropped, ..d.stats }
+    }
+
+    /// Time passes: producer ticks at LOAD_AT + k·period, watchdog ticks on whole
+    /// seconds, in time order (they never coincide).
+    fn advance(&mut self, ms: u64) {
+        let target = self.now + ms * MS;
+        loop {
+            let producer = LOAD_AT + (self.ticks + 1) * PERIOD_MS * MS;
+            let watchdog = (self.now / SECOND + 1) * SECOND;
+            let next = producer.min(watchdog);
+            if next > target {
+                break;
+            }
+            self.now = next;
+            let loaded = self.driver != DriverState::Unloaded;
+            if next == producer {
+                self.ticks += 1;
+                if loaded {
+                    self.produce();
+                }
+            } else if loaded {
+                self.watchdog();
+            }
+        }
+        self.now = target;
+    }
+
+    fn produce(&mut self) {
+        for device in 0..DEVICES {
+            let d = &mut self.devices[device];
+            let record = Rec { sequence: d.produced, timestamp: self.now, value: ((device as u64) << 56) | d.produced };
+            d.produced += 1;
+            if d.ring.len() == RING_CAPACITY {
+                d.ring.pop_front();
+                d.dropped += 1;
+            }
+            d.ring.push_back(record);
+            self.deliver(device);
+        }
+    }
+
+    /// The consumer thread: rounds over the handles in open order, one read per
+    /// handle per round, while records remain.
+    fn deliver(&mut self, device: usize) {
+        loop {
+            let mut progressed = false;
+            for file in self.devices[device].files.clone() {
+                if self.devices[device].ring.is_empty() {
+                    break;
+                }
+                if let Some(read) = self.files[file].pending.pop_front() {
+                    let length = self.reads[read].length;
+                    let records = self.fill(device, length);
+                    let stats = &mut self.devices[device].stats;
+                    stats.reads_pending -= 1;
+                    stats.reads_completed += 1;
+                    self.finish(read, STATUS_SUCCESS, records);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// The IoTimer: reads queued at least the timeout ago fail with STATUS_IO_TIMEOUT.
+    fn watchdog(&mut self) {
+        for device in 0..DEVICES {
+            for file in self.devices[device].files.clone() {
+                while let Some(&read) = self.files[file].pending.front() {
+                    if self.now - self.reads[read].queued_at < TIMEOUT_S * SECOND {
+                        break;
+                    }
+                    self.files[file].pending.pop_front();
+                    let stats = &mut self.devices[device].stats;
+                    stats.reads_pending -= 1;
+                    stats.reads_timed_out += 1;
+                    self.finish(read, STATUS_IO_TIMEOUT, Vec::new());
+                }
+            }
+        }
+    }
+
+    fn cancel_io(&mut self, handle: usize, thread: usize) -> NTSTATUS {
+        let h = self.handles[handle];
+        if !h.open {
+            return STATUS_INVALID_HANDLE;
+        }
+        self.cancel(Some(h.file), |_, r| r.thread == thread);
+        STATUS_SUCCESS
+    }
+}
+
+// --- the real driver in ntsim, checked against the model --------------------------
+
+/// What the client holds for one read.
+enum SimRead {
+    Done(IoResult),
+    Pending(PendingIo),
+}
+
+impl SimRead {
+    fn result(&self) -> Option<IoResult> {
+        match self {
+            SimRead::Done(result) => Some(result.clone()),
+            SimRead::Pending(io) => io.result(),
+        }
+    }
+}
+
+fn record_bytes(records: &[Rec]) -> Vec<u8> {
+    records
+        .iter()
+        .flat_map(|r| [r.sequence.to_le_bytes(), r.timestamp.to_le_bytes(), r.value.to_le_bytes()])
+        .flatten()
+        .collect()
+}
+
+fn decode(data: &[u8]) -> Vec<Rec> {
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    data.chunks_exact(RECORD_SIZE)
+        .map(|r| Rec { sequence: word(&r[..8]), timestamp: word(&r[8..16]), value: word(&r[16..24]) })
+        .collect()
+}
+
+/// The result the client should hold for `outcome` (`None`: still pending).
+fn expected_result(outcome: &Outcome) -> Option<IoResult> {
+    match outcome {
+        Outcome::Pending => None,
+        Outcome::Done { status, records } => Some(IoResult {
+            status: *status,
+            information: (records.len() * RECORD_SIZE) as u64,
+            data: record_bytes(records),
+        }),
+    }
+}
+
+fn show(result: Option<&IoResult>) -> String {
+    match result {
+        None => "pending".to_owned(),
+        Some(r) if r.status == STATUS_SUCCESS => format!("success, {} bytes, records {:?}", r.information, decode(&r.data)),
+        Some(r) => format!("status {:#010x}, {} bytes", r.status as u32, r.information),
+    }
+}
+
+fn stopped(e: ntsim::Stopped) -> String {
+    format!("ntsim stopped: {e}")
+}
+
+struct Run<'m> {
+    machine: &'m Machine,
+    driver: Driver,
+    processes: Vec<Option<Process<'m>>>,
+    /// Parallel to `model.handles` and `model.reads`.
+    handles: Vec<Handle>,
+    reads: Vec<SimRead>,
+    model: Model,
+}
+
+impl<'m> Run<'m> {
+    /// The handle `index` names, unless its process has exited (then the op is skipped).
+    fn pick_handle(&self, index: u8) -> Option<usize> {
+        if self.handles.is_empty() {
+            return None;
+        }
+        let handle = usize::from(index) % self.handles.len();
+        self.model.process_alive[self.model.handles[handle].process].then_some(handle)
+    }
+
+    fn process(&self, process: usize) -> &Process<'m> {
+        self.processes[process].as_ref().expect("a live process")
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), String> {
+        match *op {
+            Op::Open { process, device } => {
+                let (process, device) = (usize::from(process), usize::from(device));
+                if !self.model.process_alive[process] {
+                    return Ok(());
+                }
+                let expected = self.model.open(process, device);
+                let actual = self.process(process).open(&format!(r"\\.\StageDrv{device}"), true).map_err(stopped)?;
+                match (expected, actual) {
+                    (Ok(_), Ok(handle)) => self.handles.push(handle),
+                    (Err(e), Err(a)) if e == a => {}
+                    (e, a) => return Err(format!("CreateFile: model {e:x?}, driver {a:x?}")),
+                }
+            }
+            Op::Read { handle, thread, length } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let (process, thread) = (self.model.handles[handle].process, usize::from(thread));
+                if !self.model.thread_alive[process][thread] {
+                    return Ok(());
+                }
+                self.model.read(handle, thread, length);
+                let issued = self.process(process).thread(thread).read(self.handles[handle], length).map_err(stopped)?;
+                self.reads.push(match issued {
+                    Issued::Done(result) => SimRead::Done(result),
+                    Issued::Pending(io) => SimRead::Pending(io),
+                });
+            }
+            Op::CancelIoEx { handle, read } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let read = match read {
+                    None => None,
+                    Some(_) if self.model.pended.is_empty() => return Ok(()),
+                    Some(n) => Some(self.model.pended[usize::from(n) % self.model.pended.len()]),
+                };
+                let expected = self.model.cancel_io_ex(handle, read);
+                let io = match read.map(|r| &self.reads[r]) {
+                    None => None,
+                    Some(SimRead::Pending(io)) => Some(io.clone()),
+                    Some(SimRead::Done(_)) => return Err("a read the model saw pend did not pend".to_owned()),
+                };
+                let process = self.model.handles[handle].process;
+                let actual = self.process(process).cancel_io_ex(self.handles[handle], io.as_ref()).map_err(stopped)?;
+                if expected != actual {
+                    return Err(format!("CancelIoEx returned {actual:#x}, model {expected:#x}"));
+                }
+            }
+            Op::CancelIo { handle, thread } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let (process, thread) = (self.model.handles[handle].process, usize::from(thread));
+                if !self.model.thread_alive[process][thread] {
+                    return Ok(());
+                }
+                let expected = self.model.cancel_io(handle, thread);
+                let actual = self.process(process).thread(thread).cancel_io(self.handles[handle]).map_err(stopped)?;
+                if expected != actual {
+                    return Err(format!("CancelIo returned {actual:#x}, model {expected:#x}"));
+                }
+            }
+            Op::Close { handle } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let expected = self.model.close(handle);
+                let process = self.model.handles[handle].process;
+                let actual = self.process(process).close(self.handles[handle]).map_err(stopped)?;
+                if expected != actual {
+                    return Err(format!("CloseHandle returned {actual:#x}, model {expected:#x}"));
+                }
+            }
+            Op::Duplicate { handle } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let expected = self.model.duplicate(handle);
+                let process = self.model.handles[handle].process;
+                let actual = self.process(process).duplicate(self.handles[handle]).map_err(stopped)?;
+                match (expected, actual) {
+                    (Ok(_), Ok(new)) => self.handles.push(new),
+                    (Err(e), Err(a)) if e == a => {}
+                    (e, a) => return Err(format!("DuplicateHandle: model {e:x?}, driver {a:x?}")),
+                }
+            }
+            Op::Stats { handle } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let h = self.model.handles[handle];
+                let result = self
+                    .process(h.process)
+                    .ioctl(self.handles[handle], IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>())
+                    .map_err(stopped)?
+                    .done()
+                    .ok_or("the statistics IOCTL pended")?;
+                if !h.open {
+                    if result.status != STATUS_INVALID_HANDLE {
+                        return Err(format!("IOCTL on a closed handle: {:#x}", result.status));
+                    }
+                    return Ok(());
+                }
+                let expected = self.model.device_stats(self.model.files[h.file].device);
+                let actual = parse_stats(&result)?;
+                if expected != actual {
+                    return Err(format!("statistics differ:\n  driver {actual:?}\n  model  {expected:?}"));
+                }
+            }
+            Op::Advance { ms } => {
+                self.model.advance(u64::from(ms));
+                self.machine.advance_ms(u64::from(ms)).map_err(stopped)?;
+            }
+            Op::ExitThread { process } => {
+                let process = usize::from(process);
+                if !self.model.process_alive[process] || !self.model.thread_alive[process][1] {
+                    return Ok(());
+                }
+                self.model.exit_thread(process, 1);
+                self.process(process).thread(1).exit().map_err(stopped)?;
+            }
+            Op::ExitProcess { process } => {
+                let process = usize::from(process);
+                if !self.model.process_alive[process] {
+                    return Ok(());
+                }
+                self.model.exit_process(process);
+                self.processes[process].take().expect("live").exit().map_err(stopped)?;
+            }
+            Op::Stop => {
+                let expected = self.model.stop();
+                let actual = self.machine.stop_driver(self.driver).map_err(stopped)?;
+                if expected != actual {
+                    return Err(format!("sc stop left the driver {actual:?}, model {expected:?}"));
+                }
+            }
+        }
+        self.check()
+    }
+
+    /// Every read's result, the clock, the driver's state and the verdict.
+    fn check(&self) -> Result<(), String> {
+        self.machine.verdict().map_err(stopped)?;
+        if self.machine.now() != self.model.now {
+            return Err(format!("clock {} != model {}", self.machine.now(), self.model.now));
+        }
+        let state = self.machine.driver_state(self.driver);
+        if state != self.model.driver {
+            return Err(format!("driver {state:?}, model {:?}", self.model.driver));
+        }
+        for (id, (model, sim)) in self.model.reads.iter().zip(&self.reads).enumerate() {
+            let expected = expected_result(&model.outcome);
+            let actual = sim.result();
+            if expected != actual {
+                let h = self.model.handles.iter().position(|h| h.file == model.file);
+                return Err(format!(
+                    "read #{id} (process {}, thread {}, file {} on device {}, first handle #{h:?}, {} bytes, queued at {} ms):\n  driver: {}\n  model:  {}",
+                    model.process,
+                    model.thread,
+                    model.file,
+                    self.model.files[model.file].device,
+                    model.length,
+                    model.queued_at as f64 / MS as f64,
+                    show(actual.as_ref()),
+                    show(expected.as_ref()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Final statistics through fresh handles, every process exits, the driver
+    /// unloads clean, and every read has completed.
+    fn finish(mut self) -> Result<(), String> {
+        if self.model.driver == DriverState::Running {
+            let auditor = self.machine.new_process();
+            for device in 0..DEVICES {
+                let handle = auditor
+                    .open(&format!(r"\\.\StageDrv{device}"), true)
+                    .map_err(stopped)?
+                    .map_err(|s| format!("final open: {s:#x}"))?;
+                let result = auditor
+                    .ioctl(handle, IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>())
+                    .map_err(stopped)?
+                    .done()
+                    .ok_or("the statistics IOCTL pended")?;
+                let (actual, expected) = (parse_stats(&result)?, self.model.device_stats(device));
+                if actual != expected {
+                    return Err(format!("final statistics of device {device} differ:\n  driver {actual:?}\n  model  {expected:?}"));
+                }
+                auditor.close(handle).map_err(stopped)?;
+            }
+        }
+        for process in 0..PROCESSES {
+            if let Some(p) = self.processes[process].take() {
+                self.model.exit_process(process);
+                p.exit().map_err(stopped)?;
+            }
+        }
+        self.check().map_err(|e| format!("after every process exited: {e}"))?;
+        let expected = self.model.stop();
+        let actual = self.machine.stop_driver(self.driver).map_err(stopped)?;
+        if (expected, actual) != (DriverState::Unloaded, DriverState::Unloaded) {
+            return Err(format!("final sc stop: driver {actual:?}, model {expected:?}"));
+        }
+        self.check().map_err(|e| format!("after unload: {e}"))?;
+        // Every read completed (a second completion would have been a bug check).
+        if let Some(id) = self.reads.iter().position(|r| r.result().is_none()) {
+            return Err(format!("read #{id} never completed"));
+        }
+        let totals = self.model.devices.iter().fold(0, |n, d| n + d.stats.reads_received);
+        let reached = self.model.reads.iter().filter(|r| self.model.handles.iter().any(|h| h.file == r.file)).count();
+        debug_assert!(totals as usize <= reached);
+        let pool = self.machine.pool_stats();
+        if pool.live_blocks != 0 {
+            return Err(format!("pool blocks left after unload: {pool:?}"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_stats(result: &IoResult) -> Result<Stats, String> {
+    if result.status != STATUS_SUCCESS || result.data.len() != size_of::<Stats>() {
+        return Err(format!("statistics IOCTL: status {:#x}, {} bytes", result.status, result.data.len()));
+    }
+    // SAFETY: Stats is plain repr(C) data (u64 fields) and the reply has exactly its size.
+    Ok(unsafe { std::ptr::read_unaligned(result.data.as_ptr().cast::<Stats>()) })
+}
+
+fn run_case(case: &Case) -> Result<(), String> {
+    let machine = Machine::new(Config { mode: case.mode, trace_limit: 256, ..Config::default() });
+    for (name, value) in parameters() {
+        machine.registry().set(&parameters_key(), name, &Value::Dword(value));
+    }
+    machine.advance(LOAD_AT).map_err(stopped)?;
+    let (driver, status) = machine.load_driver("stagedrv", stagedrv::driver_entry).map_err(stopped)?;
+    if status != STATUS_SUCCESS {
+        return Err(format!("DriverEntry failed: {status:#x}"));
+    }
+    let processes = (0..PROCESSES).map(|_| Some(machine.new_process())).collect();
+    let mut run = Run { machine: &machine, driver, processes, handles: Vec::new(), reads: Vec::new(), model: Model::new() };
+    run.check()?;
+    for (n, op) in case.ops.iter().enumerate() {
+        run.step(op).map_err(|e| {
+            let mut text = format!("op #{n} {op:?} at {} ms: {e}\nops so far:", run.model.now as f64 / MS as f64);
+            for (i, op) in case.ops[..=n].iter().enumerate() {
+                let _ = write!(text, "\n  #{i:<3} {op:?}");
+            }
+            text
+        })?;
+    }
+    run.finish()
+}
+
+#[test]
+fn driver_matches_the_model() {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    let mut runner = TestRunner::new(config);
+    if let Err(failure) = runner.run(&case(), |case| run_case(&case).map_err(TestCaseError::fail)) {
+        panic!("{failure}");
+    }
+}

@@ -1,0 +1,84 @@
+# Shared by the stagedrv test-VM scripts (dot-sourced: . "$PSScriptRoot\common.ps1").
+# Windows PowerShell 5.1 or PowerShell 7, in an elevated session.
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+
+$ServiceName   = 'stagedrv'
+$DriverPath    = Join-Path $env:SystemRoot 'System32\drivers\stagedrv.sys'
+$ParametersKey = "HKLM:\SYSTEM\CurrentControlSet\Services\$ServiceName\Parameters"
+
+# Win32 errors sc.exe reports that the scripts treat as "already in that state".
+$ERROR_SERVICE_ALREADY_RUNNING     = 1056
+$ERROR_SERVICE_DOES_NOT_EXIST      = 1060
+$ERROR_SERVICE_CANNOT_ACCEPT_CTRL  = 1061   # e.g. already STOP_PENDING
+$ERROR_SERVICE_NOT_ACTIVE          = 1062
+$ERROR_SERVICE_EXISTS              = 1073
+
+function Assert-Administrator {
+    $principal = [Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()
+    if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)) {
+        throw 'Run this script in an elevated PowerShell (Run as Administrator).'
+    }
+}
+
+# Runs sc.exe (never `sc`: in PowerShell that is Set-Content), prints what it said, and
+# throws unless the exit code is 0 or one of $Ok. Returns the exit code.
+function Invoke-Sc {
+    param([Parameter(Mandatory)][string[]]$Arguments, [int[]]$Ok = @())
+    $text = (& sc.exe @Arguments | Out-String).TrimEnd()
+    $code = $LASTEXITCODE
+    Write-Host "> sc.exe $($Arguments -join ' ')    [exit $code]"
+    if ($text) { Write-Host $text }
+    if ($code -ne 0 -and $Ok -notcontains $code) {
+        throw "sc.exe $($Arguments -join ' ') failed with exit code $code"
+    }
+    return $code
+}
+
+# The service state as sc.exe query reports it (RUNNING, STOPPED, STOP_PENDING, ...),
+# or $null when the service does not exist.
+function Get-StagedrvState {
+    $text = & sc.exe query $ServiceName | Out-String
+    if ($LASTEXITCODE -eq $ERROR_SERVICE_DOES_NOT_EXIST) { return $null }
+    if ($LASTEXITCODE -ne 0) { throw "sc.exe query $ServiceName failed with exit code ${LASTEXITCODE}: $text" }
+    if ($text -match '\d\s+(STOPPED|START_PENDING|STOP_PENDING|RUNNING|CONTINUE_PENDING|PAUSE_PENDING|PAUSED)\b') {
+        return $Matches[1]
+    }
+    throw "cannot find the state in the output of sc.exe query ${ServiceName}:`n$text"
+}
+
+# Polls until the state is $Want or $Seconds pass; returns the last state seen.
+function Wait-StagedrvState {
+    param([string]$Want, [int]$Seconds = 15)
+    $deadline = (Get-Date).AddSeconds($Seconds)
+    while ($true) {
+        $state = Get-StagedrvState
+        if ($state -eq $Want -or (Get-Date) -gt $deadline) { return $state }
+        Start-Sleep -Milliseconds 250
+    }
+}
+
+# sc.exe stop, then wait for STOPPED. While any handle to a \\.\StageDrvN device is open
+# the I/O manager defers DriverUnload until the last handle closes, and sc.exe query
+# shows STOP_PENDING all that time: then this throws, naming the likely cause.
+function Stop-Stagedrv {
+    $state = Get-StagedrvState
+    if ($null -eq $state -or $state -eq 'STOPPED') { return }
+    if ($state -ne 'STOP_PENDING') {
+        Invoke-Sc @('stop', $ServiceName) -Ok $ERROR_SERVICE_NOT_ACTIVE, $ERROR_SERVICE_CANNOT_ACCEPT_CTRL | Out-Null
+    }
+    $state = Wait-StagedrvState 'STOPPED'
+    if ($state -ne 'STOPPED') {
+        throw "stagedrv is still ${state}: some process holds a handle to \\.\StageDrvN open. DriverUnload runs " +
+              'when the last handle closes; close it (or end that process) and run this again.'
+    }
+}
+
+# Hints for the Win32 errors sc.exe start reports most often for this driver.
+$StartHints = @{
+    2    = 'the image is missing: is %SystemRoot%\System32\drivers\stagedrv.sys there?'
+    50   = 'DriverEntry returned STATUS_NOT_SUPPORTED: the hardware profile (InterruptVector set) needs HardwareProfileOptIn=1, see the README'
+    87   = 'DriverEntry returned STATUS_INVALID_PARAMETER: InterruptVector is set but RegisterBaseLow/High is not'
+    577  = 'Windows could not verify the signature: test signing off (enable-test-signing.ps1, then reboot), Secure Boot on, or the image is not signed'
+    1275 = 'the driver was blocked from loading (Code Integrity / vulnerable-driver blocklist / memory-integrity policy): see Event Viewer > Microsoft-Windows-CodeIntegrity/Operational'
+}
