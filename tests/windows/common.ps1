@@ -82,3 +82,13 @@ $StartHints = @{
     577  = 'Windows could not verify the signature: test signing off (enable-test-signing.ps1, then reboot), Secure Boot on, or the image is not signed'
     1275 = 'the driver was blocked from loading (Code Integrity / vulnerable-driver blocklist / memory-integrity policy): see Event Viewer > Microsoft-Windows-CodeIntegrity/Operational'
 }
+
+# sc.exe start (already running is fine); on failure throws with a hint for the usual causes.
+function Start-Stagedrv {
+    $code = Invoke-Sc @('start', $ServiceName) -Ok (@($ERROR_SERVICE_ALREADY_RUNNING) + [int[]]@($StartHints.Keys))
+    if ($code -ne 0 -and $code -ne $ERROR_SERVICE_ALREADY_RUNNING) {
+        throw "sc.exe start $ServiceName failed with ${code}: $($StartHints[$code])"
+    }
+    $state = Wait-StagedrvState 'RUNNING' 10
+    if ($state -ne 'RUNNING') { throw "stagedrv is $state after sc.exe start, not RUNNING" }
+}

@@ -12,7 +12,7 @@ pub const HIGH_LEVEL: u8 = 15;
 
 /// The highest IRQL at which `api` may be called, from Microsoft's DDI reference.
 /// Every export ntsim implements is listed (a unit test checks it).
-pub(crate) fn max_irql(api: &str) -> Option<u8> {
+pub fn max_irql(api: &str) -> Option<u8> {
     Some(match api {
         // Object manager, registry, devices, names, threads: PASSIVE_LEVEL.
         "IoCreateDevice" | "IoDeleteDevice" | "IoCreateSymbolicLink" | "IoDeleteSymbolicLink" | "IoInitializeTimer"
