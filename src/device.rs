@@ -14,6 +14,16 @@ use crate::sys::{
 use crate::timer::{Producer, Watchdog};
 use crate::work::StatisticsWork;
 
+/// Adds one to a counter (counters wrap rather than panic).
+pub fn count(counter: &mut u64) {
+    *counter = counter.wrapping_add(1);
+}
+
+/// Takes one from a gauge that is never below zero when this is called.
+pub fn uncount(gauge: &mut u64) {
+    *gauge = gauge.saturating_sub(1);
+}
+
 /// Object-manager prefix of every device name.
 pub const DEVICE_PREFIX: &str = "\\Device\\StageDrv";
 

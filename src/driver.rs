@@ -136,7 +136,9 @@ fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> Result<()
     hardware::claim(driver, state)?;
     for index in 0..state.config.device_count {
         let device = create_device(driver, index, state)?;
-        state.devices[index as usize].set(Some(device));
+        if let Some(slot) = state.devices.get(index as usize) {
+            slot.set(Some(device));
+        }
     }
     registry::publish_device_names(state)?;
     state.device_names_published.set(true);

@@ -95,7 +95,8 @@ pub fn claim(driver: &mut DRIVER_OBJECT, state: &DriverState) -> Result<(), NTST
         return Err(STATUS_INSUFFICIENT_RESOURCES);
     }
     hw.controller.set(controller);
-    let extension = hw.extension().expect("just created").get();
+    let Some(extension) = hw.extension() else { return Err(STATUS_INSUFFICIENT_RESOURCES) };
+    let extension = extension.get();
     // SAFETY: the fresh, zeroed extension is ours; the DPC is initialised in place.
     unsafe { KeInitializeDpc(&raw mut (*extension).dpc, Some(hardware_dpc), core::ptr::from_ref(state).cast_mut().cast()) };
     let base = PHYSICAL_ADDRESS { QuadPart: hardware.register_base as i64 };
@@ -185,9 +186,11 @@ pub fn connect(state: &DriverState) -> Result<(), NTSTATUS> {
 pub fn disconnect(state: &DriverState) {
     if state.hardware.connected.replace(false) {
         write_register(state.hardware.registers(), CONTROL, 0);
-        let extension = state.hardware.extension().expect("connected").get();
-        // SAFETY: connected by `connect`, disconnected once; the pointer is forgotten in stage 4.
-        unsafe { IoDisconnectInterrupt((*extension).interrupt) };
+        if let Some(extension) = state.hardware.extension() {
+            // SAFETY: connected by `connect`, disconnected once; the pointer is forgotten in
+            // stage 4.
+            unsafe { IoDisconnectInterrupt((*extension.get()).interrupt) };
+        }
     }
 }
 
@@ -256,11 +259,12 @@ unsafe extern "C" fn isr(_interrupt: PKINTERRUPT, context: PVOID) -> BOOLEAN {
     }
     let sample = (read_register(registers, CHANNEL), read_register(registers, DATA));
     write_register(registers, STATUS, 0);
-    if extension.latched_count < LATCH {
-        extension.latched[extension.latched_count] = sample;
-        extension.latched_count += 1;
-    } else {
-        extension.lost += 1;
+    match extension.latched.get_mut(extension.latched_count) {
+        Some(slot) => {
+            *slot = sample;
+            extension.latched_count = extension.latched_count.saturating_add(1);
+        }
+        None => extension.lost = extension.lost.wrapping_add(1),
     }
     // SAFETY: the DPC was initialised in `claim`; KeInsertQueueDpc is callable at DIRQL.
     unsafe { KeInsertQueueDpc(&raw mut extension.dpc, core::ptr::null_mut(), core::ptr::null_mut()) };
@@ -298,8 +302,8 @@ unsafe extern "C" fn hardware_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
     let (now, _) = crate::timer::performance_counter();
     let device_count = state.devices().count();
     let mut wake = false;
-    for &(channel, value) in &exchange.1.samples[..exchange.1.count] {
-        let Some(device) = state.devices().nth(channel as usize % device_count.max(1)) else { continue };
+    for &(channel, value) in exchange.1.samples.iter().take(exchange.1.count) {
+        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| state.devices().nth(k)) else { continue };
         let mut shared = device.extension().shared.lock_at_dpc_level();
         if shared.stopping {
             continue;

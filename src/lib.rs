@@ -11,6 +11,17 @@
 // KPROCESSOR_MODE or ULONG sizes; every such cast in this crate is of a small constant
 // or a bounded size.
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
+// Kernel code must not panic: a panic is a bug check.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 #[cfg(target_os = "windows")]
 extern crate wdk_panic;

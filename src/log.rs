@@ -25,11 +25,16 @@ struct Line {
 
 impl Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Keep one byte for the terminating NUL.
-        let room = self.bytes.len() - 1 - self.len;
-        let take = s.len().min(room);
-        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
+        for &byte in s.as_bytes() {
+            // Keep the last byte for the terminating NUL.
+            if self.len.saturating_add(1) >= self.bytes.len() {
+                break;
+            }
+            if let Some(slot) = self.bytes.get_mut(self.len) {
+                *slot = byte;
+            }
+            self.len = self.len.saturating_add(1);
+        }
         Ok(())
     }
 }
@@ -41,7 +46,9 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     let _ = line.write_str("stagedrv: ");
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
-    line.bytes[line.len] = 0;
+    if let Some(end) = line.bytes.get_mut(line.len) {
+        *end = 0;
+    }
     let level: ULONG = match level {
         Level::Error => DPFLTR_ERROR_LEVEL,
         Level::Warning => DPFLTR_WARNING_LEVEL,

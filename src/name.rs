@@ -37,63 +37,66 @@ impl<const N: usize> WideBuf<N> {
 
     /// Appends ASCII `s`; `false` (and no change) if it does not fit.
     pub fn push_str(&mut self, s: &str) -> bool {
-        if !s.is_ascii() || self.len + s.len() > N {
+        let Some(end) = self.len.checked_add(s.len()).filter(|&end| end <= N && s.is_ascii()) else {
             return false;
-        }
-        for (slot, byte) in self.units[self.len..].iter_mut().zip(s.bytes()) {
+        };
+        for (slot, byte) in self.units.iter_mut().skip(self.len).zip(s.bytes()) {
             *slot = u16::from(byte);
         }
-        self.len += s.len();
+        self.len = end;
         true
     }
 
     /// Appends a counted string; `false` (and no change) if it does not fit.
     pub fn push_unicode(&mut self, s: &UNICODE_STRING) -> bool {
-        let count = usize::from(s.Length / 2);
-        if self.len + count > N || (count > 0 && s.Buffer.is_null()) {
+        let count = usize::from(s.Length >> 1);
+        let Some(end) = self.len.checked_add(count).filter(|&end| end <= N) else { return false };
+        if count == 0 {
+            return true;
+        }
+        if s.Buffer.is_null() {
             return false;
         }
-        if count > 0 {
-            // SAFETY: a valid UNICODE_STRING has Length bytes at Buffer.
-            let units = unsafe { core::slice::from_raw_parts(s.Buffer, count) };
-            self.units[self.len..self.len + count].copy_from_slice(units);
-            self.len += count;
+        // SAFETY: a valid UNICODE_STRING has Length bytes at Buffer.
+        let units = unsafe { core::slice::from_raw_parts(s.Buffer, count) };
+        for (slot, &unit) in self.units.iter_mut().skip(self.len).zip(units) {
+            *slot = unit;
         }
+        self.len = end;
         true
     }
 
     /// Appends the decimal digits of `value`.
     pub fn push_decimal(&mut self, value: u32) -> bool {
-        let mut digits = [0u8; 10];
-        let mut start = digits.len();
-        let mut rest = value;
-        loop {
-            start -= 1;
-            // A decimal digit always fits a byte.
-            #[allow(clippy::cast_possible_truncation)]
-            let digit = (rest % 10) as u8;
-            digits[start] = b'0' + digit;
-            rest /= 10;
-            if rest == 0 {
-                break;
+        // Most significant digit first: divide by falling powers of ten.
+        let mut text = [0u8; 10];
+        let mut used = 0;
+        let mut power: u32 = 1_000_000_000;
+        while power > 0 {
+            let digit = value.checked_div(power).unwrap_or(0).checked_rem(10).unwrap_or(0);
+            if digit != 0 || used > 0 || power == 1 {
+                if let Some(slot) = text.get_mut(used) {
+                    *slot = b'0'.wrapping_add(digit as u8);
+                }
+                used = used.wrapping_add(1);
             }
+            power = power.checked_div(10).unwrap_or(0);
         }
-        // Digits are ASCII.
-        self.push_str(core::str::from_utf8(&digits[start..]).unwrap_or("?"))
+        // The bytes are ASCII digits.
+        self.push_str(text.get(..used).and_then(|t| core::str::from_utf8(t).ok()).unwrap_or("?"))
     }
 
     /// A counted string that borrows this buffer; valid while `self` is neither moved
     /// nor dropped. The kernel routines it is passed to only read it.
     pub fn as_unicode_string(&self) -> UNICODE_STRING {
         // N is far below u16::MAX / 2.
-        #[allow(clippy::cast_possible_truncation)]
-        let bytes = (self.len * 2) as USHORT;
+        let bytes = (self.len << 1) as USHORT;
         UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: self.units.as_ptr().cast_mut() as PWCH }
     }
 
     /// The units, for comparisons in tests and logs.
     pub fn units(&self) -> &[u16] {
-        &self.units[..self.len]
+        self.units.get(..self.len).unwrap_or(&[])
     }
 }
 

@@ -65,9 +65,10 @@ pub unsafe fn irp_entry(irp: PIRP) -> PLIST_ENTRY {
 /// # Safety
 /// `entry` is the list entry of an IRP.
 pub unsafe fn irp_of(entry: PLIST_ENTRY) -> PIRP {
-    let offset = core::mem::offset_of!(crate::sys::IRP, Tail)
+    const OFFSET: usize = core::mem::offset_of!(crate::sys::IRP, Tail)
         + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1, __bindgen_anon_2)
         + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_2, ListEntry);
+    let offset = OFFSET;
     // SAFETY: guaranteed by the caller; Overlay is at offset 0 of the Tail union.
     unsafe { entry.byte_sub(offset).cast() }
 }
@@ -109,16 +110,16 @@ pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP
     // SAFETY: as above.
     if cancelled && unsafe { set_cancel_routine(irp, None) }.is_some() {
         // Cancelled before queued and the routine was not called: ours to complete.
-        shared.stats.reads_cancelled += 1;
+        crate::device::count(&mut shared.stats.reads_cancelled);
         return Enqueued::CancelledEarly;
     }
     // Linked even if the cancel routine is about to run: its unlink then finds it.
     // SAFETY: the guard protects the handle's list; the entry is the driver's now.
     unsafe {
         list::insert_tail(&raw mut (*handle).pending, irp_entry(irp));
-        (*handle).pending_count += 1;
+        (*handle).pending_count = (*handle).pending_count.saturating_add(1);
     }
-    shared.stats.reads_pending += 1;
+    crate::device::count(&mut shared.stats.reads_pending);
     Enqueued::Queued
 }
 
@@ -143,9 +144,9 @@ pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: imp
         // SAFETY: unlink and self-link, under the guard.
         unsafe {
             list::remove(irp_entry(irp));
-            (*handle).pending_count -= 1;
+            (*handle).pending_count = (*handle).pending_count.saturating_sub(1);
         }
-        shared.stats.reads_pending -= 1;
+        crate::device::uncount(&mut shared.stats.reads_pending);
         // SAFETY: the IRP is not completed: only its cancel routine could complete it,
         // and that needs the routine we are about to take.
         if unsafe { set_cancel_routine(irp, None) }.is_some() || cfg!(stagedrv_mutant = "complete_after_null") {
@@ -212,7 +213,7 @@ impl Completions {
 pub unsafe fn drain(shared: &mut Shared, handle: *mut HandleContext, out: &mut Completions) {
     // SAFETY: forwarded.
     while let Some(irp) = unsafe { dequeue(shared, handle, |_| true) } {
-        shared.stats.reads_cancelled += 1;
+        crate::device::count(&mut shared.stats.reads_cancelled);
         out.push(irp, STATUS_CANCELLED, 0);
     }
 }
@@ -232,11 +233,11 @@ unsafe extern "C" fn cancel_read(device: PDEVICE_OBJECT, irp: PIRP) {
             let entry = irp_entry(irp);
             if !list::is_empty(entry) {
                 list::remove(entry);
-                (*handle).pending_count -= 1;
-                shared.stats.reads_pending -= 1;
+                (*handle).pending_count = (*handle).pending_count.saturating_sub(1);
+                crate::device::uncount(&mut shared.stats.reads_pending);
             }
         }
-        shared.stats.reads_cancelled += 1;
+        crate::device::count(&mut shared.stats.reads_cancelled);
     }
     // SAFETY: the cancel routine owns the IRP once IoCancelIrp took the routine.
     unsafe { complete_request(irp, STATUS_CANCELLED, 0) };

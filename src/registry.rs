@@ -55,13 +55,10 @@ impl Key {
 
 /// A REG_SZ payload: the name's UTF-16 units and a terminating NUL, as bytes.
 fn sz_bytes(name: &Name, out: &mut [u8; 128]) -> usize {
-    let mut len = 0;
-    for unit in name.units().iter().copied().chain([0]) {
-        if len + 2 > out.len() {
-            break;
-        }
-        out[len..len + 2].copy_from_slice(&unit.to_le_bytes());
-        len += 2;
+    let mut len: usize = 0;
+    for (pair, unit) in out.chunks_exact_mut(2).zip(name.units().iter().copied().chain([0])) {
+        pair.copy_from_slice(&unit.to_le_bytes());
+        len = len.saturating_add(2);
     }
     len
 }
@@ -76,7 +73,7 @@ pub fn publish_device_names(state: &DriverState) -> Result<(), NTSTATUS> {
         let link = Name::indexed(crate::link::LINK_PREFIX, extension.index);
         let mut data = [0u8; 128];
         let len = sz_bytes(&link, &mut data);
-        result = result.and(key.set(&extension.device_name, REG_SZ, &data[..len]));
+        result = result.and(key.set(&extension.device_name, REG_SZ, data.get(..len).unwrap_or(&[])));
     }
     key.close();
     result

@@ -32,36 +32,41 @@ impl Ring {
         self.next_sequence
     }
 
+    /// `head + offset`, wrapped to the capacity.
+    fn index(&self, offset: usize) -> usize {
+        self.head.wrapping_add(offset).checked_rem(self.slots.len()).unwrap_or(0)
+    }
+
     fn slot(&mut self, index: usize) -> &mut Record {
-        let index = index % self.slots.len();
-        // SAFETY: `index` is within the allocation, whose records are initialised (zeroed
-        // Records are valid) and owned by this ring.
+        debug_assert!(index < self.slots.len());
+        // SAFETY: callers pass `index()` results, which are below the capacity; the
+        // records are initialised (zeroed Records are valid) and owned by this ring.
         unsafe { &mut *self.slots.as_ptr().add(index) }
     }
 
     /// Appends a record stamped with the next sequence number.
     pub fn push(&mut self, timestamp: i64, value: u64) {
         let record = Record { sequence: self.next_sequence, timestamp, value };
-        self.next_sequence += 1;
-        if self.len == self.slots.len() {
-            self.head = (self.head + 1) % self.slots.len();
-            self.len -= 1;
-            self.dropped += 1;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        if self.len >= self.slots.len() {
+            self.head = self.index(1);
+            self.len = self.len.saturating_sub(1);
+            self.dropped = self.dropped.wrapping_add(1);
         }
-        let tail = self.head + self.len;
+        let tail = self.index(self.len);
         *self.slot(tail) = record;
-        self.len += 1;
+        self.len = self.len.saturating_add(1);
     }
 
-    /// Moves up to `out.len()` oldest records into `out`; returns how many.
-    pub fn pop_into(&mut self, out: &mut [Record]) -> usize {
-        let count = out.len().min(self.len);
-        for record in out.iter_mut().take(count) {
-            let head = self.head;
-            *record = *self.slot(head);
-            self.head = (self.head + 1) % self.slots.len();
+    /// Removes the oldest record.
+    pub fn pop(&mut self) -> Option<Record> {
+        if self.len == 0 {
+            return None;
         }
-        self.len -= count;
-        count
+        let head = self.head;
+        let record = *self.slot(head);
+        self.head = self.index(1);
+        self.len = self.len.saturating_sub(1);
+        Some(record)
     }
 }

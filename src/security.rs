@@ -19,25 +19,16 @@ struct Sid {
     sub_authority: [u32; 2],
 }
 
-const fn sid(authority: u8, subs: &[u32]) -> Sid {
-    let mut sub_authority = [0; 2];
-    let mut i = 0;
-    while i < subs.len() {
-        sub_authority[i] = subs[i];
-        i += 1;
-    }
-    // At most two sub-authorities.
-    #[allow(clippy::cast_possible_truncation)]
-    let count = subs.len() as u8;
+const fn sid(authority: u8, count: u8, sub_authority: [u32; 2]) -> Sid {
     Sid { revision: 1, sub_authority_count: count, identifier_authority: [0, 0, 0, 0, 0, authority], sub_authority }
 }
 
 /// S-1-5-18
-const LOCAL_SYSTEM: Sid = sid(5, &[18]);
+const LOCAL_SYSTEM: Sid = sid(5, 1, [18, 0]);
 /// S-1-5-32-544
-const ADMINISTRATORS: Sid = sid(5, &[32, 544]);
+const ADMINISTRATORS: Sid = sid(5, 2, [32, 544]);
 /// S-1-1-0
-const EVERYONE: Sid = sid(1, &[0]);
+const EVERYONE: Sid = sid(1, 1, [0, 0]);
 
 /// Builds the DACL and sets it on `device`. PASSIVE_LEVEL, before
 /// DO_DEVICE_INITIALIZING is cleared.
@@ -50,7 +41,7 @@ pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> Result<(), NTSTA
     let count = if open_to_everyone { 3 } else { 2 };
     // SAFETY: the ACL buffer is writable for its full size.
     check("RtlCreateAcl", unsafe { RtlCreateAcl(acl_ptr, size_of_val(&acl) as u32, ACL_REVISION) })?;
-    for (sid, mask) in &mut entries[..count] {
+    for (sid, mask) in entries.iter_mut().take(count) {
         // SAFETY: the ACL was created above and the SID is a valid, constant SID.
         check("RtlAddAccessAllowedAce", unsafe {
             RtlAddAccessAllowedAce(acl_ptr, ACL_REVISION, *mask, core::ptr::from_ref(*sid).cast_mut().cast())

@@ -109,7 +109,7 @@ fn deliver(device: Device) {
                     // SAFETY: the dequeued IRP is ours; its stack location is valid.
                     let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
                     let bytes = crate::dispatch::read::fill(&mut shared, irp, length);
-                    shared.stats.reads_completed += 1;
+                    crate::device::count(&mut shared.stats.reads_completed);
                     done.push(irp, STATUS_SUCCESS, bytes);
                     progressed = true;
                 }

@@ -44,7 +44,7 @@ impl Producer {
 
     /// KeSetTimerEx: first tick after one period, then every period.
     pub fn start(&self, period_ms: u32) {
-        let due = LARGE_INTEGER { QuadPart: -(i64::from(period_ms) * 10_000) };
+        let due = LARGE_INTEGER { QuadPart: i64::from(period_ms).saturating_mul(-10_000) };
         // SAFETY: initialised by `init`; the period fits a LONG (bounded by config).
         unsafe { KeSetTimerEx(self.timer.get(), due, period_ms as i32, self.dpc.get()) };
         self.armed.set(true);
@@ -78,7 +78,7 @@ unsafe extern "C" fn producer_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
         if let Some(ring) = shared.ring.as_mut() {
             ring.push(now, value);
         }
-        shared.ticks_since_statistics += 1;
+        shared.ticks_since_statistics = shared.ticks_since_statistics.saturating_add(1);
         if shared.ticks_since_statistics >= extension.driver().config.stats_every && !shared.work_queued {
             shared.ticks_since_statistics = 0;
             shared.work_queued = extension.statistics.queue(device);
@@ -138,7 +138,7 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
     // SAFETY: the IoTimer is ours and stopped before the device is deleted.
     let extension = unsafe { DeviceExtension::of(device) };
     let (now, frequency) = performance_counter();
-    let limit = i64::from(extension.watchdog.timeout_s) * frequency;
+    let limit = i64::from(extension.watchdog.timeout_s).saturating_mul(frequency);
     let mut expired = Completions::new();
     {
         let mut shared = extension.shared.lock_at_dpc_level();
@@ -154,8 +154,8 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
                 // SAFETY: as above.
                 let handle = unsafe { HandleContext::from_link(link) };
                 // SAFETY: as above; queued IRPs carry their enqueue time.
-                while let Some(irp) = unsafe { dequeue(&mut shared, handle, |irp| now - *enqueue_time(irp) >= limit) } {
-                    shared.stats.reads_timed_out += 1;
+                while let Some(irp) = unsafe { dequeue(&mut shared, handle, |irp| now.saturating_sub(*enqueue_time(irp)) >= limit) } {
+                    crate::device::count(&mut shared.stats.reads_timed_out);
                     expired.push(irp, STATUS_IO_TIMEOUT, 0);
                 }
                 // SAFETY: as above.

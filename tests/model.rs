@@ -53,7 +53,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 // --- parameters (written to the service's Parameters key) --------------------------
 
 const DEVICES: usize = 2;
-const PERIOD_MS: u64 = 700;
+const PERIOD_MS: u64 = 1300;
 const TIMEOUT_S: u64 = 1;
 const RING_CAPACITY: usize = 8;
 const MAX_PENDING: usize = 3;
@@ -146,6 +146,7 @@ fn case() -> impl Strategy<Value = Case> {
     let mode = prop_oneof![
         any::<u64>().prop_map(Mode::Seeded),
         any::<u64>().prop_map(|seed| Mode::Pct { seed, depth: 3 }),
+        Just(Mode::Free),
     ];
     (mode, proptest::collection::vec(op(), 1..48)).prop_map(|(mode, ops)| Case { mode, ops })
 }
@@ -427,7 +428,7 @@ impl Model {
     fn deliver(&mut self, device: usize) {
         loop {
             let mut progressed = false;
-            for file in self.devices[device].files.clone().into_iter().rev() {
+            for file in self.devices[device].files.clone() {
                 if self.devices[device].ring.is_empty() {
                     break;
                 }

@@ -8,18 +8,25 @@ mod ioctl;
 pub mod read;
 
 use crate::sys::{
-    DRIVER_OBJECT, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PIRP,
+    DRIVER_OBJECT, IRP_MJ_CLEANUP, PDRIVER_DISPATCH, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PIRP,
     complete_request,
 };
 
 /// Points the driver object's major-function table at this driver's routines.
 /// Majors left alone keep the I/O manager's default (STATUS_INVALID_DEVICE_REQUEST).
 pub fn install(driver: &mut DRIVER_OBJECT) {
-    driver.MajorFunction[IRP_MJ_CREATE as usize] = Some(create::dispatch_create);
-    driver.MajorFunction[IRP_MJ_READ as usize] = Some(read::dispatch_read);
-    driver.MajorFunction[IRP_MJ_DEVICE_CONTROL as usize] = Some(ioctl::dispatch_device_control);
-    driver.MajorFunction[IRP_MJ_CLEANUP as usize] = Some(cleanup::dispatch_cleanup);
-    driver.MajorFunction[IRP_MJ_CLOSE as usize] = Some(close::dispatch_close);
+    let routines: [(u32, PDRIVER_DISPATCH); 5] = [
+        (IRP_MJ_CREATE, Some(create::dispatch_create)),
+        (IRP_MJ_READ, Some(read::dispatch_read)),
+        (IRP_MJ_DEVICE_CONTROL, Some(ioctl::dispatch_device_control)),
+        (IRP_MJ_CLEANUP, Some(cleanup::dispatch_cleanup)),
+        (IRP_MJ_CLOSE, Some(close::dispatch_close)),
+    ];
+    for (major, routine) in routines {
+        if let Some(slot) = driver.MajorFunction.get_mut(major as usize) {
+            *slot = routine;
+        }
+    }
 }
 
 /// Completes `irp` with `status` and returns it, the usual tail of a dispatch routine.

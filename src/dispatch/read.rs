@@ -3,7 +3,7 @@
 
 use super::finish;
 use crate::device::{DeviceExtension, Shared};
-use crate::protocol::{RECORD_SIZE, Record};
+use crate::protocol::RECORD_SIZE;
 use crate::queue::{Enqueued, HandleContext, enqueue};
 use crate::sys::{
     NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING, STATUS_PENDING,
@@ -23,8 +23,8 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
         // A zero-length read succeeds at once with nothing, as on any Windows device.
         {
             let mut shared = extension.shared.lock();
-            shared.stats.reads_received += 1;
-            shared.stats.reads_completed += 1;
+            crate::device::count(&mut shared.stats.reads_received);
+            crate::device::count(&mut shared.stats.reads_completed);
         }
         // SAFETY: we own the IRP and never touch it again.
         return unsafe { finish(irp, STATUS_SUCCESS, 0) };
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
     let handle = unsafe { HandleContext::of(file) };
     let (now, _) = performance_counter();
     let mut shared = extension.shared.lock();
-    shared.stats.reads_received += 1;
+    crate::device::count(&mut shared.stats.reads_received);
     // SAFETY: the context is live while its file object has IRPs; the guard protects it.
     let cleaned_up = unsafe { (*handle).cleaned_up };
     let reject = if (length as usize) < RECORD_SIZE {
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
         None
     };
     if let Some(status) = reject {
-        shared.stats.reads_rejected += 1;
+        crate::device::count(&mut shared.stats.reads_rejected);
         drop(shared);
         // SAFETY: as above.
         return unsafe { finish(irp, status, 0) };
@@ -56,14 +56,14 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
     let earlier_waiting = unsafe { (*handle).pending_count } > 0;
     if !earlier_waiting && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
         let bytes = fill(&mut shared, irp, length);
-        shared.stats.reads_completed += 1;
+        crate::device::count(&mut shared.stats.reads_completed);
         drop(shared);
         // SAFETY: as above.
         return unsafe { finish(irp, STATUS_SUCCESS, bytes) };
     }
     // SAFETY: under the guard.
     if unsafe { (*handle).pending_count } >= extension.max_pending_reads {
-        shared.stats.reads_rejected += 1;
+        crate::device::count(&mut shared.stats.reads_rejected);
         drop(shared);
         // SAFETY: as above.
         return unsafe { finish(irp, STATUS_QUOTA_EXCEEDED, 0) };
@@ -83,23 +83,23 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
 /// Copies as many whole records as fit in the read into its system buffer; returns
 /// the byte count. Guard held.
 pub fn fill(shared: &mut Shared, irp: PIRP, length: u32) -> u64 {
-    let room = length as usize / RECORD_SIZE;
+    let room = (length as usize).checked_div(RECORD_SIZE).unwrap_or(0);
     // SAFETY: buffered I/O: SystemBuffer holds `length` bytes for this read.
     let buffer = unsafe { (*irp).AssociatedIrp.SystemBuffer.cast::<u8>() };
-    let mut written = 0;
-    let mut chunk = [Record::default(); 8];
+    let mut written: usize = 0;
     while written < room {
-        let want = (room - written).min(chunk.len());
-        let got = shared.ring.as_mut().map_or(0, |r| r.pop_into(&mut chunk[..want]));
-        if got == 0 {
-            break;
-        }
-        // SAFETY: `written + got <= room` records fit in the buffer; the system buffer may
-        // be unaligned for Record, so bytes are copied.
+        let Some(record) = shared.ring.as_mut().and_then(crate::ring::Ring::pop) else { break };
+        // SAFETY: `written < room` records fit in the buffer, so this record's bytes lie
+        // within it; the system buffer may be unaligned for Record, so bytes are copied.
         unsafe {
-            core::ptr::copy_nonoverlapping(chunk.as_ptr().cast::<u8>(), buffer.add(written * RECORD_SIZE), got * RECORD_SIZE);
+            core::ptr::copy_nonoverlapping(
+                core::ptr::from_ref(&record).cast::<u8>(),
+                buffer.wrapping_add(written.wrapping_mul(RECORD_SIZE)),
+                RECORD_SIZE,
+            );
         }
-        written += got;
+        written = written.wrapping_add(1);
     }
-    (written * RECORD_SIZE) as u64
+    // At most `length` bytes, a u32.
+    written.wrapping_mul(RECORD_SIZE) as u64
 }

@@ -12,7 +12,6 @@ $ERROR_SERVICE_ALREADY_RUNNING     = 1056
 $ERROR_SERVICE_DOES_NOT_EXIST      = 1060
 $ERROR_SERVICE_CANNOT_ACCEPT_CTRL  = 1061   # e.g. already STOP_PENDING
 $ERROR_SERVICE_NOT_ACTIVE          = 1062
-$ERROR_SERVICE_EXISTS              = 1073
 
 function Assert-Administrator {
     $principal = [Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()
