@@ -100,6 +100,7 @@ fn every_failure_in_driver_entry_is_unwound_without_leaks() {
         machine.faults().fail_nth_any(nth);
         let (driver, status) = machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("failure {nth}: {e}"));
         let failed = machine.faults().injected();
+        println!("failable call {nth}: {failed:?} -> DriverEntry status {status:#x}");
         if status == 0 {
             unload_clean(&machine, driver);
         } else {

@@ -39,6 +39,19 @@ fn pct_schedules() {
     explore(|seed| Mode::Pct { seed, depth: 3 });
 }
 
+/// ntsim's hostile options on: IRP_MJ_CLOSE from inside IoCompleteRequest, the
+/// RegistryPath buffer poisoned after DriverEntry, DPCs re-queued onto another CPU.
+#[test]
+fn hostile_schedules() {
+    let hostile = ntsim::Hostile { close_inside_completion: true, poison_registry_path: true, dpc_on_two_cpus: true };
+    for seed in 0..schedules() / 4 {
+        let config = ntsim::Config { hostile: hostile.clone(), ..common::scenario::config(Mode::Seeded(seed)) };
+        if let Err(error) = common::scenario::scenario_on(config) {
+            panic!("hostile schedule {seed} failed:\n{error}");
+        }
+    }
+}
+
 /// The same scenario with the threads running for real, several times.
 #[test]
 fn free_running_threads() {

@@ -191,3 +191,72 @@ fn records_flow_to_several_readers_in_order() {
     }
     unload_clean(&machine, driver);
 }
+
+#[test]
+fn writes_and_huge_reads_get_defined_statuses() {
+    let machine = machine_with(10, &[("SamplePeriodMs", 10)]);
+    let driver = load(&machine);
+    let process = machine.new_process();
+    let handle = open(&process, 0);
+    let write = process.write(handle, b"not supported").unwrap().done().unwrap();
+    assert_eq!(write.status, STATUS_INVALID_DEVICE_REQUEST);
+    machine.advance_ms(35).unwrap();
+    // 16 MiB: the driver hands over what it has, whole records only.
+    let huge = process.read(handle, 16 << 20).unwrap().done().unwrap();
+    assert_eq!(huge.status, 0);
+    assert_eq!(huge.information, 3 * RECORD_SIZE as u64);
+    assert_balanced(&stats(&process, handle));
+    process.close(handle).unwrap();
+    unload_clean(&machine, driver);
+}
+
+#[test]
+fn a_handle_duplicated_into_another_process_is_cleaned_up_by_the_last_closer() {
+    let machine = machine_with(11, &[("SamplePeriodMs", 60_000)]);
+    let driver = load(&machine);
+    let (first, second) = (machine.new_process(), machine.new_process());
+    let handle = open(&first, 0);
+    let theirs = first.duplicate_into(handle, &second).unwrap().unwrap();
+    let read = pending_read(&first, handle, 1);
+    first.close(handle).unwrap();
+    assert!(read.result().is_none(), "the other process still holds the file object");
+    second.close(theirs).unwrap();
+    assert_eq!(read.result().unwrap().status, STATUS_CANCELLED);
+    let cleanup = machine.trace().into_iter().find(|c| c.routine.to_string().contains("CLEANUP")).expect("cleanup ran");
+    assert!(cleanup.thread.starts_with("p1-"), "cleanup runs in the closing process: {}", cleanup.thread);
+    unload_clean(&machine, driver);
+}
+
+/// A read racing CloseHandle: explored over seeds, it is either queued and then
+/// cancelled by DispatchCleanup, or it arrives after cleanup and is failed at once —
+/// never queued forever. Both paths occur.
+#[test]
+fn a_read_racing_cleanup_is_cancelled_or_refused_never_lost() {
+    let (mut queued_then_cancelled, mut refused_after_cleanup) = (0, 0);
+    for seed in 0..300 {
+        let machine = machine_with(seed, &[("SamplePeriodMs", 60_000)]);
+        let driver = load(&machine);
+        let process = machine.new_process();
+        let (handle, observer) = (open(&process, 0), open(&process, 0));
+        let (reader, closer) = (process.thread(1), process.thread(2));
+        let read = reader.post_read(handle, RECORD_SIZE);
+        closer.post_close(handle);
+        machine.run_until_idle();
+        machine.verdict().unwrap();
+        let s = stats(&process, observer);
+        assert_balanced(&s);
+        if let Some(result) = read.completion() {
+            match (result.status, s.reads_cancelled, s.reads_rejected) {
+                (STATUS_CANCELLED, 1, 0) => queued_then_cancelled += 1,
+                (STATUS_CANCELLED, 0, 1) => refused_after_cleanup += 1,
+                (status, ..) => assert!(status == ntsim::wdk_sys::STATUS_INVALID_HANDLE, "seed {seed}: {result:?} {s:?}"),
+            }
+        } else {
+            panic!("seed {seed}: the read was lost");
+        }
+        process.close(observer).unwrap();
+        unload_clean(&machine, driver);
+    }
+    assert!(queued_then_cancelled > 0 && refused_after_cleanup > 0, "{queued_then_cancelled} / {refused_after_cleanup}");
+}
+

@@ -3,14 +3,19 @@
 use super::*;
 use ntsim::{Config, Machine, Mode, Value};
 
-fn config(mode: Mode) -> Config {
+pub fn config(mode: Mode) -> Config {
     // A cancelled read must be completed within 100 ms of simulated time.
     Config { mode, slow_cancel: 100 * 10_000, ..Config::default() }
 }
 
 /// Runs the scenario once; `Err` carries what went wrong.
 pub fn scenario(mode: Mode) -> Result<(), String> {
-    let machine = Machine::new(config(mode));
+    scenario_on(config(mode))
+}
+
+/// The scenario on a machine built from `config` (for example with hostile options).
+pub fn scenario_on(config: Config) -> Result<(), String> {
+    let machine = Machine::new(config);
     for (name, value) in [
         ("SamplePeriodMs", 10),
         ("ReadTimeoutSeconds", 1),
@@ -45,6 +50,8 @@ pub fn scenario(mode: Mode) -> Result<(), String> {
     machine.tick(1_000 * 10_000);
     reads.extend([t0.post_read(h1, RECORD_SIZE), t1.post_read(h2, RECORD_SIZE), u0.post_read(h3, RECORD_SIZE)]);
     t0.post_cancel_io_ex(h1);
+    // A read on h2 from another thread races its CloseHandle (and so DispatchCleanup).
+    reads.push(t0.post_read(h2, RECORD_SIZE));
     t1.post_close(h2);
     u0.post_exit();
     u0.post_close(h3);

@@ -190,6 +190,12 @@ impl<'m> Process<'m> {
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().duplicate(handle)
     }
+    pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        self.main().duplicate_into(handle, target)
+    }
+    pub fn write(&self, handle: Handle, data: &[u8]) -> Result<Issued, Stopped> {
+        self.main().write(handle, data)
+    }
 
     /// Ends the process abruptly: every thread's pending I/O is cancelled, then every
     /// handle is closed (IRP_MJ_CLEANUP for each file object whose last handle it was).
@@ -229,6 +235,21 @@ impl Thread<'_> {
     /// on an overlapped handle a pending read returns [`Issued::Pending`].
     pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
         self.issue("ReadFile", issue_op(self.pid, handle, read_request(length)))
+    }
+
+    /// WriteFile of `data` (buffered I/O).
+    pub fn write(&self, handle: Handle, data: &[u8]) -> Result<Issued, Stopped> {
+        self.issue("WriteFile", issue_op(self.pid, handle, write_request(data.to_vec())))
+    }
+
+    /// DuplicateHandle into `target` (another process): the file object gains a handle
+    /// there, so cleanup waits for that process's close too.
+    pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        let (pid, to) = (self.pid, target.pid);
+        self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
+            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(Err(STATUS_INVALID_HANDLE)) };
+            Ok(Ok(insert_handle(ctx, to, file)))
+        })
     }
 
     /// DeviceIoControl with METHOD_BUFFERED semantics.
@@ -398,6 +419,22 @@ fn read_request(length: usize) -> MakeRequest {
         fill: Box::new(move |stack| {
             // Writing a union field is safe; the driver reads the Read member.
             stack.Parameters.Read.Length = len;
+        }),
+    })
+}
+
+fn write_request(data: Vec<u8>) -> MakeRequest {
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    Box::new(move |file, device| Request {
+        major: u8::try_from(crate::wdk_sys::IRP_MJ_WRITE).expect("code"),
+        file,
+        device,
+        buffer_len: data.len(),
+        input: data,
+        max_information: u64::from(len),
+        holds_file_ref: true,
+        fill: Box::new(move |stack| {
+            stack.Parameters.Write.Length = len;
         }),
     })
 }
