@@ -1,1 +1,863 @@
-fn main() {}
+//! Benchmarks of stagedrv, printed as ratios measured in one run:
+//!
+//! ```text
+//! cargo bench --bench bench
+//! ```
+//!
+//! Nothing here asserts on time; the table at the end shows each ratio beside the
+//! bound it is meant to stay under. What is measured where:
+//!
+//! - **real driver in ntsim**: stagedrv's own code loaded into an ntsim machine.
+//!   Wall-clock rows use `Mode::Free` (simulated threads run for real, no seeded
+//!   scheduler hand-offs); the allocation and unload rows use `Mode::Seeded` (they count
+//!   events or simulated time, not wall time).
+//! - **pure model**: plain Rust data structures in this file, no ntsim: stagedrv's
+//!   design (one FIFO per handle) and the design of Microsoft's general/cancel sample
+//!   (one shared queue that cleanup scans from the head for the file object's IRPs,
+//!   restarting from the head after each removal), timed on the same cleanup.
+//! - **no-op driver**: a minimal driver in this file that completes every read at
+//!   once with zeroed data: the ntsim baseline for the throughput rows.
+//!
+//! To time stagedrv's own part of a request, [`timed_stagedrv_entry`] loads stagedrv
+//! unchanged and wraps two of its routines: IRP_MJ_CLEANUP (wall time inside
+//! DispatchCleanup) and the cancel routine of each queued read (wall time inside the
+//! cancel routine, which is all the driver does for a CancelIoEx).
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ntsim::wdk_sys::ntddk::{IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IofCompleteRequest};
+use ntsim::wdk_sys::{
+    DO_BUFFERED_IO, FILE_DEVICE_UNKNOWN, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_READ, NT_SUCCESS, NTSTATUS,
+    PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
+    UNICODE_STRING,
+};
+use ntsim::trace::Routine;
+use ntsim::{Config, Driver, DriverEntry, DriverState, Handle, Issued, Machine, Mode, PendingIo, Process, Value, service_key};
+use stagedrv::protocol::RECORD_SIZE;
+
+// --- helpers ------------------------------------------------------------------------
+
+fn machine(mode: Mode, trace_limit: usize, parameters: &[(&str, u32)]) -> Machine {
+    let machine = Machine::new(Config { mode, trace_limit, ..Config::default() });
+    let key = format!("{}\\Parameters", service_key("stagedrv"));
+    for &(name, value) in parameters {
+        machine.registry().set(&key, name, &Value::Dword(value));
+    }
+    machine
+}
+
+fn load(machine: &Machine, name: &str, entry: DriverEntry) -> Driver {
+    let (driver, status) = machine.load_driver(name, entry).expect("DriverEntry runs");
+    assert_eq!(status, STATUS_SUCCESS, "DriverEntry of {name}");
+    driver
+}
+
+fn open(process: &Process<'_>, name: &str) -> Handle {
+    process.open(&format!(r"\\.\{name}"), true).expect("machine runs").expect("open")
+}
+
+fn pending_read(process: &Process<'_>, handle: Handle, bytes: usize) -> PendingIo {
+    match process.read(handle, bytes).expect("machine runs") {
+        Issued::Pending(io) => io,
+        Issued::Done(r) => panic!("read did not pend: {r:?}"),
+    }
+}
+
+/// Stops the driver once everything is closed and checks the verdict.
+fn unload_clean(machine: &Machine, driver: Driver) {
+    assert_eq!(machine.stop_driver(driver).expect("machine runs"), DriverState::Unloaded);
+    machine.verdict().expect("clean unload");
+}
+
+fn median(samples: Vec<Duration>) -> Duration {
+    quantile(samples, 0.5)
+}
+
+/// Median of the ratios of samples taken in the same round (`a[i] / b[i]`).
+fn paired_ratio(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.as_secs_f64() / b.as_secs_f64()).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
+fn quantile(mut samples: Vec<Duration>, q: f64) -> Duration {
+    samples.sort_unstable();
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index]
+}
+
+fn us(d: Duration) -> String {
+    if d < Duration::from_micros(1) {
+        format!("{} ns", d.as_nanos())
+    } else {
+        format!("{:.1} us", d.as_secs_f64() * 1e6)
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// One line of the final table.
+struct Row {
+    what: String,
+    measured: String,
+    ratio: String,
+    bound: String,
+}
+
+fn row(table: &mut Vec<Row>, what: impl Into<String>, measured: impl Into<String>, ratio: impl Into<String>, bound: impl Into<String>) {
+    table.push(Row { what: what.into(), measured: measured.into(), ratio: ratio.into(), bound: bound.into() });
+}
+
+// --- stagedrv with timed routines -----------------------------------------------------
+
+type Dispatch = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP) -> NTSTATUS;
+type Cancel = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP);
+
+static STAGEDRV_READ: OnceLock<Dispatch> = OnceLock::new();
+static STAGEDRV_CLEANUP: OnceLock<Dispatch> = OnceLock::new();
+static STAGEDRV_CANCEL: OnceLock<Cancel> = OnceLock::new();
+/// Wall time of each wrapped call, in the order they ran.
+static INSIDE: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
+fn take_inside() -> Vec<Duration> {
+    std::mem::take(&mut *INSIDE.lock().expect("timings"))
+}
+
+/// stagedrv's DriverEntry, then its IRP_MJ_READ and IRP_MJ_CLEANUP entries wrapped.
+///
+/// Bench precondition: no record is produced while it is used (SamplePeriodMs = 60 s
+/// and the clock never moves), so a read that returns STATUS_PENDING is queued with
+/// its cancel routine set and nothing else touches it until the bench cancels it.
+///
+/// # Safety
+/// Called by ntsim's I/O manager as a DriverEntry.
+unsafe extern "C" fn timed_stagedrv_entry(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: forwarded unchanged from the I/O manager.
+    let status = unsafe { stagedrv::driver_entry(driver, registry_path) };
+    if NT_SUCCESS(status) {
+        // SAFETY: DriverEntry has returned and no request has been sent yet; the
+        // major-function table of this driver object is ours to patch.
+        let table = unsafe { &mut (*driver).MajorFunction };
+        if let Some(read) = table[IRP_MJ_READ as usize].replace(timed_read) {
+            let _ = STAGEDRV_READ.set(read);
+        }
+        if let Some(cleanup) = table[IRP_MJ_CLEANUP as usize].replace(timed_cleanup) {
+            let _ = STAGEDRV_CLEANUP.set(cleanup);
+        }
+    }
+    status
+}
+
+/// stagedrv's DispatchRead; a read it queued gets [`timed_cancel`] as its cancel
+/// routine (the original is called from it).
+unsafe extern "C" fn timed_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    let read = *STAGEDRV_READ.get().expect("wrapped at DriverEntry");
+    // SAFETY: forwarded unchanged from the I/O manager.
+    let status = unsafe { read(device, irp) };
+    if status == STATUS_PENDING {
+        // SAFETY: by the bench precondition the IRP is queued and outstanding; the
+        // exchange is IoSetCancelRoutine's (atomic with IoCancelIrp in ntsim).
+        let original = unsafe { ntsim::inline::IoSetCancelRoutine(irp, Some(timed_cancel)) };
+        match original {
+            Some(routine) => {
+                let _ = STAGEDRV_CANCEL.set(routine);
+            }
+            // SAFETY: not reached under the precondition; undo the exchange.
+            None => unsafe {
+                ntsim::inline::IoSetCancelRoutine(irp, None);
+            },
+        }
+    }
+    status
+}
+
+/// stagedrv's cancel routine, timed.
+unsafe extern "C" fn timed_cancel(device: PDEVICE_OBJECT, irp: PIRP) {
+    let cancel = *STAGEDRV_CANCEL.get().expect("set when the read was queued");
+    let start = Instant::now();
+    // SAFETY: called by IoCancelIrp exactly as the original would have been.
+    unsafe { cancel(device, irp) };
+    let took = start.elapsed();
+    INSIDE.lock().expect("timings").push(took);
+}
+
+/// stagedrv's DispatchCleanup, timed.
+unsafe extern "C" fn timed_cleanup(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    let cleanup = *STAGEDRV_CLEANUP.get().expect("wrapped at DriverEntry");
+    let start = Instant::now();
+    // SAFETY: forwarded unchanged from the I/O manager.
+    let status = unsafe { cleanup(device, irp) };
+    let took = start.elapsed();
+    INSIDE.lock().expect("timings").push(took);
+    status
+}
+
+// --- the no-op driver (throughput baseline) -------------------------------------------
+
+const NOOP_DEVICE: &str = r"\Device\NoopDrv0";
+const NOOP_LINK: &str = r"\DosDevices\NoopDrv0";
+
+/// A counted string over `buffer` (which must outlive its use).
+fn unicode(buffer: &mut [u16]) -> UNICODE_STRING {
+    let bytes = u16::try_from(buffer.len() * 2).expect("short name");
+    UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: buffer.as_mut_ptr() }
+}
+
+/// One device and its link; reads complete at once with zeroed data.
+unsafe extern "C" fn noop_entry(driver: PDRIVER_OBJECT, _registry_path: PCUNICODE_STRING) -> NTSTATUS {
+    let mut device_name: Vec<u16> = NOOP_DEVICE.encode_utf16().collect();
+    let mut link_name: Vec<u16> = NOOP_LINK.encode_utf16().collect();
+    let (mut device_name, mut link_name) = (unicode(&mut device_name), unicode(&mut link_name));
+    let mut device: PDEVICE_OBJECT = std::ptr::null_mut();
+    // SAFETY: the names live across the calls; ntsim copies them.
+    let status = unsafe { IoCreateDevice(driver, 0, &raw mut device_name, FILE_DEVICE_UNKNOWN, 0, 0, &raw mut device) };
+    if !NT_SUCCESS(status) {
+        return status;
+    }
+    // SAFETY: the new device is ours and not yet visible to I/O.
+    unsafe { (*device).Flags |= DO_BUFFERED_IO };
+    // SAFETY: as above.
+    let status = unsafe { IoCreateSymbolicLink(&raw mut link_name, &raw mut device_name) };
+    if !NT_SUCCESS(status) {
+        // SAFETY: created above, deleted once.
+        unsafe { IoDeleteDevice(device) };
+        return status;
+    }
+    // SAFETY: our driver object, during DriverEntry.
+    let driver = unsafe { &mut *driver };
+    for major in [IRP_MJ_CREATE, IRP_MJ_CLEANUP, IRP_MJ_CLOSE] {
+        driver.MajorFunction[major as usize] = Some(noop_complete);
+    }
+    driver.MajorFunction[IRP_MJ_READ as usize] = Some(noop_read);
+    driver.DriverUnload = Some(noop_unload);
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn noop_complete(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: an IRP the I/O manager handed us; completed once, never touched again.
+    unsafe {
+        (*irp).IoStatus.__bindgen_anon_1.Status = STATUS_SUCCESS;
+        (*irp).IoStatus.Information = 0;
+        IofCompleteRequest(irp, 0);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn noop_read(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: a buffered read: SystemBuffer holds Parameters.Read.Length bytes (or is
+    // NULL for zero bytes); completed once, never touched again.
+    unsafe {
+        let stack = (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation;
+        let length = (*stack).Parameters.Read.Length;
+        let buffer = (*irp).AssociatedIrp.SystemBuffer.cast::<u8>();
+        if !buffer.is_null() {
+            std::ptr::write_bytes(buffer, 0, length as usize);
+        }
+        (*irp).IoStatus.__bindgen_anon_1.Status = STATUS_SUCCESS;
+        (*irp).IoStatus.Information = u64::from(length);
+        IofCompleteRequest(irp, 0);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn noop_unload(driver: PDRIVER_OBJECT) {
+    let mut link_name: Vec<u16> = NOOP_LINK.encode_utf16().collect();
+    let mut link_name = unicode(&mut link_name);
+    // SAFETY: the link and the one device created in DriverEntry, released once.
+    unsafe {
+        let _ = IoDeleteSymbolicLink(&raw mut link_name);
+        IoDeleteDevice((*driver).DeviceObject);
+    }
+}
+
+// --- 1. cleanup of one handle's 16 reads beside N others -----------------------------
+
+const CLEANUP_ITERATIONS: usize = 301;
+const PER_HANDLE: usize = 1_000;
+
+/// Posts `count` one-record reads spread over handles of `PER_HANDLE` reads each on
+/// `\\.\StageDrv0`; returns the handles. All must pend.
+fn background_reads<'m>(machine: &'m Machine, process: &Process<'m>, count: usize) -> Vec<Handle> {
+    let mut handles = Vec::new();
+    let mut posted = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(PER_HANDLE) {
+        let handle = open(process, "StageDrv0");
+        for _ in 0..PER_HANDLE.min(count - chunk * PER_HANDLE) {
+            posted.push(process.main().post_read(handle, RECORD_SIZE));
+        }
+        machine.run_until_idle();
+        handles.push(handle);
+    }
+    let pended = posted.iter().filter(|p| matches!(p.get(), Some(Ok((_, _, true))))).count();
+    assert_eq!(pended, count, "every background read pends");
+    handles
+}
+
+fn timed_machine() -> Machine {
+    machine(
+        Mode::Free,
+        64,
+        &[("SamplePeriodMs", 60_000), ("MaxPendingReadsPerHandle", PER_HANDLE as u32), ("StatisticsEveryTicks", 100_000)],
+    )
+}
+
+/// Wall times of (the whole call, stagedrv's routine inside it), one pair per round.
+type Samples = (Vec<Duration>, Vec<Duration>);
+
+/// Real driver in ntsim (Free mode), one machine per N in `backgrounds`, measured in
+/// turns (so that noise from the rest of the host hits every N alike): wall time of
+/// CloseHandle on a handle with 16 pending reads, and of stagedrv's DispatchCleanup
+/// inside it.
+fn cleanup_real(backgrounds: &[usize]) -> Vec<Samples> {
+    let machines: Vec<Machine> = backgrounds.iter().map(|_| timed_machine()).collect();
+    let drivers: Vec<Driver> = machines.iter().map(|m| load(m, "stagedrv", timed_stagedrv_entry)).collect();
+    let processes: Vec<Process<'_>> = machines.iter().map(Machine::new_process).collect();
+    for ((machine, process), &n) in machines.iter().zip(&processes).zip(backgrounds) {
+        background_reads(machine, process, n);
+    }
+    let mut samples = vec![(Vec::new(), Vec::new()); backgrounds.len()];
+    for _ in 0..CLEANUP_ITERATIONS {
+        for (process, (close, inside)) in processes.iter().zip(&mut samples) {
+            let handle = open(process, "StageDrv0");
+            let reads: Vec<PendingIo> = (0..16).map(|_| pending_read(process, handle, RECORD_SIZE)).collect();
+            take_inside();
+            let start = Instant::now();
+            process.close(handle).expect("machine runs");
+            close.push(start.elapsed());
+            let timed = take_inside();
+            assert_eq!(timed.len(), 1, "one IRP_MJ_CLEANUP");
+            inside.push(timed[0]);
+            assert!(reads.iter().all(|r| r.result().is_some_and(|r| r.status == STATUS_CANCELLED)));
+        }
+    }
+    for ((machine, process), driver) in machines.iter().zip(processes).zip(drivers) {
+        process.exit().expect("machine runs");
+        unload_clean(machine, driver);
+    }
+    samples
+}
+
+// --- 1b. the same cleanup in a pure model of both queue designs -----------------------
+
+/// Doubly linked lists in one arena, like LIST_ENTRY chains through IRPs: list heads
+/// are nodes too. A node carries the file object it was queued for.
+struct Arena {
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    file: Vec<u32>,
+}
+
+impl Arena {
+    fn with_nodes(count: usize) -> Self {
+        let all = (0..count as u32).collect::<Vec<_>>();
+        Arena { next: all.clone(), prev: all, file: vec![u32::MAX; count] }
+    }
+    fn insert_tail(&mut self, head: u32, node: u32, file: u32) {
+        let last = self.prev[head as usize];
+        self.file[node as usize] = file;
+        self.next[node as usize] = head;
+        self.prev[node as usize] = last;
+        self.next[last as usize] = node;
+        self.prev[head as usize] = node;
+    }
+    fn remove(&mut self, node: u32) {
+        let (next, prev) = (self.next[node as usize], self.prev[node as usize]);
+        self.next[prev as usize] = next;
+        self.prev[next as usize] = prev;
+        self.next[node as usize] = node;
+        self.prev[node as usize] = node;
+    }
+}
+
+/// Which design a [`QueueModel`] follows.
+#[derive(Clone, Copy, PartialEq)]
+enum Design {
+    /// stagedrv: one FIFO per handle; cleanup pops its own list.
+    PerHandle,
+    /// general/cancel sample: one device queue; cleanup looks for the next IRP of the
+    /// file object from the head of the queue, removes it, and starts again from the
+    /// head (the lock is dropped to complete each IRP).
+    SharedRescan,
+}
+
+struct QueueModel {
+    design: Design,
+    arena: Arena,
+    /// Head node per file object (PerHandle) or the one head at index 0 (SharedRescan).
+    heads: Vec<u32>,
+    /// The target handle's 16 nodes.
+    target: Vec<u32>,
+    completed: Vec<u32>,
+}
+
+const TARGET_FILE: u32 = 0;
+
+impl QueueModel {
+    /// `background` nodes of other handles (`PER_HANDLE` per handle), queued first and
+    /// placed at random arena slots (IRPs are scattered in pool); the target's 16 go
+    /// to the tail by `enqueue_target`.
+    fn new(design: Design, background: usize) -> Self {
+        let files = 1 + background.div_ceil(PER_HANDLE);
+        let heads: Vec<u32> = (0..files as u32).collect();
+        let first_node = files;
+        let mut arena = Arena::with_nodes(files + background + 16);
+        let mut slots: Vec<u32> = (first_node as u32..(first_node + background) as u32).collect();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for i in (1..slots.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            slots.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        for (i, &slot) in slots.iter().enumerate() {
+            let file = 1 + (i / PER_HANDLE) as u32;
+            let head = if design == Design::PerHandle { heads[file as usize] } else { heads[0] };
+            arena.insert_tail(head, slot, file);
+        }
+        let target = ((first_node + background) as u32..(first_node + background + 16) as u32).collect();
+        QueueModel { design, arena, heads, target, completed: Vec::with_capacity(16) }
+    }
+
+    fn enqueue_target(&mut self) {
+        let head = self.heads[0];
+        for i in 0..self.target.len() {
+            self.arena.insert_tail(head, self.target[i], TARGET_FILE);
+        }
+    }
+
+    fn cleanup_target(&mut self) {
+        self.completed.clear();
+        let head = self.heads[TARGET_FILE as usize];
+        match self.design {
+            Design::PerHandle => loop {
+                let first = self.arena.next[head as usize];
+                if first == head {
+                    break;
+                }
+                self.arena.remove(first);
+                self.completed.push(first);
+            },
+            Design::SharedRescan => loop {
+                let mut node = self.arena.next[head as usize];
+                while node != head && self.arena.file[node as usize] != TARGET_FILE {
+                    node = self.arena.next[node as usize];
+                }
+                if node == head {
+                    break;
+                }
+                self.arena.remove(node);
+                self.completed.push(node);
+            },
+        }
+        assert_eq!(self.completed.len(), 16);
+        black_box(&self.completed);
+    }
+}
+
+/// Median per-iteration time of `f`, in batches of at least ~20 ms.
+fn per_iteration(mut f: impl FnMut()) -> Duration {
+    let mut batch = 1u32;
+    loop {
+        let start = Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        if start.elapsed() >= Duration::from_millis(20) || batch >= 1 << 20 {
+            break;
+        }
+        batch *= 2;
+    }
+    let samples = (0..7)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..batch {
+                f();
+            }
+            start.elapsed() / batch
+        })
+        .collect();
+    median(samples)
+}
+
+/// Pure model: time of (queue 16 at the tail + cleanup of those 16) with `background`
+/// other IRPs queued.
+fn cleanup_model(design: Design, background: usize) -> Duration {
+    let mut model = QueueModel::new(design, background);
+    per_iteration(|| {
+        model.enqueue_target();
+        model.cleanup_target();
+    })
+}
+
+// --- 2. CancelIoEx of one read out of N ----------------------------------------------
+
+const CANCEL_ITERATIONS: usize = 301;
+
+/// Real driver in ntsim (Free mode), one machine per N in `counts`, measured in
+/// turns: wall time of CancelIoEx(handle, one read) and of stagedrv's cancel routine
+/// inside it, with N reads queued (the target handle holds up to `PER_HANDLE`
+/// of them, the rest sit on other handles). Each cancelled read is replaced, so N
+/// stays the same.
+fn cancel_real(counts: &[usize]) -> Vec<Samples> {
+    let machines: Vec<Machine> = counts.iter().map(|_| timed_machine()).collect();
+    let drivers: Vec<Driver> = machines.iter().map(|m| load(m, "stagedrv", timed_stagedrv_entry)).collect();
+    let processes: Vec<Process<'_>> = machines.iter().map(Machine::new_process).collect();
+    let mut targets = Vec::new();
+    for ((machine, process), &n) in machines.iter().zip(&processes).zip(counts) {
+        let own = n.min(PER_HANDLE);
+        let target = open(process, "StageDrv0");
+        let queue: VecDeque<PendingIo> = (0..own).map(|_| pending_read(process, target, RECORD_SIZE)).collect();
+        background_reads(machine, process, n - own);
+        targets.push((target, queue));
+    }
+    let mut samples = vec![(Vec::new(), Vec::new()); counts.len()];
+    for _ in 0..CANCEL_ITERATIONS {
+        for ((process, (target, queue)), (wall, inside)) in processes.iter().zip(&mut targets).zip(&mut samples) {
+            let victim = queue.remove(queue.len() / 2).expect("reads queued");
+            take_inside();
+            let start = Instant::now();
+            process.cancel_io_ex(*target, Some(&victim)).expect("machine runs");
+            wall.push(start.elapsed());
+            let timed = take_inside();
+            assert_eq!(timed.len(), 1, "one cancel routine call");
+            inside.push(timed[0]);
+            assert_eq!(victim.result().map(|r| r.status), Some(STATUS_CANCELLED));
+            queue.push_back(pending_read(process, *target, RECORD_SIZE));
+        }
+    }
+    for ((machine, process), driver) in machines.iter().zip(processes).zip(drivers) {
+        process.exit().expect("machine runs");
+        unload_clean(machine, driver);
+    }
+    samples
+}
+
+// --- 3. pool allocations per read ------------------------------------------------------
+
+/// Real driver in ntsim (Seeded): pool allocations per read on each read path, after
+/// the handle is open (create and close excluded), and per producer tick.
+fn allocations() -> Vec<(&'static str, f64)> {
+    const N: u64 = 500;
+    let machine = machine(
+        Mode::Seeded(1),
+        64,
+        &[("SamplePeriodMs", 1), ("RingCapacity", 4_096), ("StatisticsEveryTicks", 100_000), ("ReadTimeoutSeconds", 1)],
+    );
+    let driver = load(&machine, "stagedrv", stagedrv::driver_entry);
+    let process = machine.new_process();
+    let handle = open(&process, "StageDrv0");
+    let allocations = || machine.pool_stats().allocations;
+    let mut out = Vec::new();
+
+    let before = allocations();
+    machine.advance_ms(N).expect("machine runs");
+    out.push(("producer tick (timer DPC, no reader)", (allocations() - before) as f64 / N as f64));
+
+    // The ring now holds N records: reads complete in DispatchRead.
+    let before = allocations();
+    for _ in 0..N {
+        let r = process.read(handle, RECORD_SIZE).expect("machine runs").done().expect("completes at once");
+        assert_eq!((r.status, r.information), (STATUS_SUCCESS, RECORD_SIZE as u64));
+    }
+    out.push(("read completed at once (ring has data)", (allocations() - before) as f64 / N as f64));
+
+    // Empty ring: each read pends, the next tick's record completes it (consumer).
+    let before = allocations();
+    for _ in 0..N {
+        let read = pending_read(&process, handle, RECORD_SIZE);
+        machine.advance_ms(1).expect("machine runs");
+        assert_eq!(read.result().map(|r| r.status), Some(STATUS_SUCCESS));
+    }
+    out.push(("read pended, completed by the consumer thread", (allocations() - before) as f64 / N as f64));
+
+    process.close(handle).expect("machine runs");
+    unload_clean(&machine, driver);
+
+    // No records at all (60 s period): reads pend and are cancelled or time out.
+    let machine = self::machine(
+        Mode::Seeded(2),
+        64,
+        &[("SamplePeriodMs", 60_000), ("StatisticsEveryTicks", 100_000), ("ReadTimeoutSeconds", 1)],
+    );
+    let driver = load(&machine, "stagedrv", stagedrv::driver_entry);
+    let process = machine.new_process();
+    let handle = open(&process, "StageDrv0");
+    let allocations = || machine.pool_stats().allocations;
+
+    let before = allocations();
+    for _ in 0..N {
+        let read = pending_read(&process, handle, RECORD_SIZE);
+        process.cancel_io_ex(handle, Some(&read)).expect("machine runs");
+        assert_eq!(read.result().map(|r| r.status), Some(STATUS_CANCELLED));
+    }
+    out.push(("read pended, cancelled (CancelIoEx)", (allocations() - before) as f64 / N as f64));
+
+    let before = allocations();
+    // 25 x 2 s stays below the first record at 60 s.
+    let timed_out = 25;
+    for _ in 0..timed_out {
+        let read = pending_read(&process, handle, RECORD_SIZE);
+        machine.advance_ms(2_000).expect("machine runs");
+        assert_eq!(read.result().map(|r| r.status), Some(ntsim::wdk_sys::STATUS_IO_TIMEOUT));
+    }
+    out.push(("read pended, timed out (watchdog)", (allocations() - before) as f64 / f64::from(timed_out)));
+
+    process.close(handle).expect("machine runs");
+    unload_clean(&machine, driver);
+    out
+}
+
+// --- 4. unload latency with everything busy --------------------------------------------
+
+const UNLOAD_PERIOD_MS: u64 = 10;
+const UNLOAD_SCHEDULES: u64 = 200;
+
+/// What one schedule of the busy unload showed.
+struct Unload {
+    /// Simulated time from posting `sc stop` and the last closes to Unloaded.
+    latency: u64,
+    wall: Duration,
+    /// Driver activity interleaved with DriverUnload (from the trace).
+    work_item_during_unload: bool,
+    consumer_during_unload: bool,
+    dpc_during_unload: bool,
+}
+
+/// Real driver in ntsim (Seeded(seed)): eight devices, one handle each owned by its
+/// own client thread, reads pending on every device, every producer DPC and the
+/// IoTimer tick queued (not yet run), the statistics work item due on every tick; then
+/// `sc stop`, one more read per handle, a CancelIo and every close are posted together
+/// and the machine runs until the driver is unloaded.
+fn unload_busy(seed: u64) -> Unload {
+    const DEVICES: usize = 8;
+    let machine = machine(
+        Mode::Seeded(seed),
+        100_000,
+        &[
+            ("DeviceCount", DEVICES as u32),
+            ("SamplePeriodMs", UNLOAD_PERIOD_MS as u32),
+            ("StatisticsEveryTicks", 1),
+            ("ReadTimeoutSeconds", 1),
+        ],
+    );
+    let driver = load(&machine, "stagedrv", stagedrv::driver_entry);
+    let process = machine.new_process();
+    let threads: Vec<_> = (0..DEVICES).map(|n| process.thread(n)).collect();
+    // Just before a whole second: rings hold 99 records each.
+    machine.advance_ms(995).expect("machine runs");
+    let mut reads = Vec::new();
+    let mut handles = Vec::new();
+    for (device, thread) in threads.iter().enumerate() {
+        let handle = thread.open(&format!(r"\\.\StageDrv{device}"), true).expect("machine runs").expect("open");
+        let drained = thread.read(handle, 256 * RECORD_SIZE).expect("machine runs").done().expect("ring has data");
+        assert_eq!(drained.status, STATUS_SUCCESS);
+        for records in [1, 2] {
+            match thread.read(handle, records * RECORD_SIZE).expect("machine runs") {
+                Issued::Pending(io) => reads.push(io),
+                Issued::Done(r) => panic!("read did not pend: {r:?}"),
+            }
+        }
+        handles.push(handle);
+    }
+    // To 1000 ms: every producer DPC and the IoTimer tick are queued, not yet run.
+    machine.tick(5 * 10_000);
+    let posted: Vec<_> = threads.iter().zip(&handles).map(|(thread, &handle)| thread.post_read(handle, RECORD_SIZE)).collect();
+    threads[1].post_cancel_io(handles[1]);
+    machine.post_stop_driver(driver);
+    for (thread, &handle) in threads.iter().zip(&handles) {
+        thread.post_close(handle);
+    }
+    let (start, wall) = (machine.now(), Instant::now());
+    machine.wait_unloaded(driver).expect("unloads clean");
+    let (latency, wall) = (machine.now() - start, wall.elapsed());
+    machine.verdict().expect("clean verdict");
+    assert!(reads.iter().all(|r| r.result().is_some()), "every queued read completed");
+    assert!(posted.iter().all(|p| p.completion().is_some()), "every posted read completed");
+    let trace = machine.trace();
+    let unload_start = trace.iter().position(|c| c.routine == Routine::Unload).expect("DriverUnload ran");
+    let after = &trace[unload_start..];
+    let during = |routine: Routine| after.iter().any(|c| c.routine == routine);
+    Unload {
+        latency,
+        wall,
+        work_item_during_unload: during(Routine::WorkItem),
+        // Delivering records (any call but its wait and its exit).
+        consumer_during_unload: after
+            .iter()
+            .any(|c| c.routine == Routine::SystemThread && !matches!(c.api, "KeWaitForMultipleObjects" | "PsTerminateSystemThread")),
+        dpc_during_unload: during(Routine::CustomTimerDpc) || during(Routine::IoTimer),
+    }
+}
+
+// --- 5. records through ReadFile ----------------------------------------------------------
+
+const RECORDS_PER_READ: usize = 16;
+const RECORDS_PER_REP: usize = 16_384;
+const REPS: usize = 4;
+
+/// Real driver (or the no-op driver) in ntsim (Free mode): records per second through
+/// ReadFile with `readers` threads, each on its own handle, reads of 16 records that
+/// all complete at once (stagedrv's ring is filled beforehand).
+fn throughput(noop: bool, readers: usize) -> f64 {
+    let total = RECORDS_PER_REP * REPS;
+    let machine = machine(
+        Mode::Free,
+        64,
+        &[("DeviceCount", 1), ("SamplePeriodMs", 1), ("RingCapacity", total as u32), ("StatisticsEveryTicks", 100_000)],
+    );
+    let (driver, name) = if noop {
+        (load(&machine, "noopdrv", noop_entry), "NoopDrv0")
+    } else {
+        let driver = load(&machine, "stagedrv", stagedrv::driver_entry);
+        machine.advance_ms(total as u64).expect("machine runs");
+        (driver, "StageDrv0")
+    };
+    let process = machine.new_process();
+    let handles: Vec<Handle> = (0..readers).map(|_| open(&process, name)).collect();
+    let threads: Vec<_> = (0..readers).map(|n| process.thread(n)).collect();
+    let reads_per_thread = RECORDS_PER_REP / RECORDS_PER_READ / readers;
+    let mut times = Vec::new();
+    for _ in 0..REPS {
+        let mut posted = Vec::new();
+        for (thread, &handle) in threads.iter().zip(&handles) {
+            for _ in 0..reads_per_thread {
+                posted.push(thread.post_read(handle, RECORDS_PER_READ * RECORD_SIZE));
+            }
+        }
+        let start = Instant::now();
+        machine.run_until_idle();
+        times.push(start.elapsed());
+        for p in &posted {
+            let r = p.completion().expect("completed");
+            assert_eq!((r.status, r.information), (STATUS_SUCCESS, (RECORDS_PER_READ * RECORD_SIZE) as u64));
+        }
+    }
+    for handle in handles {
+        process.close(handle).expect("machine runs");
+    }
+    unload_clean(&machine, driver);
+    RECORDS_PER_REP as f64 / median(times).as_secs_f64()
+}
+
+// --- main ---------------------------------------------------------------------------------
+
+/// `BENCH_EXPLORE_CANCEL=10,1000,...` / `BENCH_EXPLORE_CLEANUP=0,...`: the sample
+/// distribution per N, and paired ratios against the first N.
+fn explore(counts: &[usize], samples: &[Samples]) {
+    let q = |v: &Vec<Duration>| [0.0, 0.1, 0.25, 0.5, 0.9].map(|q| us(quantile(v.clone(), q)));
+    for (n, (whole, inside)) in counts.iter().zip(samples) {
+        println!("N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}", q(whole), q(inside));
+        println!(
+            "           paired median ratio vs N = {}: call {:.2}, inside {:.2}",
+            counts[0],
+            paired_ratio(whole, &samples[0].0),
+            paired_ratio(inside, &samples[0].1)
+        );
+    }
+}
+
+/// The table rows of one real-driver measurement: medians and paired ratios of the
+/// last N against the first.
+fn real_rows(table: &mut Vec<Row>, what: &str, call: &str, inside: &str, counts: &[usize], samples: &[Samples], bound_call: &str) {
+    let (first, last) = (&samples[0], &samples[samples.len() - 1]);
+    let span = format!("N {} -> {}", counts[0], counts[counts.len() - 1]);
+    for (n, (whole, within)) in counts.iter().zip(samples) {
+        println!("   N = {n:>6}: {call} median {} (p10 {}), {inside} median {} (p10 {})", us(median(whole.clone())), us(quantile(whole.clone(), 0.1)), us(median(within.clone())), us(quantile(within.clone(), 0.1)));
+    }
+    row(
+        table,
+        format!("{what}: {call} wall, real driver in ntsim"),
+        format!("{} -> {} ({span})", us(median(first.0.clone())), us(median(last.0.clone()))),
+        format!("{:.2}", paired_ratio(&last.0, &first.0)),
+        bound_call,
+    );
+    row(
+        table,
+        format!("{what}: {inside}, real driver in ntsim"),
+        format!("{} -> {} ({span})", us(median(first.1.clone())), us(median(last.1.clone()))),
+        format!("{:.2}", paired_ratio(&last.1, &first.1)),
+        "<= 1.5",
+    );
+}
+
+fn main() {
+    if let Ok(list) = std::env::var("BENCH_EXPLORE_CANCEL") {
+        let counts: Vec<usize> = list.split(',').map(|n| n.parse().expect("N")).collect();
+        explore(&counts, &cancel_real(&counts));
+        return;
+    }
+    if let Ok(list) = std::env::var("BENCH_EXPLORE_CLEANUP") {
+        let counts: Vec<usize> = list.split(',').map(|n| n.parse().expect("N")).collect();
+        explore(&counts, &cleanup_real(&counts));
+        return;
+    }
+    let started = Instant::now();
+    let mut table = Vec::new();
+
+    println!("1. CloseHandle of a handle with 16 pending reads, other handles holding N pending reads");
+    let counts = [0, 1_000, 100_000];
+    real_rows(&mut table, "cleanup", "CloseHandle", "inside DispatchCleanup", &counts, &cleanup_real(&counts), "<= 1.5");
+    for (design, label) in [(Design::PerHandle, "per-handle FIFO (stagedrv's design)"), (Design::SharedRescan, "shared queue, rescan from head (cancel sample)")] {
+        let times: Vec<Duration> = [0, 1_000, 100_000].into_iter().map(|n| cleanup_model(design, n)).collect();
+        println!("   pure model, {label}: N = 0 {}, 1k {}, 100k {}", us(times[0]), us(times[1]), us(times[2]));
+        row(&mut table, format!("cleanup: pure model, {label}"), format!("{} -> {}", us(times[0]), us(times[2])), format!("{:.1}", ratio(times[2], times[0])), if design == Design::PerHandle { "<= 1.5" } else { "(contrast)" });
+    }
+
+    println!("2. CancelIoEx of one read out of N pending");
+    let counts = [10, 100_000];
+    real_rows(&mut table, "cancel one", "CancelIoEx", "inside stagedrv's cancel routine", &counts, &cancel_real(&counts), "(simulator: O(N) scan)");
+
+    println!("3. Pool allocations per read (handle open; create/close excluded), real driver in ntsim (Seeded)");
+    for (path, per) in allocations() {
+        println!("   {path}: {per}");
+        row(&mut table, format!("allocations per {path}"), format!("{per}"), "", "== 0");
+    }
+
+    println!("4. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules)");
+    let runs: Vec<Unload> = (0..UNLOAD_SCHEDULES).map(unload_busy).collect();
+    let period = UNLOAD_PERIOD_MS * 10_000;
+    let worst = runs.iter().map(|r| r.latency).max().unwrap_or(0);
+    let work = runs.iter().filter(|r| r.work_item_during_unload).count();
+    let consumer = runs.iter().filter(|r| r.consumer_during_unload).count();
+    let dpc = runs.iter().filter(|r| r.dpc_during_unload).count();
+    let wall = median(runs.iter().map(|r| r.wall).collect());
+    println!(
+        "   simulated latency: worst {worst} x 100 ns = {:.2} producer periods; schedules where DriverUnload overlapped the work item {work}, the consumer {consumer}, a timer DPC or IoTimer {dpc}; median wall {}",
+        worst as f64 / period as f64,
+        us(wall)
+    );
+    row(&mut table, "unload latency (simulated) after stop + last close", format!("worst {:.1} ms over {UNLOAD_SCHEDULES} seeds", worst as f64 / 10_000.0), format!("{:.2} per.", worst as f64 / period as f64), "<= ~2 periods");
+
+    println!("5. Records through ReadFile (reads of {RECORDS_PER_READ} records), ntsim Free mode");
+    for readers in [1, 2, 4] {
+        let real = throughput(false, readers);
+        let noop = throughput(true, readers);
+        println!("   {readers} reader thread(s): stagedrv {real:.0} records/s, no-op driver {noop:.0} records/s");
+        row(&mut table, format!("throughput, {readers} reader(s): stagedrv vs no-op driver"), format!("{real:.0} vs {noop:.0} records/s"), format!("{:.2}", noop / real), "(overhead)");
+    }
+
+    println!("6. Release image");
+    let sys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cross/stagedrv.sys");
+    match std::fs::metadata(&sys) {
+        Ok(m) => {
+            println!("   {}: {} bytes", sys.display(), m.len());
+            row(&mut table, "release stagedrv.sys size", format!("{} bytes", m.len()), "", "");
+        }
+        Err(_) => {
+            println!("   {} is missing (tests/cross/build-sys.sh builds it)", sys.display());
+            row(&mut table, "release stagedrv.sys size", "missing (run tests/cross/build-sys.sh)", "", "");
+        }
+    }
+
+    println!();
+    println!("Summary (cargo bench --bench bench; {:.0} s)", started.elapsed().as_secs_f64());
+    println!("  {:<58} {:<44} {:>10}  {}", "measurement", "values", "ratio", "bound");
+    for r in &table {
+        println!("  {:<58} {:<44} {:>10}  {}", r.what, r.measured, r.ratio, r.bound);
+    }
+}

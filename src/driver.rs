@@ -8,18 +8,18 @@ use crate::device::Device;
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
 use crate::sync::Event;
-use crate::sys::{
-    DRIVER_OBJECT, IoAllocateDriverObjectExtension, IoGetDriverObjectExtension, NTSTATUS, PCUNICODE_STRING,
-    PDRIVER_OBJECT, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, nt_success,
-};
+use crate::pool::{PoolBuf, tag};
+use crate::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS};
 use crate::thread::ConsumerThread;
 use crate::{dispatch, hardware, registry, security, unload};
 
 /// Most devices one driver instance creates (`Parameters\DeviceCount` is bounded by it).
 pub const MAX_DEVICES: usize = 8;
 
-/// Driver-wide state, in the driver object extension (the I/O manager frees it with
-/// the driver object; everything it points to is released by Unload's stages).
+/// Driver-wide state, in pool (tag "SdDs"). Every device extension points to it, which
+/// is how DriverUnload finds it; it is freed last, after the devices are deleted.
+/// (IoAllocateDriverObjectExtension would be the textbook place, but Wine 8.0 does not
+/// implement it.)
 pub struct DriverState {
     pub config: Config,
     /// Copy of the service key path: DriverEntry's RegistryPath is freed after it returns.
@@ -34,16 +34,18 @@ pub struct DriverState {
     pub hardware: hardware::Hardware,
 }
 
-/// The address that identifies this driver's object extension.
-static STATE_ID: u8 = 0;
-
 impl DriverState {
-    /// The state DriverEntry stored in the driver object extension.
+    /// The state of a loaded driver: reached through its first device object.
     pub fn of(driver: PDRIVER_OBJECT) -> Option<&'static DriverState> {
-        // SAFETY: a valid driver object; the id is our static's address.
-        let raw = unsafe { IoGetDriverObjectExtension(driver, core::ptr::from_ref(&STATE_ID).cast_mut().cast()) };
-        // SAFETY: DriverEntry initialised the extension before any other routine runs.
-        (!raw.is_null()).then(|| unsafe { &*raw.cast::<DriverState>() })
+        // SAFETY: a valid driver object; its device list is only changed by DriverEntry
+        // and Unload, which do not run concurrently with this.
+        let first = unsafe { (*driver).DeviceObject };
+        if first.is_null() {
+            return None;
+        }
+        // SAFETY: every device of this driver was made by `Device::create`, whose
+        // extension points to the driver state.
+        Some(unsafe { crate::device::DeviceExtension::of(first) }.driver())
     }
 
     /// Every created device, in index order.
@@ -68,28 +70,40 @@ pub unsafe extern "C" fn driver_entry(driver: PDRIVER_OBJECT, registry_path: PCU
     let driver_object = unsafe { &mut *driver };
     dispatch::install(driver_object);
     driver_object.DriverUnload = Some(unload::driver_unload);
-    let state = match allocate_state(driver_object, registry_path) {
+    match crate::pool::resolve() {
+        Some(allocator) => log!(Info, "DriverEntry: pool allocator {allocator:?}"),
+        None => {
+            log!(Error, "DriverEntry: the kernel exports no pool allocator");
+            return crate::sys::STATUS_NOT_SUPPORTED;
+        }
+    }
+    let state = match allocate_state(registry_path) {
         Ok(state) => state,
         Err(status) => {
             log!(Error, "DriverEntry: no driver state: {status:#x}");
             return status;
         }
     };
-    match acquire(driver_object, state) {
+    // SAFETY: just allocated and initialised; freed only below or by Unload.
+    let state_ref: &'static DriverState = unsafe { &*state.as_ptr() };
+    match acquire(driver_object, state_ref) {
         Ok(()) => {
-            log!(Info, "DriverEntry: done, {} device(s)", state.devices().count());
+            log!(Info, "DriverEntry: done, {} device(s)", state_ref.devices().count());
+            // Unload frees it, reaching it through the devices.
+            let _ = state.into_raw();
             STATUS_SUCCESS
         }
         Err(status) => {
             log!(Error, "DriverEntry: failed with {status:#x}; releasing what was acquired");
-            unload::release(state);
+            unload::release(state_ref);
+            state.free();
             status
         }
     }
 }
 
-/// Stage 0: the driver object extension, the registry path copy and the parameters.
-fn allocate_state(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> Result<&'static DriverState, NTSTATUS> {
+/// Stage 0: the driver state in pool, the registry path copy and the parameters.
+fn allocate_state(registry_path: PCUNICODE_STRING) -> Result<PoolBuf<DriverState>, NTSTATUS> {
     let config = Config::read(registry_path)?;
     let mut copy = PathBuf::new();
     // SAFETY: DriverEntry's RegistryPath is valid during DriverEntry.
@@ -97,21 +111,10 @@ fn allocate_state(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -
         log!(Error, "DriverEntry: registry path too long");
         return Err(crate::sys::STATUS_NAME_TOO_LONG);
     }
-    let mut raw: PVOID = core::ptr::null_mut();
-    // SAFETY: our driver object; the id is our static's address.
-    let status = unsafe {
-        IoAllocateDriverObjectExtension(
-            driver,
-            core::ptr::from_ref(&STATE_ID).cast_mut().cast(),
-            size_of::<DriverState>() as u32,
-            &raw mut raw,
-        )
-    };
-    if !nt_success(status) || raw.is_null() {
-        return Err(if nt_success(status) { STATUS_INSUFFICIENT_RESOURCES } else { status });
-    }
-    let state = raw.cast::<DriverState>();
-    // SAFETY: the extension is fresh, suitably aligned memory of the right size.
+    let block = PoolBuf::<DriverState>::zeroed(1, tag::STATE).ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+    let state = block.as_ptr();
+    // SAFETY: the block is fresh, suitably aligned (pool is 16-byte aligned) memory of
+    // the right size; writing initialises it.
     unsafe {
         state.write(DriverState {
             config,
@@ -124,11 +127,11 @@ fn allocate_state(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -
             hardware: hardware::Hardware::new(),
         });
     }
-    // SAFETY: initialised above; it lives as long as the driver object.
-    let state = unsafe { &*state };
-    state.data_ready.init(true, false);
-    state.stop.init(false, false);
-    Ok(state)
+    // SAFETY: initialised above.
+    let state_ref = unsafe { &*state };
+    state_ref.data_ready.init(true, false);
+    state_ref.stop.init(false, false);
+    Ok(block)
 }
 
 /// Stages 1..: hardware claims, devices, names, the thread, the interrupt, then start.

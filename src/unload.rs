@@ -7,6 +7,7 @@
 use crate::device::Device;
 use crate::driver::DriverState;
 use crate::sys::{KeFlushQueuedDpcs, PDRIVER_OBJECT};
+use crate::pool::{PoolBuf, tag};
 use crate::{hardware, registry};
 
 /// Called at PASSIVE_LEVEL once no device of the driver is referenced.
@@ -17,6 +18,10 @@ pub unsafe extern "C" fn driver_unload(driver: PDRIVER_OBJECT) {
     log!(Info, "Unload: begin");
     if let Some(state) = DriverState::of(driver) {
         release(state);
+        // SAFETY: DriverEntry leaked this block on success; nothing refers to it any more
+        // (devices, thread and DPCs are gone), and it is freed once, here.
+        let block = unsafe { PoolBuf::from_raw(core::ptr::NonNull::from(state), 1, tag::STATE) };
+        block.free();
     }
     log!(Info, "Unload: done");
 }

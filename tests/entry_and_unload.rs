@@ -118,8 +118,13 @@ fn default_profile_calls_only_wine_safe_ddis() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_owned)
         .collect();
-    let machine = machine_with(7, &[("SamplePeriodMs", 20), ("ReadTimeoutSeconds", 1), ("StatisticsEveryTicks", 3)]);
+    // As under Wine 8.0: no ExAllocatePool2 export.
+    let machine = Machine::new(Config { missing_exports: vec!["ExAllocatePool2".into()], ..Config::seeded(7) });
+    for (name, value) in [("SamplePeriodMs", 20), ("ReadTimeoutSeconds", 1), ("StatisticsEveryTicks", 3)] {
+        machine.registry().set(&parameters_key(), name, &Value::Dword(value));
+    }
     let driver = load(&machine);
+    assert!(machine.debug_output().iter().any(|l| l.contains("pool allocator WithTagDownLevel")));
     let process = machine.new_process();
     let handle = open(&process, 0);
     let first = pending_read(&process, handle, 1);
@@ -138,4 +143,33 @@ fn default_profile_calls_only_wine_safe_ddis() {
     called.dedup();
     let outside: Vec<&&str> = called.iter().filter(|a| !allowed.iter().any(|w| w == *a)).collect();
     assert!(outside.is_empty(), "not Wine-safe: {outside:?}");
+}
+
+/// On kernels with ExAllocatePool2 the driver uses it; without, ExAllocatePoolWithTag
+/// (whose memory ntsim fills with 0xCD: the driver must zero it itself).
+#[test]
+fn both_pool_allocators_work() {
+    for missing in [vec![], vec!["ExAllocatePool2".to_owned()]] {
+        let down_level = !missing.is_empty();
+        let machine = Machine::new(Config { missing_exports: missing, ..Config::seeded(8) });
+        machine.registry().set(&parameters_key(), "SamplePeriodMs", &Value::Dword(10));
+        let driver = load(&machine);
+        let expected = if down_level { "WithTagDownLevel" } else { "Pool2" };
+        assert!(machine.debug_output().iter().any(|l| l.ends_with(&format!("pool allocator {expected}"))));
+        let process = machine.new_process();
+        let handle = open(&process, 1);
+        let first = process.read(handle, RECORD_SIZE).unwrap();
+        let result = match first {
+            ntsim::Issued::Done(r) => r,
+            ntsim::Issued::Pending(io) => process.main().wait(&io).unwrap(),
+        };
+        assert_eq!(u64::from_le_bytes(result.data[..8].try_into().unwrap()), 0, "sequence starts at 0");
+        let s = stats(&process, handle);
+        assert_balanced(&s);
+        assert_eq!(s.reads_cancelled + s.reads_timed_out, 0, "counters start at zero: {s:?}");
+        process.close(handle).unwrap();
+        unload_clean(&machine, driver);
+        let allocator = if down_level { "ExAllocatePoolWithTag" } else { "ExAllocatePool2" };
+        assert!(machine.trace().iter().any(|c| c.api == allocator));
+    }
 }

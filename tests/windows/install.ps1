@@ -45,12 +45,10 @@ Stop-Stagedrv
 Copy-Item -LiteralPath $Sys -Destination $DriverPath -Force
 Write-Host "Copied to $DriverPath"
 
-$config = @('type=', 'kernel', 'start=', 'demand', 'error=', 'normal', 'binPath=', 'System32\drivers\stagedrv.sys')
-if ($null -eq (Get-StagedrvState)) {
-    Invoke-Sc (@('create', $ServiceName) + $config + @('DisplayName=', 'stagedrv')) | Out-Null
-} else {
-    Invoke-Sc (@('config', $ServiceName) + $config) | Out-Null
-}
+# create, or (already there) config with the same settings.
+$config = @('type=', 'kernel', 'start=', 'demand', 'binPath=', 'System32\drivers\stagedrv.sys')
+$verb = if ($null -eq (Get-StagedrvState)) { 'create' } else { 'config' }
+Invoke-Sc (@($verb, $ServiceName) + $config) | Out-Null
 
 if ($ResetParameters -and (Test-Path $ParametersKey)) { Remove-Item $ParametersKey -Recurse }
 if ($Parameters.Count -gt 0) {

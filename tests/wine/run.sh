@@ -7,6 +7,7 @@
 #   --app FILE   test app (default target/wine/stagetest.exe, from build-app.sh)
 #   --work DIR   where the run's prefix and logs go (default target/wine/run)
 #   --fresh-prefix  make the pristine prefix anew (wineboot -i) even if one is cached
+#   --keep-prefix   keep the run's prefix (DIR/prefix, ~700 MB) for a look afterwards
 #   STAGETEST-ARGS  passed to stagetest after `--backend win32 --wine --scenario-timeout 30`
 #
 # In ONE Wine session (`wine64 cmd /c run.bat`; the session, and with it the driver,
@@ -32,14 +33,16 @@ app=$root/target/wine/stagetest.exe
 work=$root/target/wine/run
 app_args=()
 fresh=0
+keep=0
 while (($#)); do
     case $1 in
         --sys) sys=$2; shift 2 ;;
         --app) app=$2; shift 2 ;;
         --work) work=$2; shift 2 ;;
         --fresh-prefix) fresh=1; shift ;;
+        --keep-prefix) keep=1; shift ;;
         --) shift; app_args=("$@"); break ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -124,6 +127,7 @@ WINEDEBUG=warn+debugstr timeout --kill-after=5 150 "$wine" cmd /c 'C:\stagetest\
     || session=$?
 # End the session now (instead of ~2 s later) so that nothing outlives the run.
 "$wineserver" -k 2>/dev/null || true
+((keep)) || rm -rf "$prefix"
 t_session=$(since "$t1")
 
 # --- the checks ----------------------------------------------------------------------

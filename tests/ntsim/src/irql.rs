@@ -22,9 +22,9 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "IoReportResourceForDetection" | "IoCreateController" | "IoDeleteController"
         | "IoAllocateDriverObjectExtension" | "RtlCreateSecurityDescriptor" | "RtlCreateAcl"
         | "RtlAddAccessAllowedAce" | "RtlLengthSid" | "RtlInitializeSid" | "RtlSubAuthoritySid"
-        | "RtlLengthRequiredSid" | "RtlSetDaclSecurityDescriptor" => PASSIVE_LEVEL,
+        | "RtlLengthRequiredSid" | "RtlSetDaclSecurityDescriptor" | "MmGetSystemRoutineAddress" => PASSIVE_LEVEL,
         // Up to DISPATCH_LEVEL.
-        "ExAllocatePool2" | "ExFreePool" | "ExFreePoolWithTag" | "IofCompleteRequest" | "IoAcquireCancelSpinLock"
+        "ExAllocatePool2" | "ExAllocatePoolWithTag" | "ExFreePool" | "ExFreePoolWithTag" | "IofCompleteRequest" | "IoAcquireCancelSpinLock"
         | "IoReleaseCancelSpinLock" | "IoAllocateWorkItem" | "IoQueueWorkItem" | "IoFreeWorkItem" | "IoStartTimer"
         | "IoStopTimer" | "KeSetTimerEx" | "KeSetTimer" | "KeCancelTimer" | "KeReadStateTimer"
         | "KeSetEvent" | "KeResetEvent" | "KeClearEvent" | "KeReleaseSemaphore" | "KeAcquireSpinLockRaiseToDpc"

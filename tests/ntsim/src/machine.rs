@@ -21,6 +21,8 @@ pub struct Config {
     /// A cancelled IRP still outstanding after this long (100 ns units) is reported as
     /// a slow cancel (0xC4/0x135).
     pub slow_cancel: u64,
+    /// Routines MmGetSystemRoutineAddress reports as absent (an older kernel, Wine).
+    pub missing_exports: Vec<String>,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             trace_limit: 100_000,
             hostile: Hostile::default(),
             slow_cancel: 5 * crate::ke::timer::SECOND,
+            missing_exports: Vec::new(),
         }
     }
 }
@@ -78,6 +81,7 @@ pub(crate) struct State {
     pub(crate) trace: Trace,
     pub(crate) hostile: Hostile,
     pub(crate) slow_cancel: u64,
+    pub(crate) missing_exports: Vec<String>,
     pub(crate) pool: crate::pool::Pool,
     pub(crate) ob: crate::ob::Objects,
     pub(crate) ke: crate::ke::Ke,
@@ -354,6 +358,7 @@ impl Machine {
             trace: Trace::new(config.trace_limit),
             hostile: config.hostile.clone(),
             slow_cancel: config.slow_cancel,
+            missing_exports: config.missing_exports.clone(),
             pool: crate::pool::Pool::default(),
             ob: crate::ob::Objects::default(),
             ke: crate::ke::Ke::default(),

@@ -3,7 +3,7 @@
 use crate::checker::{Violation, c4, code};
 use crate::machine::kcall;
 use crate::pool::FreeError;
-use crate::wdk_sys::{LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG, ULONG_PTR};
+use crate::wdk_sys::{LARGE_INTEGER, PLARGE_INTEGER, PUNICODE_STRING, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG, ULONG_PTR};
 
 /// ntsim's performance counter runs at the clock's resolution: 10 MHz.
 pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
@@ -30,6 +30,62 @@ pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_
     })
 }
 const _: crate::wdk_sys::fnsig::ExAllocatePool2 = ExAllocatePool2;
+
+/// ExAllocatePoolWithTag (not in wdk-sys's bindings: wdk-build blocks it in favour of
+/// ExAllocatePool2, but down-level drivers resolve it at run time). Unlike
+/// ExAllocatePool2 it does not zero: ntsim fills the block with 0xCD so a driver that
+/// relies on zeroed memory sees garbage, as it would on Windows.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAllocatePoolWithTag(PoolType: i32, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID {
+    // NonPagedPool 0, PagedPool 1, NonPagedPoolNx 512 (and their variants' low bits).
+    let flags = if PoolType & 1 == 1 { POOL_FLAG_PAGED } else { POOL_FLAG_NON_PAGED };
+    kcall("ExAllocatePoolWithTag", |ctx| {
+        if NumberOfBytes == 0 {
+            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", "ExAllocatePoolWithTag was asked for zero bytes.".to_owned())));
+        }
+        let irql = ctx.irql();
+        let limit = if flags == POOL_FLAG_PAGED { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
+        if irql > limit {
+            let rule = if flags == POOL_FLAG_PAGED { 0x01 } else { 0x02 };
+            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), PoolType as u64, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePoolWithTag(pool type {PoolType}) at IRQL {irql}."))));
+        }
+        if ctx.should_fail() {
+            ctx.pool.note_failure();
+            return Ok(std::ptr::null_mut());
+        }
+        let size = usize::try_from(NumberOfBytes).expect("size");
+        let block = ctx.pool.allocate(size, Tag);
+        // SAFETY: a fresh block of `size` bytes.
+        unsafe { std::ptr::write_bytes(block, 0xCD, size) };
+        Ok(block.cast())
+    })
+}
+
+/// The kernel routines a driver can look up by name, and where they are.
+fn routine_address(name: &str) -> Option<PVOID> {
+    Some(match name {
+        "ExAllocatePool2" => ExAllocatePool2 as *const () as PVOID,
+        "ExAllocatePoolWithTag" => ExAllocatePoolWithTag as *const () as PVOID,
+        "ExFreePoolWithTag" => ExFreePoolWithTag as *const () as PVOID,
+        "ExFreePool" => ExFreePool as *const () as PVOID,
+        _ => return None,
+    })
+}
+
+/// Looks up a routine by name. `Config::missing_exports` simulates an older kernel
+/// (or Wine) that lacks some.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_STRING) -> PVOID {
+    kcall("MmGetSystemRoutineAddress", |ctx| {
+        // SAFETY: the driver passed a valid name.
+        let Some(name) = (unsafe { crate::io::device::read_unicode(SystemRoutineName) }) else { return Ok(std::ptr::null_mut()) };
+        if ctx.missing_exports.iter().any(|m| *m == name) {
+            return Ok(std::ptr::null_mut());
+        }
+        Ok(routine_address(&name).unwrap_or(std::ptr::null_mut()))
+    })
+}
+const _: crate::wdk_sys::fnsig::MmGetSystemRoutineAddress = MmGetSystemRoutineAddress;
 
 fn free(api: &'static str, pointer: PVOID, tag: Option<ULONG>) {
     kcall(api, |ctx| {
