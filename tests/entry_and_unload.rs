@@ -85,6 +85,19 @@ fn unload_runs_the_six_stages_in_order_and_only_then_deletes_devices() {
     assert!(index("KeFlushQueuedDpcs") < index("IoDeleteSymbolicLink"));
     assert!(index("IoDeleteSymbolicLink") < index("IoDeleteDevice"));
     assert!(index("ZwDeleteKey") < index("IoDeleteDevice"));
+
+    let stages = unload_stages(&machine);
+    let teardown = ["KeCancelTimer", "IoStopTimer", "KeFlushQueuedDpcs", "IoDeleteSymbolicLink", "IoFreeWorkItem", "ZwDeleteKey", "IoDeleteDevice"];
+    let not = |keep: &[&str]| teardown.iter().copied().filter(|a| !keep.contains(a)).collect::<Vec<_>>();
+    assert_stage(&stages, "stage 1", &[], &teardown);
+    let stage2 = ["KeCancelTimer", "IoStopTimer", "KeFlushQueuedDpcs", "KeSetEvent", "KeWaitForSingleObject", "ObfDereferenceObject"];
+    assert_stage(&stages, "stage 2", &stage2, &not(&stage2));
+    let stage3 = ["IoDeleteSymbolicLink", "ExFreePoolWithTag", "IoFreeWorkItem"];
+    assert_stage(&stages, "stage 3", &stage3, &not(&stage3));
+    assert_stage(&stages, "stage 4", &[], &teardown);
+    assert_stage(&stages, "stage 5", &[], &teardown);
+    assert_stage(&stages, "stage 6", &["ZwOpenKey", "ZwDeleteKey", "ZwClose"], &not(&["ZwDeleteKey"]));
+    assert_stage(&stages, "final", &["IoDeleteDevice", "ExFreePoolWithTag"], &not(&["IoDeleteDevice"]));
 }
 
 /// Every failable call DriverEntry makes is failed once, in turn: DriverEntry must

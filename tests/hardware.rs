@@ -74,6 +74,16 @@ fn unload_releases_hardware_in_the_documented_stages() {
     ];
     let positions: Vec<usize> = order.iter().map(|api| at(api)).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{:?}", order.iter().zip(&positions).collect::<Vec<_>>());
+
+    let stages = unload_stages(&machine);
+    let not = |keep: &[&str]| order.iter().copied().filter(|a| !keep.contains(a)).collect::<Vec<_>>();
+    assert_stage(&stages, "stage 1", &["IoDisconnectInterrupt"], &not(&["IoDisconnectInterrupt"]));
+    assert_stage(&stages, "stage 2", &["KeRemoveQueueDpc", "KeFlushQueuedDpcs"], &not(&["KeRemoveQueueDpc", "KeFlushQueuedDpcs"]));
+    assert_stage(&stages, "stage 3", &["MmUnmapIoSpace", "IoDeleteSymbolicLink"], &not(&["MmUnmapIoSpace"]));
+    assert_stage(&stages, "stage 4", &[], &order);
+    assert_stage(&stages, "stage 5", &["IoReportResourceForDetection"], &not(&["IoReportResourceForDetection"]));
+    assert_stage(&stages, "stage 6", &["ZwDeleteKey"], &not(&["ZwDeleteKey"]));
+    assert_stage(&stages, "final", &["IoDeleteDevice", "IoDeleteController"], &not(&["IoDeleteDevice", "IoDeleteController"]));
 }
 
 #[test]

@@ -63,3 +63,41 @@ pub fn unload_clean(machine: &Machine, driver: Driver) {
     assert_eq!(machine.stop_driver(driver).unwrap(), ntsim::DriverState::Unloaded);
     machine.verdict().unwrap();
 }
+
+/// The kernel calls Unload made, split into its stages. Each stage logs
+/// "Unload: stage N ..." when it ends, so the calls before that line (and after the
+/// previous stage's) are the stage's; "final" is what follows stage 6. DbgPrintEx
+/// trace entries and debug-output lines are recorded together, so they pair up.
+pub fn unload_stages(machine: &ntsim::Machine) -> Vec<(String, Vec<&'static str>)> {
+    let trace = machine.trace();
+    let mut lines = machine.debug_output().into_iter();
+    let mut stages = vec![(String::from("stage 1"), Vec::new())];
+    for call in trace.iter().filter(|c| c.routine == ntsim::trace::Routine::Unload || c.api == "DbgPrintEx") {
+        if call.api == "DbgPrintEx" {
+            let line = lines.next().expect("a line per DbgPrintEx");
+            if call.routine != ntsim::trace::Routine::Unload {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("stagedrv: Unload: stage ") {
+                let n: u32 = rest[..1].parse().unwrap();
+                stages.last_mut().unwrap().0 = format!("stage {n}");
+                stages.push((if n == 6 { "final".into() } else { format!("stage {}", n + 1) }, Vec::new()));
+            }
+            continue;
+        }
+        stages.last_mut().unwrap().1.push(call.api);
+    }
+    stages
+}
+
+/// Asserts that `stage` made each of `expected` calls and none of the calls that
+/// belong to other stages (`elsewhere`).
+pub fn assert_stage(stages: &[(String, Vec<&'static str>)], stage: &str, expected: &[&str], elsewhere: &[&str]) {
+    let calls = &stages.iter().find(|(name, _)| name == stage).unwrap_or_else(|| panic!("no {stage}: {stages:?}")).1;
+    for api in expected {
+        assert!(calls.contains(api), "{stage} did not call {api}: {calls:?}");
+    }
+    for api in elsewhere {
+        assert!(!calls.contains(api), "{stage} called {api}, which belongs to another stage: {calls:?}");
+    }
+}
