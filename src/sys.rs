@@ -6,8 +6,8 @@
 //!
 //! `wdm.h` implements some DDIs as inline functions or macros, which no bindings
 //! contain. Their equivalents live here, each checked against `wdm.h`. On the host the
-//! ones that touch shared state (IRQL, the cancel-routine exchange, `Irp->Cancel`)
-//! call into ntsim, so the simulator can check them and schedule other threads there.
+//! ones that touch shared state (the cancel-routine exchange, `Irp->Cancel`) call into
+//! ntsim, so the simulator can check them and schedule other threads there.
 
 #[cfg(not(target_os = "windows"))]
 pub use ntsim::wdk_sys::{ntddk::*, *};
@@ -18,26 +18,6 @@ pub use wdk_sys::{ntddk::*, *};
 #[must_use]
 pub const fn nt_success(status: NTSTATUS) -> bool {
     status >= 0
-}
-
-/// `KeGetCurrentIrql`: on x64 an inline read of CR8.
-#[must_use]
-pub fn current_irql() -> KIRQL {
-    #[cfg(target_os = "windows")]
-    {
-        let irql: u64;
-        // SAFETY: reading CR8 is allowed at CPL 0 and has no side effects; it holds the
-        // current IRQL on x64 (wdm.h's KeGetCurrentIrql does the same).
-        unsafe { core::arch::asm!("mov {}, cr8", out(reg) irql, options(nomem, nostack, preserves_flags)) };
-        // CR8 holds values 0..=15, so the narrowing keeps every bit.
-        #[allow(clippy::cast_possible_truncation)]
-        let irql = irql as KIRQL;
-        irql
-    }
-    #[cfg(not(target_os = "windows"))]
-    {
-        ntsim::inline::KeGetCurrentIrql()
-    }
 }
 
 /// `IoGetCurrentIrpStackLocation`.
