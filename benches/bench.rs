@@ -21,7 +21,22 @@
 //! To time stagedrv's own part of a request, [`timed_stagedrv_entry`] loads stagedrv
 //! unchanged and wraps two of its routines: IRP_MJ_CLEANUP (wall time inside
 //! DispatchCleanup) and the cancel routine of each queued read (wall time inside the
-//! cancel routine, which is all the driver does for a CancelIoEx).
+//! cancel routine, which is all the driver does for a CancelIoEx). The kernel calls
+//! made inside those routines are counted from ntsim's trace: unlike wall time they
+//! do not depend on the load of the host.
+//!
+//! Ratios between two sizes N come from rounds that alternate between one machine per
+//! N; the ratio printed is the median of the per-round ratios, so both sides saw the
+//! same load on the host. Medians and 10th percentiles are printed beside them.
+//!
+//! Exploration hooks (not part of the table): `BENCH_EXPLORE_CANCEL=10,1000,100000`
+//! and `BENCH_EXPLORE_CLEANUP=0,1000,100000` print the sample distributions per N;
+//! `BENCH_EXPLORE_UNLOAD=<seeds>` (with `BENCH_LAST_ONLY=1`, `BENCH_DUMP_UNLOAD=1`)
+//! runs only the busy-unload schedules.
+
+// Bench code: counts and times are small, shown as floats or cast between integer
+// widths that cannot overflow here.
+#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -277,7 +292,7 @@ unsafe extern "C" fn noop_unload(driver: PDRIVER_OBJECT) {
 
 // --- 1. cleanup of one handle's 16 reads beside N others -----------------------------
 
-const CLEANUP_ITERATIONS: usize = 301;
+const CLEANUP_ITERATIONS: usize = 501;
 const PER_HANDLE: usize = 1_000;
 
 /// Posts `count` one-record reads spread over handles of `PER_HANDLE` reads each on
@@ -301,13 +316,21 @@ fn background_reads<'m>(machine: &'m Machine, process: &Process<'m>, count: usiz
 fn timed_machine() -> Machine {
     machine(
         Mode::Free,
-        64,
+        4_096,
         &[("SamplePeriodMs", 60_000), ("MaxPendingReadsPerHandle", PER_HANDLE as u32), ("StatisticsEveryTicks", 100_000)],
     )
 }
 
-/// Wall times of (the whole call, stagedrv's routine inside it), one pair per round.
-type Samples = (Vec<Duration>, Vec<Duration>);
+/// Per round: wall time of the whole call, wall time of stagedrv's routine inside it,
+/// and the kernel calls that routine made (from ntsim's trace).
+type Samples = (Vec<Duration>, Vec<Duration>, Vec<usize>);
+
+/// The last trace sequence number, and how many calls after `since` ran in `routine`.
+fn trace_calls(machine: &Machine, since: u64, routine: Routine) -> (u64, usize) {
+    let trace = machine.trace();
+    let last = trace.last().map_or(since, |c| c.seq);
+    (last, trace.iter().filter(|c| c.seq > since && c.routine == routine).count())
+}
 
 /// Real driver in ntsim (Free mode), one machine per N in `backgrounds`, measured in
 /// turns (so that noise from the rest of the host hits every N alike): wall time of
@@ -320,18 +343,21 @@ fn cleanup_real(backgrounds: &[usize]) -> Vec<Samples> {
     for ((machine, process), &n) in machines.iter().zip(&processes).zip(backgrounds) {
         background_reads(machine, process, n);
     }
-    let mut samples = vec![(Vec::new(), Vec::new()); backgrounds.len()];
+    let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); backgrounds.len()];
+    let cleanup = Routine::Dispatch(IRP_MJ_CLEANUP as u8);
     for _ in 0..CLEANUP_ITERATIONS {
-        for (process, (close, inside)) in processes.iter().zip(&mut samples) {
+        for ((machine, process), (close, inside, calls)) in machines.iter().zip(&processes).zip(&mut samples) {
             let handle = open(process, "StageDrv0");
             let reads: Vec<PendingIo> = (0..16).map(|_| pending_read(process, handle, RECORD_SIZE)).collect();
             take_inside();
+            let (since, _) = trace_calls(machine, 0, cleanup);
             let start = Instant::now();
             process.close(handle).expect("machine runs");
             close.push(start.elapsed());
             let timed = take_inside();
             assert_eq!(timed.len(), 1, "one IRP_MJ_CLEANUP");
             inside.push(timed[0]);
+            calls.push(trace_calls(machine, since, cleanup).1);
             assert!(reads.iter().all(|r| r.result().is_some_and(|r| r.status == STATUS_CANCELLED)));
         }
     }
@@ -459,44 +485,57 @@ impl QueueModel {
     }
 }
 
-/// Median per-iteration time of `f`, in batches of at least ~20 ms.
-fn per_iteration(mut f: impl FnMut()) -> Duration {
-    let mut batch = 1u32;
-    loop {
-        let start = Instant::now();
-        for _ in 0..batch {
-            f();
-        }
-        if start.elapsed() >= Duration::from_millis(20) || batch >= 1 << 20 {
-            break;
-        }
-        batch *= 2;
-    }
-    let samples = (0..7)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..batch {
-                f();
+/// Per-iteration times of each of `jobs`, in alternating batches (15 rounds; the
+/// batch size of each job calibrated to ~10 ms).
+fn per_iteration(jobs: &mut [Box<dyn FnMut() + '_>]) -> Vec<Vec<Duration>> {
+    let batches: Vec<u32> = jobs
+        .iter_mut()
+        .map(|job| {
+            let mut batch = 1u32;
+            loop {
+                let start = Instant::now();
+                for _ in 0..batch {
+                    job();
+                }
+                if start.elapsed() >= Duration::from_millis(10) || batch >= 1 << 20 {
+                    break batch;
+                }
+                batch *= 2;
             }
-            start.elapsed() / batch
         })
         .collect();
-    median(samples)
+    let mut samples = vec![Vec::new(); jobs.len()];
+    for _ in 0..15 {
+        for ((job, &batch), out) in jobs.iter_mut().zip(&batches).zip(&mut samples) {
+            let start = Instant::now();
+            for _ in 0..batch {
+                job();
+            }
+            out.push(start.elapsed() / batch);
+        }
+    }
+    samples
 }
 
-/// Pure model: time of (queue 16 at the tail + cleanup of those 16) with `background`
-/// other IRPs queued.
-fn cleanup_model(design: Design, background: usize) -> Duration {
-    let mut model = QueueModel::new(design, background);
-    per_iteration(|| {
-        model.enqueue_target();
-        model.cleanup_target();
-    })
+/// Pure model: time of (queue 16 at the tail + cleanup of those 16) with each of
+/// `backgrounds` other IRPs queued, measured in turns.
+fn cleanup_model(design: Design, backgrounds: &[usize]) -> Vec<Vec<Duration>> {
+    let mut models: Vec<QueueModel> = backgrounds.iter().map(|&n| QueueModel::new(design, n)).collect();
+    let mut jobs: Vec<Box<dyn FnMut() + '_>> = models
+        .iter_mut()
+        .map(|model| {
+            Box::new(move || {
+                model.enqueue_target();
+                model.cleanup_target();
+            }) as Box<dyn FnMut()>
+        })
+        .collect();
+    per_iteration(&mut jobs)
 }
 
 // --- 2. CancelIoEx of one read out of N ----------------------------------------------
 
-const CANCEL_ITERATIONS: usize = 301;
+const CANCEL_ITERATIONS: usize = 501;
 
 /// Real driver in ntsim (Free mode), one machine per N in `counts`, measured in
 /// turns: wall time of CancelIoEx(handle, one read) and of stagedrv's cancel routine
@@ -515,17 +554,21 @@ fn cancel_real(counts: &[usize]) -> Vec<Samples> {
         background_reads(machine, process, n - own);
         targets.push((target, queue));
     }
-    let mut samples = vec![(Vec::new(), Vec::new()); counts.len()];
+    let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); counts.len()];
     for _ in 0..CANCEL_ITERATIONS {
-        for ((process, (target, queue)), (wall, inside)) in processes.iter().zip(&mut targets).zip(&mut samples) {
+        for (((machine, process), (target, queue)), (wall, inside, calls)) in
+            machines.iter().zip(&processes).zip(&mut targets).zip(&mut samples)
+        {
             let victim = queue.remove(queue.len() / 2).expect("reads queued");
             take_inside();
+            let (since, _) = trace_calls(machine, 0, Routine::CancelRoutine);
             let start = Instant::now();
             process.cancel_io_ex(*target, Some(&victim)).expect("machine runs");
             wall.push(start.elapsed());
             let timed = take_inside();
             assert_eq!(timed.len(), 1, "one cancel routine call");
             inside.push(timed[0]);
+            calls.push(trace_calls(machine, since, Routine::CancelRoutine).1);
             assert_eq!(victim.result().map(|r| r.status), Some(STATUS_CANCELLED));
             queue.push_back(pending_read(process, *target, RECORD_SIZE));
         }
@@ -614,10 +657,11 @@ fn allocations() -> Vec<(&'static str, f64)> {
 
 // --- 4. unload latency with everything busy --------------------------------------------
 
-const UNLOAD_PERIOD_MS: u64 = 10;
-const UNLOAD_SCHEDULES: u64 = 200;
+const UNLOAD_PERIOD_MS: u64 = 100;
+const UNLOAD_SCHEDULES: u64 = 60;
 
 /// What one schedule of the busy unload showed.
+#[allow(clippy::struct_excessive_bools, clippy::struct_field_names, reason = "one flag per observation")]
 struct Unload {
     /// Simulated time from posting `sc stop` and the last closes to Unloaded.
     latency: u64,
@@ -626,14 +670,19 @@ struct Unload {
     work_item_during_unload: bool,
     consumer_during_unload: bool,
     dpc_during_unload: bool,
+    /// A work item ran between the last IRP_MJ_CLOSE and DriverUnload: ntsim held
+    /// DriverUnload back while the item referenced the device.
+    deferred_by_work_item: bool,
 }
 
 /// Real driver in ntsim (Seeded(seed)): eight devices, one handle each owned by its
 /// own client thread, reads pending on every device, every producer DPC and the
-/// IoTimer tick queued (not yet run), the statistics work item due on every tick; then
-/// `sc stop`, one more read per handle, a CancelIo and every close are posted together
-/// and the machine runs until the driver is unloaded.
-fn unload_busy(seed: u64) -> Unload {
+/// IoTimer tick queued (not yet run), the statistics work item due on every tick.
+/// Then, posted together: `sc stop`, one more read per handle, a CancelIo, and every
+/// close (`last_only`: the other seven handles were closed beforehand, so only the last
+/// close is posted and DriverUnload starts while the DPCs, work items and consumer
+/// thread are still busy); the machine runs until the driver is unloaded.
+fn unload_busy(seed: u64, last_only: bool) -> Unload {
     const DEVICES: usize = 8;
     let machine = machine(
         Mode::Seeded(seed),
@@ -648,7 +697,7 @@ fn unload_busy(seed: u64) -> Unload {
     let driver = load(&machine, "stagedrv", stagedrv::driver_entry);
     let process = machine.new_process();
     let threads: Vec<_> = (0..DEVICES).map(|n| process.thread(n)).collect();
-    // Just before a whole second: rings hold 99 records each.
+    // Just before a whole second: each ring holds the records of 9 ticks.
     machine.advance_ms(995).expect("machine runs");
     let mut reads = Vec::new();
     let mut handles = Vec::new();
@@ -664,12 +713,20 @@ fn unload_busy(seed: u64) -> Unload {
         }
         handles.push(handle);
     }
+    let open_now = if last_only {
+        for (thread, &handle) in threads.iter().zip(&handles).skip(1) {
+            thread.close(handle).expect("machine runs");
+        }
+        1
+    } else {
+        DEVICES
+    };
     // To 1000 ms: every producer DPC and the IoTimer tick are queued, not yet run.
     machine.tick(5 * 10_000);
-    let posted: Vec<_> = threads.iter().zip(&handles).map(|(thread, &handle)| thread.post_read(handle, RECORD_SIZE)).collect();
-    threads[1].post_cancel_io(handles[1]);
+    let posted: Vec<_> = threads.iter().zip(&handles).take(open_now).map(|(thread, &handle)| thread.post_read(handle, RECORD_SIZE)).collect();
+    threads[0].post_cancel_io(handles[0]);
     machine.post_stop_driver(driver);
-    for (thread, &handle) in threads.iter().zip(&handles) {
+    for (thread, &handle) in threads.iter().zip(&handles).take(open_now) {
         thread.post_close(handle);
     }
     let (start, wall) = (machine.now(), Instant::now());
@@ -680,6 +737,14 @@ fn unload_busy(seed: u64) -> Unload {
     assert!(posted.iter().all(|p| p.completion().is_some()), "every posted read completed");
     let trace = machine.trace();
     let unload_start = trace.iter().position(|c| c.routine == Routine::Unload).expect("DriverUnload ran");
+    if std::env::var_os("BENCH_DUMP_UNLOAD").is_some() {
+        let begin = trace.iter().position(|c| c.time >= start).unwrap_or(0);
+        for c in &trace[begin..] {
+            println!("{c} [{}]", c.routine);
+        }
+    }
+    let last_close = trace[..unload_start].iter().rposition(|c| c.routine == Routine::Dispatch(IRP_MJ_CLOSE as u8)).unwrap_or(0);
+    let deferred_by_work_item = trace[last_close..unload_start].iter().any(|c| c.routine == Routine::WorkItem);
     let after = &trace[unload_start..];
     let during = |routine: Routine| after.iter().any(|c| c.routine == routine);
     Unload {
@@ -691,57 +756,109 @@ fn unload_busy(seed: u64) -> Unload {
             .iter()
             .any(|c| c.routine == Routine::SystemThread && !matches!(c.api, "KeWaitForMultipleObjects" | "PsTerminateSystemThread")),
         dpc_during_unload: during(Routine::CustomTimerDpc) || during(Routine::IoTimer),
+        deferred_by_work_item,
     }
 }
 
 // --- 5. records through ReadFile ----------------------------------------------------------
 
 const RECORDS_PER_READ: usize = 16;
-const RECORDS_PER_REP: usize = 16_384;
-const REPS: usize = 4;
+const RECORDS_PER_ROUND: usize = 8_192;
+const ROUNDS: usize = 15;
 
-/// Real driver (or the no-op driver) in ntsim (Free mode): records per second through
-/// ReadFile with `readers` threads, each on its own handle, reads of 16 records that
-/// all complete at once (stagedrv's ring is filled beforehand).
-fn throughput(noop: bool, readers: usize) -> f64 {
-    let total = RECORDS_PER_REP * REPS;
-    let machine = machine(
-        Mode::Free,
-        64,
-        &[("DeviceCount", 1), ("SamplePeriodMs", 1), ("RingCapacity", total as u32), ("StatisticsEveryTicks", 100_000)],
-    );
-    let (driver, name) = if noop {
-        (load(&machine, "noopdrv", noop_entry), "NoopDrv0")
-    } else {
-        let driver = load(&machine, "stagedrv", stagedrv::driver_entry);
-        machine.advance_ms(total as u64).expect("machine runs");
-        (driver, "StageDrv0")
-    };
-    let process = machine.new_process();
-    let handles: Vec<Handle> = (0..readers).map(|_| open(&process, name)).collect();
-    let threads: Vec<_> = (0..readers).map(|n| process.thread(n)).collect();
-    let reads_per_thread = RECORDS_PER_REP / RECORDS_PER_READ / readers;
-    let mut times = Vec::new();
-    for _ in 0..REPS {
+/// A machine with one reader thread and handle per reader, on stagedrv or the no-op
+/// driver.
+struct Readers<'m> {
+    machine: &'m Machine,
+    driver: Driver,
+    process: Process<'m>,
+    handles: Vec<Handle>,
+}
+
+impl<'m> Readers<'m> {
+    fn new(machine: &'m Machine, noop: bool, readers: usize) -> Self {
+        let (driver, name) = if noop {
+            (load(machine, "noopdrv", noop_entry), "NoopDrv0")
+        } else {
+            (load(machine, "stagedrv", stagedrv::driver_entry), "StageDrv0")
+        };
+        let process = machine.new_process();
+        let handles = (0..readers).map(|_| open(&process, name)).collect();
+        Readers { machine, driver, process, handles }
+    }
+
+    /// Posts `RECORDS_PER_ROUND` records' worth of 16-record reads, spread over the
+    /// reader threads, and times the machine running them all.
+    fn round(&self) -> Duration {
+        let reads_per_thread = RECORDS_PER_ROUND / RECORDS_PER_READ / self.handles.len();
         let mut posted = Vec::new();
-        for (thread, &handle) in threads.iter().zip(&handles) {
+        for (n, &handle) in self.handles.iter().enumerate() {
+            let thread = self.process.thread(n);
             for _ in 0..reads_per_thread {
                 posted.push(thread.post_read(handle, RECORDS_PER_READ * RECORD_SIZE));
             }
         }
         let start = Instant::now();
-        machine.run_until_idle();
-        times.push(start.elapsed());
+        self.machine.run_until_idle();
+        let took = start.elapsed();
         for p in &posted {
             let r = p.completion().expect("completed");
             assert_eq!((r.status, r.information), (STATUS_SUCCESS, (RECORDS_PER_READ * RECORD_SIZE) as u64));
         }
+        took
     }
-    for handle in handles {
-        process.close(handle).expect("machine runs");
+
+    fn finish(self) {
+        for handle in self.handles {
+            self.process.close(handle).expect("machine runs");
+        }
+        unload_clean(self.machine, self.driver);
     }
-    unload_clean(&machine, driver);
-    RECORDS_PER_REP as f64 / median(times).as_secs_f64()
+}
+
+/// Records through ReadFile, ntsim Free mode, `readers` threads each on its own handle,
+/// reads of 16 records that all complete at once: stagedrv (its ring refilled by the
+/// producer before each round, untimed) and the no-op driver (zeroed data), in
+/// alternating rounds. Returns the per-round times (stagedrv, no-op).
+fn throughput(readers: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let parameters = [("DeviceCount", 1), ("SamplePeriodMs", 1), ("RingCapacity", RECORDS_PER_ROUND as u32), ("StatisticsEveryTicks", 100_000)];
+    let (real_machine, noop_machine) = (machine(Mode::Free, 64, &parameters), machine(Mode::Free, 64, &[]));
+    let (real, noop) = (Readers::new(&real_machine, false, readers), Readers::new(&noop_machine, true, readers));
+    let (mut real_times, mut noop_times) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        real_machine.advance_ms(RECORDS_PER_ROUND as u64).expect("machine runs");
+        real_times.push(real.round());
+        noop_times.push(noop.round());
+    }
+    real.finish();
+    noop.finish();
+    (real_times, noop_times)
+}
+
+/// Kernel calls each driver makes per read in its read dispatch routine (Seeded, from
+/// the trace): what the throughput ratio mostly reflects, since every kernel call
+/// costs ntsim a lock round trip and wake-ups.
+fn kernel_calls_per_read(noop: bool) -> f64 {
+    const READS: usize = 100;
+    let ring = (READS * RECORDS_PER_READ) as u32;
+    let machine = machine(
+        Mode::Seeded(3),
+        100_000,
+        &[("DeviceCount", 1), ("SamplePeriodMs", 1), ("RingCapacity", ring), ("StatisticsEveryTicks", 100_000)],
+    );
+    let readers = Readers::new(&machine, noop, 1);
+    if !noop {
+        machine.advance_ms((READS * RECORDS_PER_READ) as u64).expect("machine runs");
+    }
+    let read = Routine::Dispatch(IRP_MJ_READ as u8);
+    let (since, _) = trace_calls(&machine, 0, read);
+    for _ in 0..READS {
+        let r = readers.process.read(readers.handles[0], RECORDS_PER_READ * RECORD_SIZE).expect("machine runs").done().expect("at once");
+        assert_eq!(r.information, (RECORDS_PER_READ * RECORD_SIZE) as u64);
+    }
+    let (_, calls) = trace_calls(&machine, since, read);
+    readers.finish();
+    calls as f64 / READS as f64
 }
 
 // --- main ---------------------------------------------------------------------------------
@@ -750,8 +867,8 @@ fn throughput(noop: bool, readers: usize) -> f64 {
 /// distribution per N, and paired ratios against the first N.
 fn explore(counts: &[usize], samples: &[Samples]) {
     let q = |v: &Vec<Duration>| [0.0, 0.1, 0.25, 0.5, 0.9].map(|q| us(quantile(v.clone(), q)));
-    for (n, (whole, inside)) in counts.iter().zip(samples) {
-        println!("N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}", q(whole), q(inside));
+    for (n, (whole, inside, calls)) in counts.iter().zip(samples) {
+        println!("N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}; kernel calls inside {:?}", q(whole), q(inside), calls.iter().min()..=calls.iter().max());
         println!(
             "           paired median ratio vs N = {}: call {:.2}, inside {:.2}",
             counts[0],
@@ -761,14 +878,31 @@ fn explore(counts: &[usize], samples: &[Samples]) {
     }
 }
 
-/// The table rows of one real-driver measurement: medians and paired ratios of the
-/// last N against the first.
+/// The table rows of one real-driver measurement: medians, and ratios of the last N
+/// against the first (median of the per-round ratios: rounds alternate between the
+/// machines, so both sides of a ratio saw the same load on the host).
 fn real_rows(table: &mut Vec<Row>, what: &str, call: &str, inside: &str, counts: &[usize], samples: &[Samples], bound_call: &str) {
     let (first, last) = (&samples[0], &samples[samples.len() - 1]);
     let span = format!("N {} -> {}", counts[0], counts[counts.len() - 1]);
-    for (n, (whole, within)) in counts.iter().zip(samples) {
-        println!("   N = {n:>6}: {call} median {} (p10 {}), {inside} median {} (p10 {})", us(median(whole.clone())), us(quantile(whole.clone(), 0.1)), us(median(within.clone())), us(quantile(within.clone(), 0.1)));
+    for (n, (whole, within, calls)) in counts.iter().zip(samples) {
+        println!(
+            "   N = {n:>6}: {call} median {} (p10 {}); {inside} median {} (p10 {}), {}..={} kernel calls",
+            us(median(whole.clone())),
+            us(quantile(whole.clone(), 0.1)),
+            us(median(within.clone())),
+            us(quantile(within.clone(), 0.1)),
+            calls.iter().min().unwrap_or(&0),
+            calls.iter().max().unwrap_or(&0),
+        );
     }
+    let p10 = |s: &Vec<Duration>| quantile(s.clone(), 0.1);
+    println!(
+        "   ratios {span}: {call} {:.2} (p10 {:.2}), {inside} {:.2} (p10 {:.2})",
+        paired_ratio(&last.0, &first.0),
+        ratio(p10(&last.0), p10(&first.0)),
+        paired_ratio(&last.1, &first.1),
+        ratio(p10(&last.1), p10(&first.1)),
+    );
     row(
         table,
         format!("{what}: {call} wall, real driver in ntsim"),
@@ -783,8 +917,17 @@ fn real_rows(table: &mut Vec<Row>, what: &str, call: &str, inside: &str, counts:
         format!("{:.2}", paired_ratio(&last.1, &first.1)),
         "<= 1.5",
     );
+    let calls = |s: &Samples| s.2.iter().max().copied().unwrap_or(0);
+    row(
+        table,
+        format!("{what}: kernel calls made {inside}"),
+        format!("{} -> {} ({span})", calls(first), calls(last)),
+        format!("{:.2}", calls(last) as f64 / calls(first).max(1) as f64),
+        "== 1 (no scan)",
+    );
 }
 
+#[allow(clippy::too_many_lines, reason = "one section per measurement, in print order")]
 fn main() {
     if let Ok(list) = std::env::var("BENCH_EXPLORE_CANCEL") {
         let counts: Vec<usize> = list.split(',').map(|n| n.parse().expect("N")).collect();
@@ -796,6 +939,20 @@ fn main() {
         explore(&counts, &cleanup_real(&counts));
         return;
     }
+    if let Ok(seeds) = std::env::var("BENCH_EXPLORE_UNLOAD") {
+        let last_only = std::env::var_os("BENCH_LAST_ONLY").is_some();
+        let runs: Vec<Unload> = (0..seeds.parse().expect("seeds")).map(|seed| unload_busy(seed, last_only)).collect();
+        let count = |f: fn(&Unload) -> bool| runs.iter().filter(|r| f(r)).count();
+        println!(
+            "worst latency {} x 100 ns; overlapped work item {}, consumer {}, DPC {}; deferred behind a work item {}",
+            runs.iter().map(|r| r.latency).max().unwrap_or(0),
+            count(|r| r.work_item_during_unload),
+            count(|r| r.consumer_during_unload),
+            count(|r| r.dpc_during_unload),
+            count(|r| r.deferred_by_work_item)
+        );
+        return;
+    }
     let started = Instant::now();
     let mut table = Vec::new();
 
@@ -803,9 +960,16 @@ fn main() {
     let counts = [0, 1_000, 100_000];
     real_rows(&mut table, "cleanup", "CloseHandle", "inside DispatchCleanup", &counts, &cleanup_real(&counts), "<= 1.5");
     for (design, label) in [(Design::PerHandle, "per-handle FIFO (stagedrv's design)"), (Design::SharedRescan, "shared queue, rescan from head (cancel sample)")] {
-        let times: Vec<Duration> = [0, 1_000, 100_000].into_iter().map(|n| cleanup_model(design, n)).collect();
+        let samples = cleanup_model(design, &counts);
+        let times: Vec<Duration> = samples.iter().map(|s| median(s.clone())).collect();
         println!("   pure model, {label}: N = 0 {}, 1k {}, 100k {}", us(times[0]), us(times[1]), us(times[2]));
-        row(&mut table, format!("cleanup: pure model, {label}"), format!("{} -> {}", us(times[0]), us(times[2])), format!("{:.1}", ratio(times[2], times[0])), if design == Design::PerHandle { "<= 1.5" } else { "(contrast)" });
+        row(
+            &mut table,
+            format!("cleanup: pure model, {label}"),
+            format!("{} -> {} (N 0 -> 100000)", us(times[0]), us(times[2])),
+            format!("{:.2}", paired_ratio(&samples[2], &samples[0])),
+            if design == Design::PerHandle { "<= 1.5" } else { "(contrast)" },
+        );
     }
 
     println!("2. CancelIoEx of one read out of N pending");
@@ -818,45 +982,61 @@ fn main() {
         row(&mut table, format!("allocations per {path}"), format!("{per}"), "", "== 0");
     }
 
-    println!("4. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules)");
-    let runs: Vec<Unload> = (0..UNLOAD_SCHEDULES).map(unload_busy).collect();
+    println!("4. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules per variant, producer period {UNLOAD_PERIOD_MS} ms)");
     let period = UNLOAD_PERIOD_MS * 10_000;
-    let worst = runs.iter().map(|r| r.latency).max().unwrap_or(0);
-    let work = runs.iter().filter(|r| r.work_item_during_unload).count();
-    let consumer = runs.iter().filter(|r| r.consumer_during_unload).count();
-    let dpc = runs.iter().filter(|r| r.dpc_during_unload).count();
-    let wall = median(runs.iter().map(|r| r.wall).collect());
-    println!(
-        "   simulated latency: worst {worst} x 100 ns = {:.2} producer periods; schedules where DriverUnload overlapped the work item {work}, the consumer {consumer}, a timer DPC or IoTimer {dpc}; median wall {}",
-        worst as f64 / period as f64,
-        us(wall)
-    );
-    row(&mut table, "unload latency (simulated) after stop + last close", format!("worst {:.1} ms over {UNLOAD_SCHEDULES} seeds", worst as f64 / 10_000.0), format!("{:.2} per.", worst as f64 / period as f64), "<= ~2 periods");
+    for (last_only, variant) in [(false, "stop + all 8 closes posted"), (true, "stop + last close posted")] {
+        let runs: Vec<Unload> = (0..UNLOAD_SCHEDULES).map(|seed| unload_busy(seed, last_only)).collect();
+        let worst = runs.iter().map(|r| r.latency).max().unwrap_or(0);
+        let count = |f: fn(&Unload) -> bool| runs.iter().filter(|r| f(r)).count();
+        let (work, consumer, dpc) =
+            (count(|r| r.work_item_during_unload), count(|r| r.consumer_during_unload), count(|r| r.dpc_during_unload));
+        let deferred = count(|r| r.deferred_by_work_item);
+        let wall = median(runs.iter().map(|r| r.wall).collect());
+        println!(
+            "   {variant}: worst simulated latency {worst} x 100 ns = {:.2} periods; DriverUnload overlapped the work item in {work}, the consumer delivering in {consumer}, a timer DPC/IoTimer in {dpc} schedules; ntsim deferred DriverUnload behind a work item after the last close in {deferred}; median wall {}",
+            worst as f64 / period as f64,
+            us(wall)
+        );
+        row(
+            &mut table,
+            format!("unload latency (simulated), {variant}"),
+            format!("worst {:.1} ms, {UNLOAD_SCHEDULES} seeds; overlaps w{work}/c{consumer}/d{dpc}", worst as f64 / 10_000.0),
+            format!("{:.2} per.", worst as f64 / period as f64),
+            "<= ~2 periods",
+        );
+    }
 
-    println!("5. Records through ReadFile (reads of {RECORDS_PER_READ} records), ntsim Free mode");
+    println!("5. Records through ReadFile (reads of {RECORDS_PER_READ} records, {RECORDS_PER_ROUND} records a round, {ROUNDS} rounds), ntsim Free mode");
+    let (real_calls, noop_calls) = (kernel_calls_per_read(false), kernel_calls_per_read(true));
+    println!("   kernel calls per read inside the read dispatch routine: stagedrv {real_calls}, no-op driver {noop_calls}");
+    row(&mut table, "throughput: kernel calls per read in DispatchRead", format!("stagedrv {real_calls} vs no-op {noop_calls}"), format!("{:.2}", real_calls / noop_calls), "(explains)");
     for readers in [1, 2, 4] {
-        let real = throughput(false, readers);
-        let noop = throughput(true, readers);
-        println!("   {readers} reader thread(s): stagedrv {real:.0} records/s, no-op driver {noop:.0} records/s");
-        row(&mut table, format!("throughput, {readers} reader(s): stagedrv vs no-op driver"), format!("{real:.0} vs {noop:.0} records/s"), format!("{:.2}", noop / real), "(overhead)");
+        let (real, noop) = throughput(readers);
+        let rate = |times: &Vec<Duration>| RECORDS_PER_ROUND as f64 / median(times.clone()).as_secs_f64();
+        let (real_rate, noop_rate) = (rate(&real), rate(&noop));
+        println!("   {readers} reader thread(s): stagedrv {real_rate:.0} records/s, no-op driver {noop_rate:.0} records/s (medians)");
+        row(
+            &mut table,
+            format!("throughput, {readers} reader(s): stagedrv vs no-op driver"),
+            format!("{real_rate:.0} vs {noop_rate:.0} records/s"),
+            format!("{:.2}", paired_ratio(&real, &noop)),
+            "(overhead)",
+        );
     }
 
     println!("6. Release image");
     let sys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cross/stagedrv.sys");
-    match std::fs::metadata(&sys) {
-        Ok(m) => {
-            println!("   {}: {} bytes", sys.display(), m.len());
-            row(&mut table, "release stagedrv.sys size", format!("{} bytes", m.len()), "", "");
-        }
-        Err(_) => {
-            println!("   {} is missing (tests/cross/build-sys.sh builds it)", sys.display());
-            row(&mut table, "release stagedrv.sys size", "missing (run tests/cross/build-sys.sh)", "", "");
-        }
+    if let Ok(m) = std::fs::metadata(&sys) {
+        println!("   {}: {} bytes", sys.display(), m.len());
+        row(&mut table, "release stagedrv.sys size", format!("{} bytes", m.len()), "", "");
+    } else {
+        println!("   {} is missing (tests/cross/build-sys.sh builds it)", sys.display());
+        row(&mut table, "release stagedrv.sys size", "missing (run tests/cross/build-sys.sh)", "", "");
     }
 
     println!();
     println!("Summary (cargo bench --bench bench; {:.0} s)", started.elapsed().as_secs_f64());
-    println!("  {:<58} {:<44} {:>10}  {}", "measurement", "values", "ratio", "bound");
+    println!("  {:<58} {:<44} {:>10}  bound", "measurement", "values", "ratio");
     for r in &table {
         println!("  {:<58} {:<44} {:>10}  {}", r.what, r.measured, r.ratio, r.bound);
     }

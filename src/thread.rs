@@ -90,34 +90,40 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
     let _ = unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }
 
-/// Gives records to pending reads, one read per handle per round, oldest first.
+/// Gives records to pending reads, fairly: each read served sends its handle to the
+/// back of the device's handle list, so handles take turns across passes and ticks
+/// (the oldest read of each handle first).
 fn deliver(device: Device) {
     let extension: &DeviceExtension = device.extension();
     let mut done = Completions::new();
     {
         let mut shared = extension.shared.lock();
         let head = &raw mut shared.handles;
-        loop {
-            let mut progressed = false;
+        while shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
             // SAFETY: the guard protects the handle list and the queues.
             let mut link = unsafe { (*head).Flink };
-            while link != head && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
+            let mut served = None;
+            while link != head {
                 // SAFETY: as above.
                 let handle = unsafe { HandleContext::from_link(link) };
                 // SAFETY: as above.
                 if let Some(irp) = unsafe { dequeue(&mut shared, handle, |_| true) } {
-                    // SAFETY: the dequeued IRP is ours; its stack location is valid.
-                    let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
-                    let bytes = crate::dispatch::read::fill(&mut shared, irp, length);
-                    crate::device::count(&mut shared.stats.reads_completed);
-                    done.push(irp, STATUS_SUCCESS, bytes);
-                    progressed = true;
+                    served = Some((handle, irp));
+                    break;
                 }
                 // SAFETY: as above.
                 link = unsafe { (*link).Flink };
             }
-            if !progressed {
-                break;
+            let Some((handle, irp)) = served else { break };
+            // SAFETY: the dequeued IRP is ours; its stack location is valid.
+            let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
+            let bytes = crate::dispatch::read::fill(&mut shared, irp, length);
+            crate::device::count(&mut shared.stats.reads_completed);
+            done.push(irp, STATUS_SUCCESS, bytes);
+            // SAFETY: as above; the handle's link moves to the tail of the same list.
+            unsafe {
+                crate::list::remove(&raw mut (*handle).link);
+                crate::list::insert_tail(head, &raw mut (*handle).link);
             }
         }
     }

@@ -1,11 +1,12 @@
 //! Model-based test of the read path: proptest generates sequences of client
 //! operations over several processes, threads and handles (open, overlapped reads of
 //! any length, CancelIoEx of one read or of all, CancelIo, CloseHandle,
-//! DuplicateHandle, time passing, thread and process exit, `sc stop`, the statistics
-//! IOCTL). A plain-Rust model of the driver's documented behaviour, with no ntsim in
-//! it, predicts every result; the real driver runs the same sequence in ntsim; they
-//! must agree after every operation. proptest shrinks a disagreement to a minimal
-//! sequence.
+//! DuplicateHandle within a process and into another one, time passing, thread and
+//! process exit, `sc stop`, the statistics IOCTL) and the driver's parameters
+//! (producer period, read timeout, ring capacity, per-handle limit). A plain-Rust
+//! model of the driver's documented behaviour, with no ntsim in it, predicts every
+//! result; the real driver runs the same sequence in ntsim; they must agree after
+//! every operation. proptest shrinks a disagreement to a minimal sequence.
 //!
 //! # Why the model can be exact
 //!
@@ -25,14 +26,20 @@
 //! - after every instant, each device has an empty ring or no pending read (the
 //!   consumer drains one or the other), so a new read either completes at once or
 //!   pends behind an empty ring; one record per tick therefore goes to the oldest read
-//!   of the oldest handle (in open order) that has one.
+//!   of the first handle in the device's list that has one, and that handle then moves
+//!   to the back of the list (handles take turns).
 //!
-//! The model is checked under any scheduler seed (uniform and PCT): it predicts the
+//! Each case runs under a generated scheduler (`Mode::Seeded` or `Mode::Pct` with any
+//! seed, or `Mode::Free`): the results must not depend on it. The model predicts the
 //! exact status, byte count and record contents (sequence, timestamp, value) of every
 //! read, the result of every other call, the device counters returned by the IOCTL,
 //! and the driver's unload state. At the end every process exits and the driver must
 //! unload with ntsim's verdict clean and every read completed (exactly once: a second
 //! completion is a bug check in ntsim).
+//!
+//! Not covered, by construction: reads racing timers or each other (the exploration
+//! tests cover those), and the consumer's multi-record rounds (one record arrives per
+//! tick, so a round never has more than one record to hand out).
 //!
 //! `PROPTEST_CASES=N` sets the number of generated sequences (default 256, a few
 //! seconds in a debug build).
@@ -114,6 +121,9 @@ enum Op {
     CancelIo { handle: u8, thread: u8 },
     Close { handle: u8 },
     Duplicate { handle: u8 },
+    /// DuplicateHandle into another process: the file object then has handles in two
+    /// processes, and its cleanup waits for both.
+    DuplicateInto { handle: u8, process: u8 },
     /// IOCTL_STAGEDRV_GET_STATS on the handle.
     Stats { handle: u8 },
     /// Simulated time passes.
@@ -148,6 +158,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u8>(), 0..THREADS as u8).prop_map(|(handle, thread)| Op::CancelIo { handle, thread }),
         3 => any::<u8>().prop_map(|handle| Op::Close { handle }),
         2 => any::<u8>().prop_map(|handle| Op::Duplicate { handle }),
+        2 => (any::<u8>(), process.clone()).prop_map(|(handle, process)| Op::DuplicateInto { handle, process }),
         2 => any::<u8>().prop_map(|handle| Op::Stats { handle }),
         9 => advance_ms().prop_map(|ms| Op::Advance { ms }),
         1 => process.clone().prop_map(|process| Op::ExitThread { process }),
@@ -283,13 +294,14 @@ impl Model {
         Ok(self.handles.len() - 1)
     }
 
-    fn duplicate(&mut self, handle: usize) -> Result<usize, NTSTATUS> {
+    /// DuplicateHandle into `process` (the handle's own or another).
+    fn duplicate(&mut self, handle: usize, process: usize) -> Result<usize, NTSTATUS> {
         let h = self.handles[handle];
         if !h.open {
             return Err(STATUS_INVALID_HANDLE);
         }
         self.files[h.file].handles += 1;
-        self.handles.push(MHandle { open: true, ..h });
+        self.handles.push(MHandle { open: true, process, ..h });
         Ok(self.handles.len() - 1)
     }
 
@@ -361,7 +373,8 @@ impl Model {
         if !h.open {
             return STATUS_INVALID_HANDLE;
         }
-        self.cancel(Some(h.file), |r, _| read.is_none_or(|only| r == only));
+        // The calling process's requests on the file object (CancelIoEx).
+        self.cancel(Some(h.file), |r, m| m.process == h.process && read.is_none_or(|only| r == only));
         STATUS_SUCCESS
     }
 
@@ -453,28 +466,23 @@ impl Model {
         }
     }
 
-    /// The consumer thread: rounds over the handles in open order, one read per
-    /// handle per round, while records remain.
+    /// The consumer thread: while records remain, serves the oldest read of the first
+    /// handle (in list order) that has one, and sends that handle to the back.
     fn deliver(&mut self, device: usize) {
-        loop {
-            let mut progressed = false;
-            for file in self.devices[device].files.clone() {
-                if self.devices[device].ring.is_empty() {
-                    break;
-                }
-                if let Some(read) = self.files[file].pending.pop_front() {
-                    let length = self.reads[read].length;
-                    let records = self.fill(device, length);
-                    let stats = &mut self.devices[device].stats;
-                    stats.reads_pending -= 1;
-                    stats.reads_completed += 1;
-                    self.finish(read, STATUS_SUCCESS, records);
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                break;
-            }
+        while !self.devices[device].ring.is_empty() {
+            let files = self.devices[device].files.clone();
+            let Some(position) = files.iter().position(|&file| !self.files[file].pending.is_empty()) else { break };
+            let file = files[position];
+            let read = self.files[file].pending.pop_front().expect("has a pending read");
+            let length = self.reads[read].length;
+            let records = self.fill(device, length);
+            let stats = &mut self.devices[device].stats;
+            stats.reads_pending -= 1;
+            stats.reads_completed += 1;
+            self.finish(read, STATUS_SUCCESS, records);
+            let list = &mut self.devices[device].files;
+            list.remove(position);
+            list.push(file);
         }
     }
 
@@ -501,7 +509,7 @@ impl Model {
         if !h.open {
             return STATUS_INVALID_HANDLE;
         }
-        self.cancel(Some(h.file), |_, r| r.thread == thread);
+        self.cancel(Some(h.file), |_, r| r.process == h.process && r.thread == thread);
         STATUS_SUCCESS
     }
 }
@@ -665,13 +673,29 @@ impl<'m> Run<'m> {
             }
             Op::Duplicate { handle } => {
                 let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
-                let expected = self.model.duplicate(handle);
                 let process = self.model.handles[handle].process;
+                let expected = self.model.duplicate(handle, process);
                 let actual = self.process(process).duplicate(self.handles[handle]).map_err(stopped)?;
                 match (expected, actual) {
                     (Ok(_), Ok(new)) => self.handles.push(new),
                     (Err(e), Err(a)) if e == a => {}
                     (e, a) => return Err(format!("DuplicateHandle: model {e:x?}, driver {a:x?}")),
+                }
+            }
+            Op::DuplicateInto { handle, process: target } => {
+                let Some(handle) = self.pick_handle(handle) else { return Ok(()) };
+                let target = usize::from(target);
+                if !self.model.process_alive[target] {
+                    return Ok(());
+                }
+                let expected = self.model.duplicate(handle, target);
+                let source = self.model.handles[handle].process;
+                let actual =
+                    self.process(source).duplicate_into(self.handles[handle], self.process(target)).map_err(stopped)?;
+                match (expected, actual) {
+                    (Ok(_), Ok(new)) => self.handles.push(new),
+                    (Err(e), Err(a)) if e == a => {}
+                    (e, a) => return Err(format!("DuplicateHandle into process {target}: model {e:x?}, driver {a:x?}")),
                 }
             }
             Op::Stats { handle } => {

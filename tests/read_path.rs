@@ -260,3 +260,21 @@ fn a_read_racing_cleanup_is_cancelled_or_refused_never_lost() {
     assert!(queued_then_cancelled > 0 && refused_after_cleanup > 0, "{queued_then_cancelled} / {refused_after_cleanup}");
 }
 
+
+/// One record per tick, two handles each with several reads waiting: the consumer
+/// serves them in turn rather than draining the first-opened handle.
+#[test]
+fn handles_take_turns_for_records() {
+    let machine = machine_with(12, &[("SamplePeriodMs", 10)]);
+    let driver = load(&machine);
+    let process = machine.new_process();
+    let (a, b) = (open(&process, 0), open(&process, 0));
+    let reads_a: Vec<_> = (0..3).map(|_| pending_read(&process, a, 1)).collect();
+    let reads_b: Vec<_> = (0..3).map(|_| pending_read(&process, b, 1)).collect();
+    machine.advance_ms(40).unwrap();
+    let done = |reads: &[ntsim::PendingIo]| reads.iter().filter(|r| r.result().is_some()).count();
+    assert_eq!((done(&reads_a), done(&reads_b)), (2, 2), "four ticks, two records each");
+    process.close(a).unwrap();
+    process.close(b).unwrap();
+    unload_clean(&machine, driver);
+}
