@@ -974,7 +974,7 @@ fn main() {
 
     println!("2. CancelIoEx of one read out of N pending");
     let counts = [10, 100_000];
-    real_rows(&mut table, "cancel one", "CancelIoEx", "inside stagedrv's cancel routine", &counts, &cancel_real(&counts), "(simulator: O(N) scan)");
+    real_rows(&mut table, "cancel one", "CancelIoEx", "inside stagedrv's cancel routine", &counts, &cancel_real(&counts), "<= 1.5");
 
     println!("3. Pool allocations per read (handle open; create/close excluded), real driver in ntsim (Seeded)");
     for (path, per) in allocations() {

@@ -340,7 +340,18 @@ impl Thread<'_> {
         let only = io.map(|p| p.seq);
         self.machine.on_thread(self.tid, "CancelIoEx", move |ctx| {
             let threads = ctx.io.processes[pid].threads.clone();
-            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread) && only.is_none_or(|irp| i.seq == irp))
+            if let Some(seq) = only {
+                // One request: found by its issue number, no scan of the others.
+                let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
+                let target = ctx.io.irps.by_seq.get(&seq).copied().filter(|irp| {
+                    ctx.io.irps.live.get(irp).is_some_and(|i| i.file == file && threads.contains(&i.thread))
+                });
+                if let Some(irp) = target {
+                    irp::cancel(ctx, irp)?;
+                }
+                return Ok(STATUS_SUCCESS);
+            }
+            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread))
         })
     }
 

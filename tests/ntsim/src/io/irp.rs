@@ -62,6 +62,9 @@ const QUARANTINE: usize = 4096;
 #[derive(Default)]
 pub(crate) struct Irps {
     pub(crate) live: HashMap<usize, IrpInfo>,
+    /// Issue number → address, for IRPs still in `live` (CancelIoEx of one request
+    /// finds it without a scan).
+    pub(crate) by_seq: HashMap<u64, usize>,
     quarantine: VecDeque<usize>,
     pub(crate) completed_total: u64,
     pub(crate) issued_total: u64,
@@ -123,6 +126,7 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
     let thread = ctx.tid;
     let seq = ctx.io.irps.issued_total;
     ctx.io.irps.issued_total += 1;
+    ctx.io.irps.by_seq.insert(seq, irp as usize);
     if request.holds_file_ref {
         crate::ob::reference(ctx, request.file);
         if let Some(f) = ctx.io.files.get_mut(&request.file) {
@@ -249,7 +253,9 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
     ctx.io.irps.quarantine.push_back(irp);
     if ctx.io.irps.quarantine.len() > QUARANTINE {
         let old = ctx.io.irps.quarantine.pop_front().expect("non-empty");
-        ctx.io.irps.live.remove(&old);
+        if let Some(info) = ctx.io.irps.live.remove(&old) {
+            ctx.io.irps.by_seq.remove(&info.seq);
+        }
     }
     if let Some(f) = ctx.io.files.get_mut(&file) {
         f.outstanding -= 1;
