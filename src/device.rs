@@ -41,6 +41,17 @@ pub struct Shared {
     pub ticks_since_statistics: u32,
 }
 
+impl Shared {
+    /// The counters, with the ring's produced and dropped counts brought up to date.
+    pub fn stats_now(&mut self) -> Stats {
+        if let Some(ring) = self.ring.as_ref() {
+            self.stats.records_produced = ring.produced();
+            self.stats.records_dropped = ring.dropped;
+        }
+        self.stats
+    }
+}
+
 /// The device extension. Initialised in place by [`Device::create`]; never moves.
 pub struct DeviceExtension {
     pub index: u32,

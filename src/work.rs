@@ -63,14 +63,7 @@ impl StatisticsWork {
 unsafe extern "C" fn write_statistics(device: PDEVICE_OBJECT, _context: PVOID) {
     // SAFETY: the queued item holds a reference on the device, which is ours.
     let extension = unsafe { DeviceExtension::of(device) };
-    let snapshot = {
-        let mut shared = extension.shared.lock();
-        let produced = shared.ring.as_ref().map_or(0, crate::ring::Ring::produced);
-        let dropped = shared.ring.as_ref().map_or(0, |r| r.dropped);
-        shared.stats.records_produced = produced;
-        shared.stats.records_dropped = dropped;
-        shared.stats
-    };
+    let snapshot = extension.shared.lock().stats_now();
     crate::registry::write_statistics(extension.driver(), extension.index, &snapshot);
     let mut shared = extension.shared.lock();
     shared.work_queued = false;

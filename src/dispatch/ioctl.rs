@@ -24,14 +24,7 @@ pub unsafe extern "C" fn dispatch_device_control(device: PDEVICE_OBJECT, irp: PI
     }
     // SAFETY: the device is ours.
     let extension = unsafe { DeviceExtension::of(device) };
-    let stats = {
-        let mut shared = extension.shared.lock();
-        let produced = shared.ring.as_ref().map_or(0, crate::ring::Ring::produced);
-        let dropped = shared.ring.as_ref().map_or(0, |r| r.dropped);
-        shared.stats.records_produced = produced;
-        shared.stats.records_dropped = dropped;
-        shared.stats
-    };
+    let stats = extension.shared.lock().stats_now();
     // SAFETY: METHOD_BUFFERED: SystemBuffer holds at least `output_length` bytes, and the
     // reply is written whole (no stale bytes of the input reach the caller).
     unsafe {
