@@ -43,14 +43,18 @@ use std::hint::black_box;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use ntsim::wdk_sys::ntddk::{IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IofCompleteRequest};
+use ntsim::trace::Routine;
+use ntsim::wdk_sys::ntddk::{
+    IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IofCompleteRequest,
+};
 use ntsim::wdk_sys::{
-    DO_BUFFERED_IO, FILE_DEVICE_UNKNOWN, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_READ, NT_SUCCESS, NTSTATUS,
-    PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
+    DO_BUFFERED_IO, FILE_DEVICE_UNKNOWN, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_READ, NT_SUCCESS,
+    NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
     UNICODE_STRING,
 };
-use ntsim::trace::Routine;
-use ntsim::{Config, Driver, DriverEntry, DriverState, Handle, Issued, Machine, Mode, PendingIo, Process, Value, service_key};
+use ntsim::{
+    Config, Driver, DriverEntry, DriverState, Handle, Issued, Machine, Mode, PendingIo, Process, Value, service_key,
+};
 use stagedrv::protocol::RECORD_SIZE;
 
 // --- helpers ------------------------------------------------------------------------
@@ -124,7 +128,13 @@ struct Row {
     bound: String,
 }
 
-fn row(table: &mut Vec<Row>, what: impl Into<String>, measured: impl Into<String>, ratio: impl Into<String>, bound: impl Into<String>) {
+fn row(
+    table: &mut Vec<Row>,
+    what: impl Into<String>,
+    measured: impl Into<String>,
+    ratio: impl Into<String>,
+    bound: impl Into<String>,
+) {
     table.push(Row { what: what.into(), measured: measured.into(), ratio: ratio.into(), bound: bound.into() });
 }
 
@@ -317,7 +327,11 @@ fn timed_machine() -> Machine {
     machine(
         Mode::Free,
         4_096,
-        &[("SamplePeriodMs", 60_000), ("MaxPendingReadsPerHandle", PER_HANDLE as u32), ("StatisticsEveryTicks", 100_000)],
+        &[
+            ("SamplePeriodMs", 60_000),
+            ("MaxPendingReadsPerHandle", PER_HANDLE as u32),
+            ("StatisticsEveryTicks", 100_000),
+        ],
     )
 }
 
@@ -723,7 +737,12 @@ fn unload_busy(seed: u64, last_only: bool) -> Unload {
     };
     // To 1000 ms: every producer DPC and the IoTimer tick are queued, not yet run.
     machine.tick(5 * 10_000);
-    let posted: Vec<_> = threads.iter().zip(&handles).take(open_now).map(|(thread, &handle)| thread.post_read(handle, RECORD_SIZE)).collect();
+    let posted: Vec<_> = threads
+        .iter()
+        .zip(&handles)
+        .take(open_now)
+        .map(|(thread, &handle)| thread.post_read(handle, RECORD_SIZE))
+        .collect();
     threads[0].post_cancel_io(handles[0]);
     machine.post_stop_driver(driver);
     for (thread, &handle) in threads.iter().zip(&handles).take(open_now) {
@@ -743,7 +762,8 @@ fn unload_busy(seed: u64, last_only: bool) -> Unload {
             println!("{c} [{}]", c.routine);
         }
     }
-    let last_close = trace[..unload_start].iter().rposition(|c| c.routine == Routine::Dispatch(IRP_MJ_CLOSE as u8)).unwrap_or(0);
+    let last_close =
+        trace[..unload_start].iter().rposition(|c| c.routine == Routine::Dispatch(IRP_MJ_CLOSE as u8)).unwrap_or(0);
     let deferred_by_work_item = trace[last_close..unload_start].iter().any(|c| c.routine == Routine::WorkItem);
     let after = &trace[unload_start..];
     let during = |routine: Routine| after.iter().any(|c| c.routine == routine);
@@ -752,9 +772,10 @@ fn unload_busy(seed: u64, last_only: bool) -> Unload {
         wall,
         work_item_during_unload: during(Routine::WorkItem),
         // Delivering records (any call but its wait and its exit).
-        consumer_during_unload: after
-            .iter()
-            .any(|c| c.routine == Routine::SystemThread && !matches!(c.api, "KeWaitForMultipleObjects" | "PsTerminateSystemThread")),
+        consumer_during_unload: after.iter().any(|c| {
+            c.routine == Routine::SystemThread
+                && !matches!(c.api, "KeWaitForMultipleObjects" | "PsTerminateSystemThread")
+        }),
         dpc_during_unload: during(Routine::CustomTimerDpc) || during(Routine::IoTimer),
         deferred_by_work_item,
     }
@@ -821,7 +842,12 @@ impl<'m> Readers<'m> {
 /// producer before each round, untimed) and the no-op driver (zeroed data), in
 /// alternating rounds. Returns the per-round times (stagedrv, no-op).
 fn throughput(readers: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let parameters = [("DeviceCount", 1), ("SamplePeriodMs", 1), ("RingCapacity", RECORDS_PER_ROUND as u32), ("StatisticsEveryTicks", 100_000)];
+    let parameters = [
+        ("DeviceCount", 1),
+        ("SamplePeriodMs", 1),
+        ("RingCapacity", RECORDS_PER_ROUND as u32),
+        ("StatisticsEveryTicks", 100_000),
+    ];
     let (real_machine, noop_machine) = (machine(Mode::Free, 64, &parameters), machine(Mode::Free, 64, &[]));
     let (real, noop) = (Readers::new(&real_machine, false, readers), Readers::new(&noop_machine, true, readers));
     let (mut real_times, mut noop_times) = (Vec::new(), Vec::new());
@@ -853,7 +879,12 @@ fn kernel_calls_per_read(noop: bool) -> f64 {
     let read = Routine::Dispatch(IRP_MJ_READ as u8);
     let (since, _) = trace_calls(&machine, 0, read);
     for _ in 0..READS {
-        let r = readers.process.read(readers.handles[0], RECORDS_PER_READ * RECORD_SIZE).expect("machine runs").done().expect("at once");
+        let r = readers
+            .process
+            .read(readers.handles[0], RECORDS_PER_READ * RECORD_SIZE)
+            .expect("machine runs")
+            .done()
+            .expect("at once");
         assert_eq!(r.information, (RECORDS_PER_READ * RECORD_SIZE) as u64);
     }
     let (_, calls) = trace_calls(&machine, since, read);
@@ -868,7 +899,12 @@ fn kernel_calls_per_read(noop: bool) -> f64 {
 fn explore(counts: &[usize], samples: &[Samples]) {
     let q = |v: &Vec<Duration>| [0.0, 0.1, 0.25, 0.5, 0.9].map(|q| us(quantile(v.clone(), q)));
     for (n, (whole, inside, calls)) in counts.iter().zip(samples) {
-        println!("N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}; kernel calls inside {:?}", q(whole), q(inside), calls.iter().min()..=calls.iter().max());
+        println!(
+            "N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}; kernel calls inside {:?}",
+            q(whole),
+            q(inside),
+            calls.iter().min()..=calls.iter().max()
+        );
         println!(
             "           paired median ratio vs N = {}: call {:.2}, inside {:.2}",
             counts[0],
@@ -881,7 +917,15 @@ fn explore(counts: &[usize], samples: &[Samples]) {
 /// The table rows of one real-driver measurement: medians, and ratios of the last N
 /// against the first (median of the per-round ratios: rounds alternate between the
 /// machines, so both sides of a ratio saw the same load on the host).
-fn real_rows(table: &mut Vec<Row>, what: &str, call: &str, inside: &str, counts: &[usize], samples: &[Samples], bound_call: &str) {
+fn real_rows(
+    table: &mut Vec<Row>,
+    what: &str,
+    call: &str,
+    inside: &str,
+    counts: &[usize],
+    samples: &[Samples],
+    bound_call: &str,
+) {
     let (first, last) = (&samples[0], &samples[samples.len() - 1]);
     let span = format!("N {} -> {}", counts[0], counts[counts.len() - 1]);
     for (n, (whole, within, calls)) in counts.iter().zip(samples) {
@@ -958,8 +1002,19 @@ fn main() {
 
     println!("1. CloseHandle of a handle with 16 pending reads, other handles holding N pending reads");
     let counts = [0, 1_000, 100_000];
-    real_rows(&mut table, "cleanup", "CloseHandle", "inside DispatchCleanup", &counts, &cleanup_real(&counts), "<= 1.5");
-    for (design, label) in [(Design::PerHandle, "per-handle FIFO (stagedrv's design)"), (Design::SharedRescan, "shared queue, rescan from head (cancel sample)")] {
+    real_rows(
+        &mut table,
+        "cleanup",
+        "CloseHandle",
+        "inside DispatchCleanup",
+        &counts,
+        &cleanup_real(&counts),
+        "<= 1.5",
+    );
+    for (design, label) in [
+        (Design::PerHandle, "per-handle FIFO (stagedrv's design)"),
+        (Design::SharedRescan, "shared queue, rescan from head (cancel sample)"),
+    ] {
         let samples = cleanup_model(design, &counts);
         let times: Vec<Duration> = samples.iter().map(|s| median(s.clone())).collect();
         println!("   pure model, {label}: N = 0 {}, 1k {}, 100k {}", us(times[0]), us(times[1]), us(times[2]));
@@ -974,7 +1029,15 @@ fn main() {
 
     println!("2. CancelIoEx of one read out of N pending");
     let counts = [10, 100_000];
-    real_rows(&mut table, "cancel one", "CancelIoEx", "inside stagedrv's cancel routine", &counts, &cancel_real(&counts), "<= 1.5");
+    real_rows(
+        &mut table,
+        "cancel one",
+        "CancelIoEx",
+        "inside stagedrv's cancel routine",
+        &counts,
+        &cancel_real(&counts),
+        "<= 1.5",
+    );
 
     println!("3. Pool allocations per read (handle open; create/close excluded), real driver in ntsim (Seeded)");
     for (path, per) in allocations() {
@@ -982,7 +1045,9 @@ fn main() {
         row(&mut table, format!("allocations per {path}"), format!("{per}"), "", "== 0");
     }
 
-    println!("4. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules per variant, producer period {UNLOAD_PERIOD_MS} ms)");
+    println!(
+        "4. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules per variant, producer period {UNLOAD_PERIOD_MS} ms)"
+    );
     let period = UNLOAD_PERIOD_MS * 10_000;
     for (last_only, variant) in [(false, "stop + all 8 closes posted"), (true, "stop + last close posted")] {
         let runs: Vec<Unload> = (0..UNLOAD_SCHEDULES).map(|seed| unload_busy(seed, last_only)).collect();
@@ -1000,21 +1065,36 @@ fn main() {
         row(
             &mut table,
             format!("unload latency (simulated), {variant}"),
-            format!("worst {:.1} ms, {UNLOAD_SCHEDULES} seeds; overlaps w{work}/c{consumer}/d{dpc}", worst as f64 / 10_000.0),
+            format!(
+                "worst {:.1} ms, {UNLOAD_SCHEDULES} seeds; overlaps w{work}/c{consumer}/d{dpc}",
+                worst as f64 / 10_000.0
+            ),
             format!("{:.2} per.", worst as f64 / period as f64),
             "<= ~2 periods",
         );
     }
 
-    println!("5. Records through ReadFile (reads of {RECORDS_PER_READ} records, {RECORDS_PER_ROUND} records a round, {ROUNDS} rounds), ntsim Free mode");
+    println!(
+        "5. Records through ReadFile (reads of {RECORDS_PER_READ} records, {RECORDS_PER_ROUND} records a round, {ROUNDS} rounds), ntsim Free mode"
+    );
     let (real_calls, noop_calls) = (kernel_calls_per_read(false), kernel_calls_per_read(true));
-    println!("   kernel calls per read inside the read dispatch routine: stagedrv {real_calls}, no-op driver {noop_calls}");
-    row(&mut table, "throughput: kernel calls per read in DispatchRead", format!("stagedrv {real_calls} vs no-op {noop_calls}"), format!("{:.2}", real_calls / noop_calls), "(explains)");
+    println!(
+        "   kernel calls per read inside the read dispatch routine: stagedrv {real_calls}, no-op driver {noop_calls}"
+    );
+    row(
+        &mut table,
+        "throughput: kernel calls per read in DispatchRead",
+        format!("stagedrv {real_calls} vs no-op {noop_calls}"),
+        format!("{:.2}", real_calls / noop_calls),
+        "(explains)",
+    );
     for readers in [1, 2, 4] {
         let (real, noop) = throughput(readers);
         let rate = |times: &Vec<Duration>| RECORDS_PER_ROUND as f64 / median(times.clone()).as_secs_f64();
         let (real_rate, noop_rate) = (rate(&real), rate(&noop));
-        println!("   {readers} reader thread(s): stagedrv {real_rate:.0} records/s, no-op driver {noop_rate:.0} records/s (medians)");
+        println!(
+            "   {readers} reader thread(s): stagedrv {real_rate:.0} records/s, no-op driver {noop_rate:.0} records/s (medians)"
+        );
         row(
             &mut table,
             format!("throughput, {readers} reader(s): stagedrv vs no-op driver"),

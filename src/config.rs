@@ -3,12 +3,12 @@
 //! Every value is optional. A value of the wrong type or size is ignored with a log
 //! line (the default applies); a DWORD outside its range is clamped with a log line.
 
-use crate::sys::{
-    HANDLE, KEY_READ, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD,
-    UNICODE_STRING, ZwClose, ZwOpenKey, ZwQueryValueKey, _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation,
-    nt_success,
-};
 use crate::name::Name;
+use crate::sys::{
+    _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation, HANDLE, KEY_READ, NTSTATUS, OBJ_CASE_INSENSITIVE,
+    OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD, UNICODE_STRING, ZwClose, ZwOpenKey,
+    ZwQueryValueKey, nt_success,
+};
 
 /// A bounded DWORD parameter.
 pub struct Bounded {
@@ -78,7 +78,10 @@ impl Config {
                 return Err(crate::sys::STATUS_INVALID_PARAMETER);
             }
             if cfg!(target_os = "windows") && get(&HARDWARE_OPT_IN) == 0 {
-                log!(Error, "Parameters: the hardware profile needs HardwareProfileOptIn=1 (legacy drivers get no interrupt on x64 Windows)");
+                log!(
+                    Error,
+                    "Parameters: the hardware profile needs HardwareProfileOptIn=1 (legacy drivers get no interrupt on x64 Windows)"
+                );
                 return Err(crate::sys::STATUS_NOT_SUPPORTED);
             }
         }
@@ -143,7 +146,12 @@ impl ParametersKey {
         }
         let (kind, length, value) = (buffer[1], buffer[2], buffer[3]);
         if kind != REG_DWORD || length != 4 {
-            log!(Warning, "Parameters: {} is not a REG_DWORD (type {kind}, {length} bytes); using {}", b.name, b.default);
+            log!(
+                Warning,
+                "Parameters: {} is not a REG_DWORD (type {kind}, {length} bytes); using {}",
+                b.name,
+                b.default
+            );
             return b.default;
         }
         let clamped = value.clamp(b.min, b.max);

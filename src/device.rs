@@ -8,8 +8,9 @@ use crate::protocol::{FILE_DEVICE_STAGEDRV, Stats};
 use crate::ring::Ring;
 use crate::sync::SpinLock;
 use crate::sys::{
-    DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN, IoCreateDevice,
-    IoDeleteDevice, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, STATUS_INSUFFICIENT_RESOURCES, ULONG, nt_success,
+    DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
+    IoCreateDevice, IoDeleteDevice, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, STATUS_INSUFFICIENT_RESOURCES, ULONG,
+    nt_success,
 };
 use crate::timer::{Producer, Watchdog};
 use crate::work::StatisticsWork;
@@ -92,7 +93,11 @@ impl Device {
     /// `IoCreateDevice` for `\Device\StageDrv<index>` (buffered I/O, secure open) and
     /// the extension's initialisation. The ring is allocated here; the timer, DPC,
     /// work item and link are set up by their own stages. PASSIVE_LEVEL.
-    pub fn create(driver: &mut DRIVER_OBJECT, index: u32, state: &crate::driver::DriverState) -> Result<Self, NTSTATUS> {
+    pub fn create(
+        driver: &mut DRIVER_OBJECT,
+        index: u32,
+        state: &crate::driver::DriverState,
+    ) -> Result<Self, NTSTATUS> {
         let device_name = Name::indexed(DEVICE_PREFIX, index);
         let mut unicode = device_name.as_unicode_string();
         let mut object: PDEVICE_OBJECT = core::ptr::null_mut();

@@ -7,9 +7,11 @@ use crate::config::Config;
 use crate::device::Device;
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
-use crate::sync::Event;
 use crate::pool::{PoolBuf, tag};
-use crate::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS};
+use crate::sync::Event;
+use crate::sys::{
+    DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+};
 use crate::thread::ConsumerThread;
 use crate::{dispatch, hardware, registry, security, unload};
 

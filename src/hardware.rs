@@ -13,12 +13,12 @@ use core::cell::{Cell, UnsafeCell};
 use crate::config::REGISTER_WINDOW;
 use crate::driver::DriverState;
 use crate::sys::{
-    BOOLEAN, CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, CmResourceTypeInterrupt, CmResourceTypeMemory,
-    DRIVER_OBJECT, IoConnectInterrupt, IoCreateController, IoDeleteController, IoDisconnectInterrupt,
-    IoReportResourceForDetection, KDPC, KeInitializeDpc, KeInsertQueueDpc, KeRemoveQueueDpc, KeSynchronizeExecution,
-    MmMapIoSpace, MmUnmapIoSpace, NTSTATUS, PCONTROLLER_OBJECT, PDRIVER_OBJECT, PHYSICAL_ADDRESS, PKDPC, PKINTERRUPT,
-    PVOID, STATUS_CONFLICTING_ADDRESSES, STATUS_INSUFFICIENT_RESOURCES, _INTERFACE_TYPE::Internal,
-    _KINTERRUPT_MODE::Latched, _MEMORY_CACHING_TYPE::MmNonCached, nt_success,
+    _INTERFACE_TYPE::Internal, _KINTERRUPT_MODE::Latched, _MEMORY_CACHING_TYPE::MmNonCached, BOOLEAN,
+    CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, CmResourceTypeInterrupt, CmResourceTypeMemory, DRIVER_OBJECT,
+    IoConnectInterrupt, IoCreateController, IoDeleteController, IoDisconnectInterrupt, IoReportResourceForDetection,
+    KDPC, KeInitializeDpc, KeInsertQueueDpc, KeRemoveQueueDpc, KeSynchronizeExecution, MmMapIoSpace, MmUnmapIoSpace,
+    NTSTATUS, PCONTROLLER_OBJECT, PDRIVER_OBJECT, PHYSICAL_ADDRESS, PKDPC, PKINTERRUPT, PVOID,
+    STATUS_CONFLICTING_ADDRESSES, STATUS_INSUFFICIENT_RESOURCES, nt_success,
 };
 
 const STATUS: usize = 0;
@@ -65,7 +65,8 @@ impl Hardware {
         let controller = self.controller.get();
         // SAFETY: a live controller object created by `claim`; its extension was sized and
         // initialised for ControllerExtension.
-        (!controller.is_null()).then(|| unsafe { &*(*controller).ControllerExtension.cast::<UnsafeCell<ControllerExtension>>() })
+        (!controller.is_null())
+            .then(|| unsafe { &*(*controller).ControllerExtension.cast::<UnsafeCell<ControllerExtension>>() })
     }
 
     fn registers(&self) -> *mut u32 {
@@ -98,7 +99,9 @@ pub fn claim(driver: &mut DRIVER_OBJECT, state: &DriverState) -> Result<(), NTST
     let Some(extension) = hw.extension() else { return Err(STATUS_INSUFFICIENT_RESOURCES) };
     let extension = extension.get();
     // SAFETY: the fresh, zeroed extension is ours; the DPC is initialised in place.
-    unsafe { KeInitializeDpc(&raw mut (*extension).dpc, Some(hardware_dpc), core::ptr::from_ref(state).cast_mut().cast()) };
+    unsafe {
+        KeInitializeDpc(&raw mut (*extension).dpc, Some(hardware_dpc), core::ptr::from_ref(state).cast_mut().cast())
+    };
     let base = PHYSICAL_ADDRESS { QuadPart: hardware.register_base as i64 };
     // SAFETY: maps the window the Parameters key describes.
     let registers = unsafe { MmMapIoSpace(base, REGISTER_WINDOW as u64, MmNonCached) };
@@ -112,7 +115,15 @@ pub fn claim(driver: &mut DRIVER_OBJECT, state: &DriverState) -> Result<(), NTST
     let mut conflict: BOOLEAN = 0;
     // SAFETY: a well-formed resource list of the size given.
     let status = unsafe {
-        IoReportResourceForDetection(driver, list.as_mut_ptr(), ResourceList::SIZE, core::ptr::null_mut(), core::ptr::null_mut(), 0, &raw mut conflict)
+        IoReportResourceForDetection(
+            driver,
+            list.as_mut_ptr(),
+            ResourceList::SIZE,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            0,
+            &raw mut conflict,
+        )
     };
     if !nt_success(status) {
         return Err(status);
@@ -171,7 +182,19 @@ pub fn connect(state: &DriverState) -> Result<(), NTSTATUS> {
     let irql = hardware.level as u8;
     // SAFETY: the extension outlives the connection (deleted after stage 1 disconnects).
     let status = unsafe {
-        IoConnectInterrupt(&raw mut (*extension).interrupt, Some(isr), extension.cast(), core::ptr::null_mut(), hardware.vector, irql, irql, Latched, 0, 1, 0)
+        IoConnectInterrupt(
+            &raw mut (*extension).interrupt,
+            Some(isr),
+            extension.cast(),
+            core::ptr::null_mut(),
+            hardware.vector,
+            irql,
+            irql,
+            Latched,
+            0,
+            1,
+            0,
+        )
     };
     if !nt_success(status) {
         log!(Error, "hardware profile: IoConnectInterrupt failed: {status:#x}");
@@ -229,7 +252,15 @@ pub fn release_claim(state: &DriverState) {
         let mut conflict: BOOLEAN = 0;
         // SAFETY: our driver object; an empty list releases the claim.
         let status = unsafe {
-            IoReportResourceForDetection(state.hardware.driver.get(), core::ptr::null_mut(), 0, core::ptr::null_mut(), core::ptr::null_mut(), 0, &raw mut conflict)
+            IoReportResourceForDetection(
+                state.hardware.driver.get(),
+                core::ptr::null_mut(),
+                0,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                0,
+                &raw mut conflict,
+            )
         };
         if !nt_success(status) {
             log!(Warning, "releasing the resource claim failed: {status:#x}");
@@ -303,7 +334,9 @@ unsafe extern "C" fn hardware_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
     let device_count = state.devices().count();
     let mut wake = false;
     for &(channel, value) in exchange.1.samples.iter().take(exchange.1.count) {
-        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| state.devices().nth(k)) else { continue };
+        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| state.devices().nth(k)) else {
+            continue;
+        };
         let mut shared = device.extension().shared.lock_at_dpc_level();
         if shared.stopping {
             continue;

@@ -7,7 +7,9 @@
 
 use core::fmt::{self, Write};
 
-use crate::sys::{_DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID, DPFLTR_ERROR_LEVEL, DPFLTR_INFO_LEVEL, DPFLTR_WARNING_LEVEL, DbgPrintEx, ULONG};
+use crate::sys::{
+    _DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID, DPFLTR_ERROR_LEVEL, DPFLTR_INFO_LEVEL, DPFLTR_WARNING_LEVEL, DbgPrintEx, ULONG,
+};
 
 /// Severity of a message; maps to the `DPFLTR_*_LEVEL` values.
 #[derive(Clone, Copy)]

@@ -196,7 +196,9 @@ impl Completions {
             let (link, status, information) = unsafe {
                 ((*irp_entry(irp)).Flink, (*irp).IoStatus.__bindgen_anon_1.Status, (*irp).IoStatus.Information)
             };
-            next = if link.is_null() { core::ptr::null_mut() } else {
+            next = if link.is_null() {
+                core::ptr::null_mut()
+            } else {
                 // SAFETY: a non-NULL link is the entry of the next pushed IRP.
                 unsafe { irp_of(link) }
             };

@@ -24,7 +24,15 @@ impl Key {
         let options = if volatile { REG_OPTION_VOLATILE } else { 0 };
         // SAFETY: attributes and name live across the call.
         let status = unsafe {
-            ZwCreateKey(&raw mut handle, KEY_ALL_ACCESS, &raw mut attributes, 0, core::ptr::null_mut(), options, core::ptr::null_mut())
+            ZwCreateKey(
+                &raw mut handle,
+                KEY_ALL_ACCESS,
+                &raw mut attributes,
+                0,
+                core::ptr::null_mut(),
+                options,
+                core::ptr::null_mut(),
+            )
         };
         if nt_success(status) { Ok(Self(handle)) } else { Err(status) }
     }

@@ -16,7 +16,13 @@ pub struct Ring {
 impl Ring {
     /// Allocates `capacity` (>= 1) slots. IRQL <= DISPATCH_LEVEL.
     pub fn new(capacity: usize) -> Option<Self> {
-        Some(Self { slots: PoolBuf::zeroed(capacity.max(1), tag::RING)?, head: 0, len: 0, next_sequence: 0, dropped: 0 })
+        Some(Self {
+            slots: PoolBuf::zeroed(capacity.max(1), tag::RING)?,
+            head: 0,
+            len: 0,
+            next_sequence: 0,
+            dropped: 0,
+        })
     }
 
     /// Frees the slots (Unload stage 3).

@@ -4,10 +4,10 @@
 //! applied through a kernel handle while the device is still initialising.
 
 use crate::sys::{
-    ACL_REVISION, DACL_SECURITY_INFORMATION, GENERIC_ALL, GENERIC_READ, GENERIC_WRITE, HANDLE, NTSTATUS,
-    OBJ_KERNEL_HANDLE, ObOpenObjectByPointer, PDEVICE_OBJECT, RtlAddAccessAllowedAce, RtlCreateAcl,
+    _MODE::KernelMode, ACL_REVISION, DACL_SECURITY_INFORMATION, GENERIC_ALL, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    NTSTATUS, OBJ_KERNEL_HANDLE, ObOpenObjectByPointer, PDEVICE_OBJECT, RtlAddAccessAllowedAce, RtlCreateAcl,
     RtlCreateSecurityDescriptor, RtlSetDaclSecurityDescriptor, SECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR_REVISION,
-    WRITE_DAC, ZwClose, ZwSetSecurityObject, _MODE::KernelMode, nt_success,
+    WRITE_DAC, ZwClose, ZwSetSecurityObject, nt_success,
 };
 
 /// A SID with up to two sub-authorities, laid out as `SID` is.
@@ -37,7 +37,8 @@ pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> Result<(), NTSTA
     // Room for an ACL header and three ACEs with their SIDs.
     let mut acl = [0u64; 16];
     let acl_ptr = acl.as_mut_ptr().cast();
-    let mut entries = [(&LOCAL_SYSTEM, GENERIC_ALL), (&ADMINISTRATORS, GENERIC_ALL), (&EVERYONE, GENERIC_READ | GENERIC_WRITE)];
+    let mut entries =
+        [(&LOCAL_SYSTEM, GENERIC_ALL), (&ADMINISTRATORS, GENERIC_ALL), (&EVERYONE, GENERIC_READ | GENERIC_WRITE)];
     let count = if open_to_everyone { 3 } else { 2 };
     // SAFETY: the ACL buffer is writable for its full size.
     check("RtlCreateAcl", unsafe { RtlCreateAcl(acl_ptr, size_of_val(&acl) as u32, ACL_REVISION) })?;
@@ -58,7 +59,15 @@ pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> Result<(), NTSTA
     let mut handle: HANDLE = core::ptr::null_mut();
     // SAFETY: our own device object; a kernel handle with WRITE_DAC.
     check("ObOpenObjectByPointer", unsafe {
-        ObOpenObjectByPointer(device.cast(), OBJ_KERNEL_HANDLE, core::ptr::null_mut(), WRITE_DAC, core::ptr::null_mut(), KernelMode as i8, &raw mut handle)
+        ObOpenObjectByPointer(
+            device.cast(),
+            OBJ_KERNEL_HANDLE,
+            core::ptr::null_mut(),
+            WRITE_DAC,
+            core::ptr::null_mut(),
+            KernelMode as i8,
+            &raw mut handle,
+        )
     })?;
     // SAFETY: the handle is open; the descriptor is absolute and valid.
     let status = unsafe { ZwSetSecurityObject(handle, DACL_SECURITY_INFORMATION, (&raw mut descriptor).cast()) };

@@ -7,9 +7,9 @@ use crate::device::{Device, DeviceExtension};
 use crate::driver::DriverState;
 use crate::queue::{Completions, HandleContext, dequeue};
 use crate::sys::{
-    HANDLE, KeWaitForMultipleObjects, KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID,
-    PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, THREAD_ALL_ACCESS, ZwClose, _KWAIT_REASON::Executive,
-    _MODE::KernelMode, _WAIT_TYPE::WaitAny, current_stack_location, dereference_object, nt_success,
+    _KWAIT_REASON::Executive, _MODE::KernelMode, _WAIT_TYPE::WaitAny, HANDLE, KeWaitForMultipleObjects,
+    KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID, PsCreateSystemThread, PsTerminateSystemThread,
+    STATUS_SUCCESS, THREAD_ALL_ACCESS, ZwClose, current_stack_location, dereference_object, nt_success,
 };
 
 /// The thread object, referenced, so Unload can wait for the thread to end.
@@ -41,7 +41,14 @@ impl ConsumerThread {
         let mut object: PVOID = core::ptr::null_mut();
         // SAFETY: a kernel handle we just received; the object type may be NULL.
         let status = unsafe {
-            ObReferenceObjectByHandle(handle, THREAD_ALL_ACCESS, core::ptr::null_mut(), KernelMode as i8, &raw mut object, core::ptr::null_mut())
+            ObReferenceObjectByHandle(
+                handle,
+                THREAD_ALL_ACCESS,
+                core::ptr::null_mut(),
+                KernelMode as i8,
+                &raw mut object,
+                core::ptr::null_mut(),
+            )
         };
         // SAFETY: the handle is ours; the thread lives on through the reference (or ends
         // by itself when told to stop below).
@@ -62,7 +69,8 @@ impl ConsumerThread {
     pub fn stop(self, state: &DriverState) {
         state.stop.set();
         // SAFETY: a referenced thread object; waiting for it at PASSIVE_LEVEL.
-        let _ = unsafe { KeWaitForSingleObject(self.0.as_ptr(), Executive, KernelMode as i8, 0, core::ptr::null_mut()) };
+        let _ =
+            unsafe { KeWaitForSingleObject(self.0.as_ptr(), Executive, KernelMode as i8, 0, core::ptr::null_mut()) };
         // SAFETY: the reference taken in `start`, released once.
         unsafe { dereference_object(self.0.as_ptr()) };
     }
@@ -76,7 +84,16 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
         // SAFETY: two initialised events (within THREAD_WAIT_OBJECTS, so no wait block
         // array is needed), waited on at PASSIVE_LEVEL.
         let status = unsafe {
-            KeWaitForMultipleObjects(2, events.as_mut_ptr(), WaitAny, Executive, KernelMode as i8, 0, core::ptr::null_mut(), core::ptr::null_mut())
+            KeWaitForMultipleObjects(
+                2,
+                events.as_mut_ptr(),
+                WaitAny,
+                Executive,
+                KernelMode as i8,
+                0,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+            )
         };
         if status == STATUS_SUCCESS {
             // Index 0: the stop event.

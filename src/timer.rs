@@ -6,9 +6,9 @@ use core::cell::{Cell, UnsafeCell};
 use crate::device::DeviceExtension;
 use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
 use crate::sys::{
-    IoInitializeTimer, IoStartTimer, IoStopTimer, KDPC, KTIMER, KeCancelTimer, KeInitializeDpc, KeInitializeTimerEx,
-    KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, PDEVICE_OBJECT, PKDPC, PVOID, STATUS_IO_TIMEOUT,
-    _TIMER_TYPE::NotificationTimer, nt_success,
+    _TIMER_TYPE::NotificationTimer, IoInitializeTimer, IoStartTimer, IoStopTimer, KDPC, KTIMER, KeCancelTimer,
+    KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, PDEVICE_OBJECT,
+    PKDPC, PVOID, STATUS_IO_TIMEOUT, nt_success,
 };
 
 /// KeQueryPerformanceCounter and its frequency.
@@ -30,7 +30,13 @@ pub struct Producer {
 impl Producer {
     pub const fn new() -> Self {
         // SAFETY: KTIMER and KDPC are plain data, initialised by `init` in place.
-        unsafe { Self { timer: UnsafeCell::new(core::mem::zeroed()), dpc: UnsafeCell::new(core::mem::zeroed()), armed: Cell::new(false) } }
+        unsafe {
+            Self {
+                timer: UnsafeCell::new(core::mem::zeroed()),
+                dpc: UnsafeCell::new(core::mem::zeroed()),
+                armed: Cell::new(false),
+            }
+        }
     }
 
     /// KeInitializeTimerEx + KeInitializeDpc(producer_dpc, device). Any IRQL.
@@ -154,7 +160,9 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
                 // SAFETY: as above.
                 let handle = unsafe { HandleContext::from_link(link) };
                 // SAFETY: as above; queued IRPs carry their enqueue time.
-                while let Some(irp) = unsafe { dequeue(&mut shared, handle, |irp| now.saturating_sub(*enqueue_time(irp)) >= limit) } {
+                while let Some(irp) =
+                    unsafe { dequeue(&mut shared, handle, |irp| now.saturating_sub(*enqueue_time(irp)) >= limit) }
+                {
                     crate::device::count(&mut shared.stats.reads_timed_out);
                     expired.push(irp, STATUS_IO_TIMEOUT, 0);
                 }

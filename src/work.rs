@@ -6,7 +6,10 @@ use core::cell::Cell;
 
 use crate::device::DeviceExtension;
 use crate::sync::Event;
-use crate::sys::{IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT, PIO_WORKITEM, PVOID, _WORK_QUEUE_TYPE::DelayedWorkQueue};
+use crate::sys::{
+    _WORK_QUEUE_TYPE::DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT,
+    PIO_WORKITEM, PVOID,
+};
 
 pub struct StatisticsWork {
     item: Cell<PIO_WORKITEM>,

@@ -42,7 +42,10 @@ fn a_value_of_the_wrong_type_is_ignored_with_a_log_line() {
 fn device_names_are_published_and_removed() {
     let machine = machine_with(3, &[]);
     let driver = load(&machine);
-    assert_eq!(machine.registry().get(DEVICEMAP, r"\Device\StageDrv1"), Some(Value::String(r"\DosDevices\StageDrv1".into())));
+    assert_eq!(
+        machine.registry().get(DEVICEMAP, r"\Device\StageDrv1"),
+        Some(Value::String(r"\DosDevices\StageDrv1".into()))
+    );
     assert_eq!(machine.registry().is_volatile(DEVICEMAP), Some(true));
     unload_clean(&machine, driver);
     assert!(!machine.registry().key_exists(DEVICEMAP));
@@ -50,7 +53,10 @@ fn device_names_are_published_and_removed() {
 
 #[test]
 fn statistics_reach_a_volatile_key_through_the_work_item() {
-    let machine = Machine::new(Config { hostile: Hostile { poison_registry_path: true, ..Hostile::default() }, ..Config::seeded(4) });
+    let machine = Machine::new(Config {
+        hostile: Hostile { poison_registry_path: true, ..Hostile::default() },
+        ..Config::seeded(4)
+    });
     for (name, value) in [("SamplePeriodMs", 10), ("StatisticsEveryTicks", 5)] {
         machine.registry().set(&parameters_key(), name, &Value::Dword(value));
     }
@@ -74,23 +80,41 @@ fn unload_runs_the_six_stages_in_order_and_only_then_deletes_devices() {
     machine.advance_ms(55).unwrap();
     unload_clean(&machine, driver);
     let log = machine.debug_output();
-    let position = |needle: &str| log.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} missing: {log:#?}"));
+    let position = |needle: &str| {
+        log.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} missing: {log:#?}"))
+    };
     let order: Vec<usize> = (1..=6).map(|n| position(&format!("Unload: stage {n}"))).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     assert!(position("device and controller objects deleted") > order[5]);
     let unload_calls: Vec<&'static str> =
         machine.trace().iter().filter(|c| c.routine == ntsim::trace::Routine::Unload).map(|c| c.api).collect();
-    let index = |api: &str| unload_calls.iter().position(|a| *a == api).unwrap_or_else(|| panic!("{api} not called in Unload"));
+    let index =
+        |api: &str| unload_calls.iter().position(|a| *a == api).unwrap_or_else(|| panic!("{api} not called in Unload"));
     assert!(index("KeCancelTimer") < index("KeFlushQueuedDpcs"));
     assert!(index("KeFlushQueuedDpcs") < index("IoDeleteSymbolicLink"));
     assert!(index("IoDeleteSymbolicLink") < index("IoDeleteDevice"));
     assert!(index("ZwDeleteKey") < index("IoDeleteDevice"));
 
     let stages = unload_stages(&machine);
-    let teardown = ["KeCancelTimer", "IoStopTimer", "KeFlushQueuedDpcs", "IoDeleteSymbolicLink", "IoFreeWorkItem", "ZwDeleteKey", "IoDeleteDevice"];
+    let teardown = [
+        "KeCancelTimer",
+        "IoStopTimer",
+        "KeFlushQueuedDpcs",
+        "IoDeleteSymbolicLink",
+        "IoFreeWorkItem",
+        "ZwDeleteKey",
+        "IoDeleteDevice",
+    ];
     let not = |keep: &[&str]| teardown.iter().copied().filter(|a| !keep.contains(a)).collect::<Vec<_>>();
     assert_stage(&stages, "stage 1", &[], &teardown);
-    let stage2 = ["KeCancelTimer", "IoStopTimer", "KeFlushQueuedDpcs", "KeSetEvent", "KeWaitForSingleObject", "ObfDereferenceObject"];
+    let stage2 = [
+        "KeCancelTimer",
+        "IoStopTimer",
+        "KeFlushQueuedDpcs",
+        "KeSetEvent",
+        "KeWaitForSingleObject",
+        "ObfDereferenceObject",
+    ];
     assert_stage(&stages, "stage 2", &stage2, &not(&stage2));
     let stage3 = ["IoDeleteSymbolicLink", "ExFreePoolWithTag", "IoFreeWorkItem"];
     assert_stage(&stages, "stage 3", &stage3, &not(&stage3));
@@ -111,7 +135,8 @@ fn every_failure_in_driver_entry_is_unwound_without_leaks() {
     for nth in 1..=failable {
         let machine = machine_with(6, &[]);
         machine.faults().fail_nth_any(nth);
-        let (driver, status) = machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("failure {nth}: {e}"));
+        let (driver, status) =
+            machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("failure {nth}: {e}"));
         let failed = machine.faults().injected();
         println!("failable call {nth}: {failed:?} -> DriverEntry status {status:#x}");
         if status == 0 {
@@ -151,7 +176,8 @@ fn default_profile_calls_only_wine_safe_ddis() {
     process.close(handle).unwrap();
     process.close(other).unwrap();
     unload_clean(&machine, driver);
-    let mut called: Vec<&str> = machine.trace().iter().map(|c| c.api).filter(|a| !ntsim::inline::INLINE_DDIS.contains(a)).collect();
+    let mut called: Vec<&str> =
+        machine.trace().iter().map(|c| c.api).filter(|a| !ntsim::inline::INLINE_DDIS.contains(a)).collect();
     called.sort_unstable();
     called.dedup();
     let outside: Vec<&&str> = called.iter().filter(|a| !allowed.iter().any(|w| w == *a)).collect();

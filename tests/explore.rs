@@ -24,7 +24,10 @@ fn explore(make_mode: impl Fn(u64) -> Mode) {
     }
     for seed in 0..schedules() {
         if let Err(error) = scenario(make_mode(seed)) {
-            panic!("schedule {:?} failed; replay with STAGEDRV_SEED={seed} cargo test --test explore\n{error}", make_mode(seed));
+            panic!(
+                "schedule {:?} failed; replay with STAGEDRV_SEED={seed} cargo test --test explore\n{error}",
+                make_mode(seed)
+            );
         }
     }
 }

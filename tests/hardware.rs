@@ -17,7 +17,12 @@ const CHANNEL: usize = 3;
 fn hardware_machine(seed: u64) -> ntsim::Machine {
     let machine = machine_with(
         seed,
-        &[("SamplePeriodMs", 60_000), ("InterruptVector", VECTOR), ("InterruptLevel", 5), ("RegisterBaseLow", BASE as u32)],
+        &[
+            ("SamplePeriodMs", 60_000),
+            ("InterruptVector", VECTOR),
+            ("InterruptLevel", 5),
+            ("RegisterBaseLow", BASE as u32),
+        ],
     );
     machine.add_register_window(BASE, 4);
     machine
@@ -60,8 +65,11 @@ fn unload_releases_hardware_in_the_documented_stages() {
     let driver = load(&machine);
     assert!(sample(&machine, 0, 7));
     unload_clean(&machine, driver);
-    let calls: Vec<&'static str> = machine.trace().iter().filter(|c| c.routine == Routine::Unload).map(|c| c.api).collect();
-    let at = |api: &str| calls.iter().position(|a| *a == api).unwrap_or_else(|| panic!("{api} not called in Unload: {calls:?}"));
+    let calls: Vec<&'static str> =
+        machine.trace().iter().filter(|c| c.routine == Routine::Unload).map(|c| c.api).collect();
+    let at = |api: &str| {
+        calls.iter().position(|a| *a == api).unwrap_or_else(|| panic!("{api} not called in Unload: {calls:?}"))
+    };
     let order = [
         "IoDisconnectInterrupt",
         "KeRemoveQueueDpc",
@@ -78,12 +86,22 @@ fn unload_releases_hardware_in_the_documented_stages() {
     let stages = unload_stages(&machine);
     let not = |keep: &[&str]| order.iter().copied().filter(|a| !keep.contains(a)).collect::<Vec<_>>();
     assert_stage(&stages, "stage 1", &["IoDisconnectInterrupt"], &not(&["IoDisconnectInterrupt"]));
-    assert_stage(&stages, "stage 2", &["KeRemoveQueueDpc", "KeFlushQueuedDpcs"], &not(&["KeRemoveQueueDpc", "KeFlushQueuedDpcs"]));
+    assert_stage(
+        &stages,
+        "stage 2",
+        &["KeRemoveQueueDpc", "KeFlushQueuedDpcs"],
+        &not(&["KeRemoveQueueDpc", "KeFlushQueuedDpcs"]),
+    );
     assert_stage(&stages, "stage 3", &["MmUnmapIoSpace", "IoDeleteSymbolicLink"], &not(&["MmUnmapIoSpace"]));
     assert_stage(&stages, "stage 4", &[], &order);
     assert_stage(&stages, "stage 5", &["IoReportResourceForDetection"], &not(&["IoReportResourceForDetection"]));
     assert_stage(&stages, "stage 6", &["ZwDeleteKey"], &not(&["ZwDeleteKey"]));
-    assert_stage(&stages, "final", &["IoDeleteDevice", "IoDeleteController"], &not(&["IoDeleteDevice", "IoDeleteController"]));
+    assert_stage(
+        &stages,
+        "final",
+        &["IoDeleteDevice", "IoDeleteController"],
+        &not(&["IoDeleteDevice", "IoDeleteController"]),
+    );
 }
 
 #[test]

@@ -40,7 +40,8 @@ fn ntsim_exports() -> BTreeSet<String> {
 
 /// Function names of tests/cross/imports.allow (`name  # reason` lines).
 fn allowed_imports() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cross/imports.allow")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cross/imports.allow")).unwrap();
     text.lines()
         .map(|l| l.split('#').next().unwrap().trim())
         .filter(|l| !l.is_empty())

@@ -63,4 +63,3 @@ fn read_returns_records_produced_by_the_timer() {
     let stages: Vec<String> = machine.debug_output().into_iter().filter(|l| l.contains("Unload: stage")).collect();
     assert_eq!(stages.len(), 6, "{stages:#?}");
 }
-

@@ -100,8 +100,14 @@ impl Params {
 fn params() -> impl Strategy<Value = Params> {
     let period = prop_oneof![Just(300u64), Just(700), Just(1_300), Just(2_500), 50..=2_000u64];
     let timeout = prop_oneof![3 => Just(1u64), 1 => Just(2u64)];
-    (period, timeout, prop_oneof![Just(8usize), Just(16)], 1..=4usize)
-        .prop_map(|(period_ms, timeout_s, ring_capacity, max_pending)| Params { period_ms, timeout_s, ring_capacity, max_pending })
+    (period, timeout, prop_oneof![Just(8usize), Just(16)], 1..=4usize).prop_map(
+        |(period_ms, timeout_s, ring_capacity, max_pending)| Params {
+            period_ms,
+            timeout_s,
+            ring_capacity,
+            max_pending,
+        },
+    )
 }
 
 // --- operations ---------------------------------------------------------------------
@@ -111,27 +117,55 @@ fn params() -> impl Strategy<Value = Params> {
 #[derive(Clone, Debug)]
 enum Op {
     /// CreateFile(`\\.\StageDrv<device>`, overlapped) in `process`.
-    Open { process: u8, device: u8 },
+    Open {
+        process: u8,
+        device: u8,
+    },
     /// Overlapped ReadFile of `length` bytes on handle #`handle`, from its process's
     /// thread `thread`.
-    Read { handle: u8, thread: u8, length: usize },
+    Read {
+        handle: u8,
+        thread: u8,
+        length: usize,
+    },
     /// CancelIoEx(handle, NULL) or CancelIoEx(handle, the `read`th read that pended).
-    CancelIoEx { handle: u8, read: Option<u8> },
+    CancelIoEx {
+        handle: u8,
+        read: Option<u8>,
+    },
     /// CancelIo(handle) from thread `thread` of the handle's process.
-    CancelIo { handle: u8, thread: u8 },
-    Close { handle: u8 },
-    Duplicate { handle: u8 },
+    CancelIo {
+        handle: u8,
+        thread: u8,
+    },
+    Close {
+        handle: u8,
+    },
+    Duplicate {
+        handle: u8,
+    },
     /// DuplicateHandle into another process: the file object then has handles in two
     /// processes, and its cleanup waits for both.
-    DuplicateInto { handle: u8, process: u8 },
+    DuplicateInto {
+        handle: u8,
+        process: u8,
+    },
     /// IOCTL_STAGEDRV_GET_STATS on the handle.
-    Stats { handle: u8 },
+    Stats {
+        handle: u8,
+    },
     /// Simulated time passes.
-    Advance { ms: u16 },
+    Advance {
+        ms: u16,
+    },
     /// Thread 1 of `process` exits: its I/O is cancelled.
-    ExitThread { process: u8 },
+    ExitThread {
+        process: u8,
+    },
     /// The process exits: its I/O is cancelled, its handles closed.
-    ExitProcess { process: u8 },
+    ExitProcess {
+        process: u8,
+    },
     /// `sc stop`: unloads now if nothing is open, else when the last handle goes.
     Stop,
 }
@@ -319,7 +353,14 @@ impl Model {
     fn read(&mut self, handle: usize, thread: usize, length: usize) -> usize {
         let h = self.handles[handle];
         let id = self.reads.len();
-        self.reads.push(MRead { process: h.process, thread, file: h.file, length, queued_at: self.now, outcome: Outcome::Pending });
+        self.reads.push(MRead {
+            process: h.process,
+            thread,
+            file: h.file,
+            length,
+            queued_at: self.now,
+            outcome: Outcome::Pending,
+        });
         if !h.open {
             // The I/O manager fails it; the driver never sees it.
             self.finish(id, STATUS_INVALID_HANDLE, Vec::new());
@@ -561,7 +602,9 @@ fn expected_result(outcome: &Outcome) -> Option<IoResult> {
 fn show(result: Option<&IoResult>) -> String {
     match result {
         None => "pending".to_owned(),
-        Some(r) if r.status == STATUS_SUCCESS => format!("success, {} bytes, records {:?}", r.information, decode(&r.data)),
+        Some(r) if r.status == STATUS_SUCCESS => {
+            format!("success, {} bytes, records {:?}", r.information, decode(&r.data))
+        }
         Some(r) => format!("status {:#010x}, {} bytes", r.status.cast_unsigned(), r.information),
     }
 }
@@ -587,7 +630,9 @@ impl<'m> Run<'m> {
     /// eighth. `None` (the op is skipped) if there is none or its process exited.
     fn pick_handle(&self, index: u8) -> Option<usize> {
         let live = |h: &&MHandle| self.model.process_alive[h.process];
-        let open: Vec<usize> = (0..self.model.handles.len()).filter(|&h| self.model.handles[h].open && live(&&self.model.handles[h])).collect();
+        let open: Vec<usize> = (0..self.model.handles.len())
+            .filter(|&h| self.model.handles[h].open && live(&&self.model.handles[h]))
+            .collect();
         let handle = if index < 224 && !open.is_empty() {
             open[usize::from(index) % open.len()]
         } else if self.handles.is_empty() {
@@ -625,7 +670,8 @@ impl<'m> Run<'m> {
                     return Ok(());
                 }
                 self.model.read(handle, thread, length);
-                let issued = self.process(process).thread(thread).read(self.handles[handle], length).map_err(stopped)?;
+                let issued =
+                    self.process(process).thread(thread).read(self.handles[handle], length).map_err(stopped)?;
                 self.reads.push(match issued {
                     Issued::Done(result) => SimRead::Done(result),
                     Issued::Pending(io) => SimRead::Pending(io),
@@ -695,7 +741,9 @@ impl<'m> Run<'m> {
                 match (expected, actual) {
                     (Ok(_), Ok(new)) => self.handles.push(new),
                     (Err(e), Err(a)) if e == a => {}
-                    (e, a) => return Err(format!("DuplicateHandle into process {target}: model {e:x?}, driver {a:x?}")),
+                    (e, a) => {
+                        return Err(format!("DuplicateHandle into process {target}: model {e:x?}, driver {a:x?}"));
+                    }
                 }
             }
             Op::Stats { handle } => {
@@ -798,7 +846,9 @@ impl<'m> Run<'m> {
                     .ok_or("the statistics IOCTL pended")?;
                 let (actual, expected) = (parse_stats(&result)?, self.model.device_stats(device));
                 if actual != expected {
-                    return Err(format!("final statistics of device {device} differ:\n  driver {actual:?}\n  model  {expected:?}"));
+                    return Err(format!(
+                        "final statistics of device {device} differ:\n  driver {actual:?}\n  model  {expected:?}"
+                    ));
                 }
                 auditor.close(handle).map_err(stopped)?;
             }
@@ -848,7 +898,14 @@ fn run_case(case: &Case) -> Result<(), String> {
         return Err(format!("DriverEntry failed: {status:#x}"));
     }
     let processes = (0..PROCESSES).map(|_| Some(machine.new_process())).collect();
-    let mut run = Run { machine: &machine, driver, processes, handles: Vec::new(), reads: Vec::new(), model: Model::new(case.params) };
+    let mut run = Run {
+        machine: &machine,
+        driver,
+        processes,
+        handles: Vec::new(),
+        reads: Vec::new(),
+        model: Model::new(case.params),
+    };
     run.check()?;
     for (n, op) in case.ops.iter().enumerate() {
         run.step(op).map_err(|e| {

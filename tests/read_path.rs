@@ -43,7 +43,8 @@ fn closing_the_last_handle_cancels_its_reads_in_cleanup() {
         assert_eq!(read.result().unwrap().status, STATUS_CANCELLED);
     }
     let calls = machine.trace();
-    let cleanup_cancels = calls.iter().filter(|c| c.api == "IofCompleteRequest" && c.routine.to_string().contains("CLEANUP")).count();
+    let cleanup_cancels =
+        calls.iter().filter(|c| c.api == "IofCompleteRequest" && c.routine.to_string().contains("CLEANUP")).count();
     assert_eq!(cleanup_cancels, 6, "five reads and the cleanup IRP completed by DispatchCleanup");
     unload_clean(&machine, driver);
 }
@@ -249,7 +250,9 @@ fn a_read_racing_cleanup_is_cancelled_or_refused_never_lost() {
             match (result.status, s.reads_cancelled, s.reads_rejected) {
                 (STATUS_CANCELLED, 1, 0) => queued_then_cancelled += 1,
                 (STATUS_CANCELLED, 0, 1) => refused_after_cleanup += 1,
-                (status, ..) => assert!(status == ntsim::wdk_sys::STATUS_INVALID_HANDLE, "seed {seed}: {result:?} {s:?}"),
+                (status, ..) => {
+                    assert!(status == ntsim::wdk_sys::STATUS_INVALID_HANDLE, "seed {seed}: {result:?} {s:?}")
+                }
             }
         } else {
             panic!("seed {seed}: the read was lost");
@@ -257,9 +260,11 @@ fn a_read_racing_cleanup_is_cancelled_or_refused_never_lost() {
         process.close(observer).unwrap();
         unload_clean(&machine, driver);
     }
-    assert!(queued_then_cancelled > 0 && refused_after_cleanup > 0, "{queued_then_cancelled} / {refused_after_cleanup}");
+    assert!(
+        queued_then_cancelled > 0 && refused_after_cleanup > 0,
+        "{queued_then_cancelled} / {refused_after_cleanup}"
+    );
 }
-
 
 /// One record per tick, two handles each with several reads waiting: the consumer
 /// serves them in turn rather than draining the first-opened handle.

@@ -8,8 +8,8 @@ mod ioctl;
 pub mod read;
 
 use crate::sys::{
-    DRIVER_OBJECT, IRP_MJ_CLEANUP, PDRIVER_DISPATCH, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PIRP,
-    complete_request,
+    DRIVER_OBJECT, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS,
+    PDRIVER_DISPATCH, PIRP, complete_request,
 };
 
 /// Points the driver object's major-function table at this driver's routines.

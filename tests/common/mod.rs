@@ -39,7 +39,11 @@ pub fn pending_read(process: &Process<'_>, handle: Handle, records: usize) -> nt
 }
 
 pub fn stats(process: &Process<'_>, handle: Handle) -> Stats {
-    let result = process.ioctl(handle, IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>()).unwrap().done().expect("ioctl completes");
+    let result = process
+        .ioctl(handle, IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>())
+        .unwrap()
+        .done()
+        .expect("ioctl completes");
     assert_eq!(result.status, 0);
     // SAFETY: Stats is plain repr(C) data and the reply has exactly its size.
     unsafe { std::ptr::read_unaligned(result.data.as_ptr().cast::<Stats>()) }

@@ -30,7 +30,9 @@ pub fn scenario_on(config: Config) -> Result<(), String> {
     }
     let (p1, p2) = (machine.new_process(), machine.new_process());
     let (t0, t1, u0) = (p1.thread(0), p1.thread(1), p2.thread(0));
-    let opened = |p: &ntsim::Process<'_>, device| p.open(&format!(r"\\.\StageDrv{device}"), true).map_err(|e| e.to_string())?.map_err(|s| format!("open: {s:#x}"));
+    let opened = |p: &ntsim::Process<'_>, device| {
+        p.open(&format!(r"\\.\StageDrv{device}"), true).map_err(|e| e.to_string())?.map_err(|s| format!("open: {s:#x}"))
+    };
     let (h1, h2, h3) = (opened(&p1, 0)?, opened(&p1, 0)?, opened(&p2, 1)?);
 
     let mut reads = Vec::new();
@@ -68,4 +70,3 @@ pub fn scenario_on(config: Config) -> Result<(), String> {
     }
     Ok(())
 }
-

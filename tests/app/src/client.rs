@@ -76,15 +76,15 @@ impl Status {
     pub fn from_win32(code: u32) -> Self {
         let kind = match code {
             0 => Kind::Success,
-            995 => Kind::Cancelled,         // ERROR_OPERATION_ABORTED
-            122 => Kind::BufferTooSmall,    // ERROR_INSUFFICIENT_BUFFER
+            995 => Kind::Cancelled,          // ERROR_OPERATION_ABORTED
+            122 => Kind::BufferTooSmall,     // ERROR_INSUFFICIENT_BUFFER
             1 => Kind::InvalidDeviceRequest, // ERROR_INVALID_FUNCTION
-            121 => Kind::IoTimeout,         // ERROR_SEM_TIMEOUT
-            1816 => Kind::QuotaExceeded,    // ERROR_NOT_ENOUGH_QUOTA
-            3 => Kind::PathNotFound,        // ERROR_PATH_NOT_FOUND
-            2 | 433 => Kind::NoSuchDevice,  // ERROR_FILE_NOT_FOUND, ERROR_NO_SUCH_DEVICE
-            5 => Kind::AccessDenied,        // ERROR_ACCESS_DENIED (also STATUS_DELETE_PENDING)
-            6 => Kind::InvalidHandle,       // ERROR_INVALID_HANDLE
+            121 => Kind::IoTimeout,          // ERROR_SEM_TIMEOUT
+            1816 => Kind::QuotaExceeded,     // ERROR_NOT_ENOUGH_QUOTA
+            3 => Kind::PathNotFound,         // ERROR_PATH_NOT_FOUND
+            2 | 433 => Kind::NoSuchDevice,   // ERROR_FILE_NOT_FOUND, ERROR_NO_SUCH_DEVICE
+            5 => Kind::AccessDenied,         // ERROR_ACCESS_DENIED (also STATUS_DELETE_PENDING)
+            6 => Kind::InvalidHandle,        // ERROR_INVALID_HANDLE
             _ => Kind::Other,
         };
         Status { kind, space: Space::Win32, code }

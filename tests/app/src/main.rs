@@ -118,7 +118,9 @@ impl Cli {
         let m = command().get_matches();
         let number = |name: &str| m.get_one::<u64>(name).copied().unwrap_or(0);
         Cli {
-            backend: m.get_one::<String>("backend").map(|b| if b == "win32" { BackendArg::Win32 } else { BackendArg::Ntsim }),
+            backend: m
+                .get_one::<String>("backend")
+                .map(|b| if b == "win32" { BackendArg::Win32 } else { BackendArg::Ntsim }),
             wine: m.get_flag("wine"),
             json: m.get_flag("json"),
             list: m.get_flag("list"),
@@ -244,7 +246,10 @@ impl Watchdog {
                 std::thread::sleep(Duration::from_millis(250));
                 let stuck = watched.lock().ok().and_then(|c| *c).filter(|(_, since)| since.elapsed() > limit);
                 if let Some((name, _)) = stuck {
-                    let why = format!("did not finish within {} s (a request the driver never completes?); giving up", limit.as_secs());
+                    let why = format!(
+                        "did not finish within {} s (a request the driver never completes?); giving up",
+                        limit.as_secs()
+                    );
                     if json {
                         say!("{}", json!({"aborted": name, "detail": why, "failed": 1}));
                     } else {
@@ -333,7 +338,13 @@ fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
     let mut sim = match sim::Sim::start(settings.seed) {
         Ok(sim) => sim,
         Err(fail) => {
-            report.add(Line { name: "driver-load", result: "FAIL", detail: fail.0, activity: Vec::new(), seconds: 0.0 });
+            report.add(Line {
+                name: "driver-load",
+                result: "FAIL",
+                detail: fail.0,
+                activity: Vec::new(),
+                seconds: 0.0,
+            });
             return finish(&report, Backend::Ntsim, "ntsim", Some("DriverEntry failed"));
         }
     };
@@ -350,7 +361,8 @@ fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
     let (result, detail, verdict) = match unloaded {
         Ok(notes) => match unload_stages(&log) {
             Ok(stages) => {
-                let mut detail = format!("DriverUnload ran: {stages}; ntsim verdict: clean (no bug check, nothing left behind)");
+                let mut detail =
+                    format!("DriverUnload ran: {stages}; ntsim verdict: clean (no bug check, nothing left behind)");
                 if !notes.is_empty() {
                     let _ = write!(detail, " [{}]", notes.join("; "));
                 }
@@ -360,7 +372,13 @@ fn run_ntsim(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
         },
         Err(fail) => ("FAIL", fail.0.clone(), fail.0),
     };
-    report.add(Line { name: "driver-unload", result, detail, activity: Vec::new(), seconds: started.elapsed().as_secs_f64() });
+    report.add(Line {
+        name: "driver-unload",
+        result,
+        detail,
+        activity: Vec::new(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
     if live {
         say!("ntsim verdict: {}", verdict.lines().next().unwrap_or(""));
         if verdict != "clean" {
@@ -419,7 +437,9 @@ fn run_win32(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
 
 #[cfg(not(windows))]
 fn run_win32(_: &Cli, _: &[&'static Scenario], _: &Settings) -> ExitCode {
-    eprintln!("stagetest: the win32 backend exists only in the Windows build (tests/wine/build-app.sh cross-builds it)");
+    eprintln!(
+        "stagetest: the win32 backend exists only in the Windows build (tests/wine/build-app.sh cross-builds it)"
+    );
     ExitCode::from(2)
 }
 
@@ -443,7 +463,15 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        Settings { threads: 3, reads: 40, seed: 7, progress: false, wine: false, timeout: Duration::from_mins(2), json: true }
+        Settings {
+            threads: 3,
+            reads: 40,
+            seed: 7,
+            progress: false,
+            wine: false,
+            timeout: Duration::from_mins(2),
+            json: true,
+        }
     }
 
     #[test]
@@ -452,8 +480,12 @@ mod tests {
         let mut report = Report { json: true, lines: Vec::new() };
         let all: Vec<&'static Scenario> = ALL.iter().collect();
         run_all(&mut sim, &all, &settings(), &mut report);
-        let failed: Vec<String> =
-            report.lines.iter().filter(|l| l.result != "PASS").map(|l| format!("{} {} {}", l.name, l.result, l.detail)).collect();
+        let failed: Vec<String> = report
+            .lines
+            .iter()
+            .filter(|l| l.result != "PASS")
+            .map(|l| format!("{} {} {}", l.name, l.result, l.detail))
+            .collect();
         assert!(failed.is_empty(), "{failed:#?}");
         assert_eq!(report.count("PASS"), ALL.len());
         sim.unload().expect("clean unload");
@@ -479,11 +511,14 @@ mod tests {
 
     #[test]
     fn command_line() {
-        let m = command().try_get_matches_from(["stagetest", "--only", "a,b", "--only", "c", "--json"]).expect("parses");
+        let m =
+            command().try_get_matches_from(["stagetest", "--only", "a,b", "--only", "c", "--json"]).expect("parses");
         let only: Vec<&String> = m.get_many::<String>("only").expect("only").collect();
         assert_eq!(only, ["a", "b", "c"]);
         assert!(m.get_flag("json"));
-        let m = command().try_get_matches_from(["stagetest", "--scenario-timeout", "5", "--scenario-timeout", "9"]).expect("later wins");
+        let m = command()
+            .try_get_matches_from(["stagetest", "--scenario-timeout", "5", "--scenario-timeout", "9"])
+            .expect("later wins");
         assert_eq!(m.get_one::<u64>("scenario-timeout"), Some(&9));
         assert!(command().try_get_matches_from(["stagetest", "--backend", "dos"]).is_err());
         assert!(ALL.iter().all(|s| scenarios::find(s.name).is_some()));

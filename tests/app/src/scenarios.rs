@@ -156,7 +156,9 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "watchdog-timeout",
         about: "reads older than ReadTimeoutSeconds complete with STATUS_IO_TIMEOUT (the IoTimer watchdog)",
-        wine_skip: Some("Wine has no IoTimer (IoInitializeTimer returns STATUS_NOT_IMPLEMENTED): the driver runs without its watchdog"),
+        wine_skip: Some(
+            "Wine has no IoTimer (IoInitializeTimer returns STATUS_NOT_IMPLEMENTED): the driver runs without its watchdog",
+        ),
         run: watchdog_timeout,
     },
     Scenario {
@@ -183,7 +185,10 @@ fn open(c: &mut dyn Client, on: Tid, device: u32, overlapped: bool) -> Result<H,
 /// IOCTL_STAGEDRV_GET_STATS, decoded field by field (little-endian u64s, in order).
 fn stats(c: &mut dyn Client, h: H) -> Result<Stats, Problem> {
     let o = c.ioctl(0, h, IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>())?;
-    ensure!(o.ok() && o.bytes == size_of::<Stats>() && o.data.len() >= size_of::<Stats>(), "IOCTL_STAGEDRV_GET_STATS: {o}");
+    ensure!(
+        o.ok() && o.bytes == size_of::<Stats>() && o.data.len() >= size_of::<Stats>(),
+        "IOCTL_STAGEDRV_GET_STATS: {o}"
+    );
     let mut v = o.data.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     let mut next = || v.next().unwrap_or(0);
     Ok(Stats {
@@ -342,7 +347,10 @@ fn basic_read(c: &mut dyn Client, _: &Settings) -> Res {
     ensure!(r1.iter().all(|r| r.1 >> 56 == 1), "StageDrv1's sample carries another device index: {r1:?}");
     c.close(0, h1)?;
     let (first, last) = (recs[0].0, recs[recs.len() - 1].0);
-    Ok(format!("synchronous read: {} record(s), sequence {first}..={last}; overlapped read on StageDrv1: 1 record", recs.len()))
+    Ok(format!(
+        "synchronous read: {} record(s), sequence {first}..={last}; overlapped read on StageDrv1: 1 record",
+        recs.len()
+    ))
 }
 
 fn zero_length_read(c: &mut dyn Client, _: &Settings) -> Res {
@@ -370,9 +378,16 @@ fn short_buffer(c: &mut dyn Client, _: &Settings) -> Res {
         Read::Done(o) => o,
         Read::Pending(io) => wait(c, io)?,
     };
-    ensure!(o.status.is(Kind::BufferTooSmall), "ReadFile of {} bytes: {o}; expected STATUS_BUFFER_TOO_SMALL", RECORD_SIZE - 1);
+    ensure!(
+        o.status.is(Kind::BufferTooSmall),
+        "ReadFile of {} bytes: {o}; expected STATUS_BUFFER_TOO_SMALL",
+        RECORD_SIZE - 1
+    );
     let small = c.ioctl(0, h, IOCTL_STAGEDRV_GET_STATS, &[], 8)?;
-    ensure!(small.status.is(Kind::BufferTooSmall), "IOCTL_STAGEDRV_GET_STATS with 8 bytes of output: {small}; expected STATUS_BUFFER_TOO_SMALL");
+    ensure!(
+        small.status.is(Kind::BufferTooSmall),
+        "IOCTL_STAGEDRV_GET_STATS with 8 bytes of output: {small}; expected STATUS_BUFFER_TOO_SMALL"
+    );
     let s1 = stats(c, h)?;
     balanced(&s1)?;
     ensure!(s1.reads_rejected - s0.reads_rejected == 1, "the driver did not count the short read as rejected: {s1:?}");
@@ -384,7 +399,10 @@ fn unknown_ioctl(c: &mut dyn Client, _: &Settings) -> Res {
     let h = open(c, 0, 0, true)?;
     let o = c.ioctl(0, h, UNKNOWN_IOCTL, &[1, 2, 3], 16)?;
     c.close(0, h)?;
-    ensure!(o.status.is(Kind::InvalidDeviceRequest), "IOCTL {UNKNOWN_IOCTL:#x}: {o}; expected STATUS_INVALID_DEVICE_REQUEST");
+    ensure!(
+        o.status.is(Kind::InvalidDeviceRequest),
+        "IOCTL {UNKNOWN_IOCTL:#x}: {o}; expected STATUS_INVALID_DEVICE_REQUEST"
+    );
     ensure!(o.bytes == 0, "IOCTL {UNKNOWN_IOCTL:#x} failed but reported {} bytes", o.bytes);
     Ok(format!("IOCTL {UNKNOWN_IOCTL:#x}: {}", o.status))
 }
@@ -405,7 +423,9 @@ fn sub_path_open(c: &mut dyn Client, s: &Settings) -> Res {
         Err(status) if wine && status.is(Kind::NoSuchDevice) => Err(Problem::Skip(format!(
             r"Wine refuses CreateFile(\\.\StageDrv0\x) itself ({status}) before any IRP_MJ_CREATE: the driver's check is not reached"
         ))),
-        Err(status) => fail!(r"CreateFile(\\.\StageDrv0\x) refused with {status}; expected STATUS_OBJECT_PATH_NOT_FOUND"),
+        Err(status) => {
+            fail!(r"CreateFile(\\.\StageDrv0\x) refused with {status}; expected STATUS_OBJECT_PATH_NOT_FOUND")
+        }
     }
 }
 
@@ -522,15 +542,22 @@ fn thread_exit(c: &mut dyn Client, s: &Settings) -> Res {
             Some(o) if o.ok() && o.bytes > 0 => data += 1,
             Some(o) => fail!("a read of the exited thread ended with {o}; expected cancelled"),
             None if s.wine => lost += 1,
-            None => fail!("a read of the exited thread never completed (the driver counted {driver_cancelled} cancelled)"),
+            None => {
+                fail!("a read of the exited thread never completed (the driver counted {driver_cancelled} cancelled)")
+            }
         }
     }
-    ensure!(cancelled + lost > 0 && driver_cancelled >= cancelled + lost, "the driver cancelled {driver_cancelled} read(s), the app saw {cancelled} cancelled and {data} with records");
+    ensure!(
+        cancelled + lost > 0 && driver_cancelled >= cancelled + lost,
+        "the driver cancelled {driver_cancelled} read(s), the app saw {cancelled} cancelled and {data} with records"
+    );
     let pending = not_cancelled(c, &mine, "the main thread's read after the other thread exited")?;
     c.close(0, h)?;
     ended(c, &mine, "the main thread's read after CloseHandle")?;
     let wine_note = if lost > 0 {
-        format!(" [Wine never reported {lost} of these completions to the app: the issuing thread was gone; the driver's counters show them cancelled]")
+        format!(
+            " [Wine never reported {lost} of these completions to the app: the issuing thread was gone; the driver's counters show them cancelled]"
+        )
     } else {
         String::new()
     };
@@ -549,7 +576,11 @@ fn settle_pending(c: &mut dyn Client, h: H, pending: u64) -> Result<Stats, Probl
         waited += 20;
         s = stats(c, h)?;
     }
-    ensure!(s.reads_pending <= pending, "the driver still holds {} pending read(s), expected at most {pending}: {s:?}", s.reads_pending);
+    ensure!(
+        s.reads_pending <= pending,
+        "the driver still holds {} pending read(s), expected at most {pending}: {s:?}",
+        s.reads_pending
+    );
     balanced(&s)?;
     Ok(s)
 }
@@ -595,7 +626,9 @@ fn process_exit(c: &mut dyn Client, _: &Settings) -> Res {
 
 fn watchdog_timeout(c: &mut dyn Client, _: &Settings) -> Res {
     let Some(timeout) = c.read_timeout_s().filter(|&t| t > 0) else {
-        return Err(Problem::Skip("ReadTimeoutSeconds is not set in the service's Parameters key: the watchdog has nothing to do".into()));
+        return Err(Problem::Skip(
+            "ReadTimeoutSeconds is not set in the service's Parameters key: the watchdog has nothing to do".into(),
+        ));
     };
     let h = open(c, 0, 1, true)?;
     drain(c, h)?;
@@ -616,7 +649,10 @@ fn watchdog_timeout(c: &mut dyn Client, _: &Settings) -> Res {
             fail!("a read ended with {o}; expected a record or STATUS_IO_TIMEOUT");
         }
     }
-    ensure!(timed_out > 0, "no read timed out {timeout} s after it was queued ({served} got records): is the watchdog running?");
+    ensure!(
+        timed_out > 0,
+        "no read timed out {timeout} s after it was queued ({served} got records): is the watchdog running?"
+    );
     let s1 = stats(c, h)?;
     balanced(&s1)?;
     ensure!(
@@ -652,7 +688,9 @@ impl Tally {
             Kind::Success => self.success += 1,
             Kind::Cancelled if !immediate => self.cancelled += 1,
             Kind::IoTimeout if !immediate => self.timed_out += 1,
-            Kind::BufferTooSmall | Kind::QuotaExceeded | Kind::DeletePending | Kind::Cancelled if immediate => self.rejected += 1,
+            Kind::BufferTooSmall | Kind::QuotaExceeded | Kind::DeletePending | Kind::Cancelled if immediate => {
+                self.rejected += 1
+            }
             _ => self.odd.push(o.to_string()),
         }
     }
@@ -790,7 +828,11 @@ fn stress(c: &mut dyn Client, s: &Settings) -> Res {
         let after = stats(c, h)?;
         balanced(&after)?;
         let b = &before[i];
-        ensure!(after.reads_pending == b.reads_pending, "StageDrv{i}: {} read(s) left pending", after.reads_pending - b.reads_pending);
+        ensure!(
+            after.reads_pending == b.reads_pending,
+            "StageDrv{i}: {} read(s) left pending",
+            after.reads_pending - b.reads_pending
+        );
         delta.reads_received += after.reads_received - b.reads_received;
         delta.reads_completed += after.reads_completed - b.reads_completed;
         delta.reads_cancelled += after.reads_cancelled - b.reads_cancelled;
@@ -802,7 +844,13 @@ fn stress(c: &mut dyn Client, s: &Settings) -> Res {
     ensure!(t.issued == planned, "issued {} reads, planned {planned}", t.issued);
     ensure!(t.completions == t.issued, "{} reads issued but {} completions seen", t.issued, t.completions);
     let app = (t.issued, t.success, t.cancelled, t.timed_out, t.rejected);
-    let driver = (delta.reads_received, delta.reads_completed, delta.reads_cancelled, delta.reads_timed_out, delta.reads_rejected);
+    let driver = (
+        delta.reads_received,
+        delta.reads_completed,
+        delta.reads_cancelled,
+        delta.reads_timed_out,
+        delta.reads_rejected,
+    );
     ensure!(
         app == driver,
         "app (issued, completed, cancelled, timed out, rejected) = {app:?} but driver counted {driver:?}"

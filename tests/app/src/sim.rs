@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use ntsim::{Config, Driver, DriverState, Handle, IoResult, Issued, Machine, PendingIo, Process, Stopped, Thread, Value};
+use ntsim::{
+    Config, Driver, DriverState, Handle, IoResult, Issued, Machine, PendingIo, Process, Stopped, Thread, Value,
+};
 
 use crate::client::{ChildEnd, Client, Fail, H, Io, Outcome, Read, Status, Tid, Worker};
 use crate::rng::Rng;
@@ -51,7 +53,8 @@ impl Sim {
         let machine: &'static Machine = Box::leak(Box::new(Machine::new(Config::seeded(seed))));
         let parameters = format!("{}\\Parameters", ntsim::service_key("stagedrv"));
         machine.registry().set(&parameters, "ReadTimeoutSeconds", &Value::Dword(READ_TIMEOUT_S));
-        let (driver, status) = machine.load_driver("stagedrv", stagedrv::driver_entry).map_err(|s| stopped("DriverEntry", &s))?;
+        let (driver, status) =
+            machine.load_driver("stagedrv", stagedrv::driver_entry).map_err(|s| stopped("DriverEntry", &s))?;
         if status != 0 {
             return Err(Fail(format!("DriverEntry failed with {:#010x}", status.cast_unsigned())));
         }
@@ -83,7 +86,11 @@ impl Sim {
         if let Some(bug) = &self.halted {
             return Err(Fail(format!("not run: the machine is stopped ({})", bug.lines().next().unwrap_or(""))));
         }
-        self.threads.get(on).copied().flatten().ok_or_else(|| Fail(format!("application thread {on} does not exist (or exited)")))
+        self.threads
+            .get(on)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Fail(format!("application thread {on} does not exist (or exited)")))
     }
 
     /// The end of the program: the client process exits (closing whatever it still
@@ -185,7 +192,11 @@ impl Client for Sim {
         let thread = self.thread(on)?;
         let status = thread.close(Handle(handle));
         let status = self.check("CloseHandle", status)?;
-        if status == 0 { Ok(()) } else { Err(Fail(format!("CloseHandle: {}", Status::from_nt(status.cast_unsigned())))) }
+        if status == 0 {
+            Ok(())
+        } else {
+            Err(Fail(format!("CloseHandle: {}", Status::from_nt(status.cast_unsigned()))))
+        }
     }
 
     fn ioctl(&mut self, on: Tid, handle: H, code: u32, input: &[u8], output_length: usize) -> Result<Outcome, Fail> {
@@ -233,7 +244,9 @@ impl Client for Sim {
         // cancelled, then every handle closed (TerminateProcess and ExitProcess alike).
         let child = self.machine.new_process();
         let opened = child.open(&format!(r"\\.\StageDrv{device}"), true);
-        let handle = self.check("child CreateFile", opened)?.map_err(|s| Fail(format!("child open: {:#x}", s.cast_unsigned())))?;
+        let handle = self
+            .check("child CreateFile", opened)?
+            .map_err(|s| Fail(format!("child open: {:#x}", s.cast_unsigned())))?;
         // Take what the ring holds, so that the next reads pend.
         let drained = child.read(handle, crate::scenarios::DRAIN_BYTES);
         // If the ring was empty the draining read pends too, and counts.

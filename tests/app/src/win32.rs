@@ -14,11 +14,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ, GENERIC_WRITE,
-    GetLastError, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+    CloseHandle, DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_IO_PENDING, ERROR_NOT_FOUND, GENERIC_READ,
+    GENERIC_WRITE, GetLastError, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, FILE_ATTRIBUTE_NORMAL, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING, ReadFile,
+    CreateFileW, FILE_ATTRIBUTE_NORMAL, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING,
+    ReadFile,
 };
 use windows_sys::Win32::System::IO::{CancelIo, CancelIoEx, DeviceIoControl, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
@@ -101,7 +102,8 @@ impl Request {
         let mut bytes = 0u32;
         // SAFETY: `ov` belongs to a request issued on `handle`; with an event in the
         // OVERLAPPED the handle itself is not waited on (it may be closed by now).
-        let ok = unsafe { GetOverlappedResult(self.handle as HANDLE, &raw const self.ov, &raw mut bytes, i32::from(wait)) };
+        let ok =
+            unsafe { GetOverlappedResult(self.handle as HANDLE, &raw const self.ov, &raw mut bytes, i32::from(wait)) };
         let status = if ok != 0 { Status::from_win32(0) } else { Status::from_win32(last_error()) };
         let n = (bytes as usize).min(self.buffer.len());
         Outcome { status, bytes: bytes as usize, data: self.buffer[..n].to_vec() }
@@ -131,10 +133,10 @@ enum Raw {
 /// on whichever OS thread runs them. Only plain numbers cross threads.
 mod ops {
     use super::{
-        CancelIo, CancelIoEx, CloseHandle, CreateFileW, DUPLICATE_SAME_ACCESS, DeviceIoControl, DuplicateHandle, ERROR_IO_PENDING,
-        ERROR_NOT_FOUND, FILE_ATTRIBUTE_NORMAL, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ, FILE_SHARE_WRITE, Fail, GENERIC_READ,
-        GENERIC_WRITE, GetCurrentProcess, HANDLE, INVALID_HANDLE_VALUE, OPEN_EXISTING, OVERLAPPED, Outcome, Raw, ReadFile,
-        Request, Status, api_fail, last_error,
+        CancelIo, CancelIoEx, CloseHandle, CreateFileW, DUPLICATE_SAME_ACCESS, DeviceIoControl, DuplicateHandle,
+        ERROR_IO_PENDING, ERROR_NOT_FOUND, FILE_ATTRIBUTE_NORMAL, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ,
+        FILE_SHARE_WRITE, Fail, GENERIC_READ, GENERIC_WRITE, GetCurrentProcess, HANDLE, INVALID_HANDLE_VALUE,
+        OPEN_EXISTING, OVERLAPPED, Outcome, Raw, ReadFile, Request, Status, api_fail, last_error,
     };
 
     pub fn open(path: &[u16], overlapped: bool) -> Result<usize, Status> {
@@ -162,7 +164,8 @@ mod ops {
             let mut buffer = vec![0u8; length];
             let mut bytes = 0u32;
             // SAFETY: the buffer holds `len` bytes; no OVERLAPPED on a synchronous handle.
-            let ok = unsafe { ReadFile(handle as HANDLE, buffer.as_mut_ptr(), len, &raw mut bytes, std::ptr::null_mut()) };
+            let ok =
+                unsafe { ReadFile(handle as HANDLE, buffer.as_mut_ptr(), len, &raw mut bytes, std::ptr::null_mut()) };
             let status = if ok != 0 { Status::from_win32(0) } else { Status::from_win32(last_error()) };
             buffer.truncate(bytes as usize);
             return Ok(Raw::Done(Outcome { status, bytes: bytes as usize, data: buffer }));
@@ -221,7 +224,13 @@ mod ops {
 
     /// DeviceIoControl, waiting for the result (with an OVERLAPPED on an overlapped
     /// handle, as the API requires).
-    pub fn ioctl(handle: usize, code: u32, input: &[u8], output_length: usize, overlapped: bool) -> Result<Outcome, Fail> {
+    pub fn ioctl(
+        handle: usize,
+        code: u32,
+        input: &[u8],
+        output_length: usize,
+        overlapped: bool,
+    ) -> Result<Outcome, Fail> {
         let in_len = u32::try_from(input.len()).map_err(|_| "input too long")?;
         let out_len = u32::try_from(output_length).map_err(|_| "output too long")?;
         let mut request = Request::new(handle, output_length)?;
@@ -231,7 +240,9 @@ mod ops {
         let count = if overlapped { std::ptr::null_mut() } else { &raw mut bytes };
         // SAFETY: the buffers hold the lengths passed; the OVERLAPPED (if any) lives in
         // `request`, which is waited for below before it is dropped.
-        let ok = unsafe { DeviceIoControl(handle as HANDLE, code, input.as_ptr().cast(), in_len, out.cast(), out_len, count, ov) };
+        let ok = unsafe {
+            DeviceIoControl(handle as HANDLE, code, input.as_ptr().cast(), in_len, out.cast(), out_len, count, ov)
+        };
         if !overlapped {
             let status = if ok != 0 { Status::from_win32(0) } else { Status::from_win32(last_error()) };
             let n = (bytes as usize).min(output_length);
@@ -272,7 +283,11 @@ impl Win32 {
         if on == 0 {
             return Ok(op());
         }
-        let thread = self.threads.get(on - 1).and_then(Option::as_ref).ok_or_else(|| Fail(format!("application thread {on} does not exist")))?;
+        let thread = self
+            .threads
+            .get(on - 1)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Fail(format!("application thread {on} does not exist")))?;
         let (tx, rx) = mpsc::channel();
         thread
             .jobs
@@ -424,7 +439,8 @@ impl Client for Win32 {
     }
 
     fn exit_thread(&mut self, thread: Tid) -> Result<(), Fail> {
-        let t = self.threads.get_mut(thread.wrapping_sub(1)).and_then(Option::take).ok_or("no such application thread")?;
+        let t =
+            self.threads.get_mut(thread.wrapping_sub(1)).and_then(Option::take).ok_or("no such application thread")?;
         // The thread's loop ends when its queue closes; the OS thread then exits and
         // the system cancels the requests it issued.
         drop(t.jobs);

@@ -85,11 +85,7 @@ impl ParseCallbacks for Recorder {
     }
 
     fn will_parse_macro(&self, name: &str) -> MacroParsingBehavior {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .macros
-            .insert(name.to_owned());
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).macros.insert(name.to_owned());
         MacroParsingBehavior::Default
     }
 }
@@ -193,10 +189,7 @@ pub fn generate(inputs: &Inputs) -> Result<(String, Seen), String> {
         .clang_arg("-fno-builtin")
         // wdk-build's order: km/crt (empty for mingw), km, shared.
         .clang_arg(format!("--include-directory={}", path_str(&ddk)?))
-        .clang_arg(format!(
-            "--include-directory={}",
-            path_str(&inputs.mingw_include)?
-        ))
+        .clang_arg(format!("--include-directory={}", path_str(&inputs.mingw_include)?))
         .clang_args(DEFINES.iter().map(|d| format!("--define-macro={d}")))
         .clang_args(MS_FLAGS.iter().copied());
     for item in BLOCKLIST {
@@ -213,20 +206,14 @@ pub fn generate(inputs: &Inputs) -> Result<(String, Seen), String> {
         .formatter(bindgen::Formatter::Prettyplease)
         .rust_target(rust_target)
         .rust_edition(bindgen::RustEdition::Edition2024)
-        .header_contents(
-            path_str(&inputs.virtual_dir.join("ntsim-wdm-input.h"))?,
-            &input_header(),
-        );
+        .header_contents(path_str(&inputs.virtual_dir.join("ntsim-wdm-input.h"))?, &input_header());
 
-    let bindings = builder
-        .generate()
-        .map_err(|e| format!("bindgen failed: {e}"))?;
+    let bindings = builder.generate().map_err(|e| format!("bindgen failed: {e}"))?;
     let code = bindings.to_string();
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
     Ok((code, seen))
 }
 
 fn path_str(path: &Path) -> Result<&str, String> {
-    path.to_str()
-        .ok_or_else(|| format!("path is not UTF-8: {}", path.display()))
+    path.to_str().ok_or_else(|| format!("path is not UTF-8: {}", path.display()))
 }

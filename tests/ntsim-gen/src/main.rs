@@ -59,20 +59,14 @@ fn main() -> ExitCode {
 fn parse_args() -> Result<Option<Options>, String> {
     let mut options = Options {
         check: false,
-        out_dir: Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new(".."))
-            .join("ntsim/src/wdk_sys"),
+        out_dir: Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("..")).join("ntsim/src/wdk_sys"),
     };
     let mut args = env::args_os().skip(1);
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--check") => options.check = true,
             Some("--out-dir") => {
-                options.out_dir = args
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--out-dir needs a directory")?;
+                options.out_dir = args.next().map(PathBuf::from).ok_or("--out-dir needs a directory")?;
             }
             Some("-h" | "--help") => {
                 println!(
@@ -84,10 +78,7 @@ fn parse_args() -> Result<Option<Options>, String> {
                 return Ok(None);
             }
             _ => {
-                return Err(format!(
-                    "unknown argument `{}` (try --help)",
-                    arg.to_string_lossy()
-                ));
+                return Err(format!("unknown argument `{}` (try --help)", arg.to_string_lossy()));
             }
         }
     }
@@ -99,10 +90,7 @@ fn prepare_environment() -> Vec<String> {
     let mut notes = Vec::new();
     let stray: Vec<OsString> = env::vars_os()
         .map(|(key, _)| key)
-        .filter(|key| {
-            key.to_str()
-                .is_some_and(|k| k.starts_with("BINDGEN_EXTRA_CLANG_ARGS"))
-        })
+        .filter(|key| key.to_str().is_some_and(|k| k.starts_with("BINDGEN_EXTRA_CLANG_ARGS")))
         .collect();
     for key in stray {
         notes.push(format!("ignoring {}", key.to_string_lossy()));
@@ -129,30 +117,19 @@ fn run() -> Result<ExitCode, String> {
     let libclang_dir = PathBuf::from(env::var_os("LIBCLANG_PATH").unwrap_or_default());
     let clang = bindgen::clang_version();
     if clang.parsed.map(|(major, _)| major) != Some(REQUIRED_CLANG_MAJOR) {
-        return Err(format!(
-            "libclang {REQUIRED_CLANG_MAJOR} is required (loaded: {}); set LIBCLANG_PATH",
-            clang.full
-        ));
+        return Err(format!("libclang {REQUIRED_CLANG_MAJOR} is required (loaded: {}); set LIBCLANG_PATH", clang.full));
     }
     let inputs = bindings::Inputs {
         mingw_include: env::var_os("NTSIM_GEN_MINGW_INCLUDE")
             .map_or_else(|| PathBuf::from(DEFAULT_MINGW_INCLUDE), PathBuf::from),
-        clang_resource_include: libclang_dir
-            .join("clang")
-            .join(REQUIRED_CLANG_MAJOR.to_string())
-            .join("include"),
+        clang_resource_include: libclang_dir.join("clang").join(REQUIRED_CLANG_MAJOR.to_string()).join("include"),
         virtual_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
     };
 
     let (code, seen) = bindings::generate(&inputs)?;
     let bindgen_time = started.elapsed();
     let parts = split::split(&code)?;
-    let scan = status::scan(
-        &seen.includes,
-        ("<ntsim-gen shim>", bindings::SHIM),
-        &seen.macros,
-        &parts.root_names,
-    )?;
+    let scan = status::scan(&seen.includes, ("<ntsim-gen shim>", bindings::SHIM), &seen.macros, &parts.root_names)?;
     for line in &scan.unreadable {
         eprintln!("ntsim-gen: warning: cast macro not understood, skipped: {line}");
     }
@@ -170,11 +147,7 @@ fn run() -> Result<ExitCode, String> {
         "ntsim-gen: {} type items, {} constants, {} functions ({} variadic, no fnsig), \
          {} data imports (extern statics), status.rs: {:?}{}",
         parts.types.len(),
-        parts
-            .constants
-            .iter()
-            .filter(|item| matches!(item, Item::Const(_)))
-            .count(),
+        parts.constants.iter().filter(|item| matches!(item, Item::Const(_))).count(),
         parts.signatures.len() + parts.variadic.len(),
         parts.variadic.len(),
         parts.statics.len(),
@@ -182,10 +155,7 @@ fn run() -> Result<ExitCode, String> {
         if scan.skipped_duplicates.is_empty() {
             String::new()
         } else {
-            format!(
-                ", already from bindgen: {}",
-                scan.skipped_duplicates.join(", ")
-            )
+            format!(", already from bindgen: {}", scan.skipped_duplicates.join(", "))
         }
     );
 
@@ -198,10 +168,7 @@ fn run() -> Result<ExitCode, String> {
 }
 
 /// Formats the five generated files.
-fn render(
-    parts: &split::Split,
-    scan: &status::Scan,
-) -> Result<Vec<(&'static str, String)>, String> {
+fn render(parts: &split::Split, scan: &status::Scan) -> Result<Vec<(&'static str, String)>, String> {
     let use_types: Item = syn::parse_quote!(
         use super::types::*;
     );
@@ -216,8 +183,7 @@ fn render(
         ("ntddk.rs", unparse(with_types(&parts.functions))),
         ("fnsig.rs", unparse(with_types(&parts.signatures))),
         ("status.rs", {
-            let file = syn::parse_file(&scan.source)
-                .map_err(|e| format!("generated status.rs does not parse: {e}"))?;
+            let file = syn::parse_file(&scan.source).map_err(|e| format!("generated status.rs does not parse: {e}"))?;
             unparse(file.items)
         }),
     ])
@@ -235,19 +201,10 @@ fn write(out_dir: &Path, files: &[(&'static str, String)]) -> Result<(), String>
         let path = out_dir.join(name);
         let unchanged = fs::read(&path).is_ok_and(|old| old == contents.as_bytes());
         if unchanged {
-            eprintln!(
-                "ntsim-gen: {} unchanged ({} bytes)",
-                path.display(),
-                contents.len()
-            );
+            eprintln!("ntsim-gen: {} unchanged ({} bytes)", path.display(), contents.len());
         } else {
-            fs::write(&path, contents)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            eprintln!(
-                "ntsim-gen: wrote {} ({} bytes)",
-                path.display(),
-                contents.len()
-            );
+            fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("ntsim-gen: wrote {} ({} bytes)", path.display(), contents.len());
         }
     }
     Ok(())
@@ -264,10 +221,7 @@ fn check(out_dir: &Path, files: &[(&'static str, String)]) -> ExitCode {
         }
     }
     if stale.is_empty() {
-        eprintln!(
-            "ntsim-gen: all {} generated files are up to date",
-            files.len()
-        );
+        eprintln!("ntsim-gen: all {} generated files are up to date", files.len());
         ExitCode::SUCCESS
     } else {
         eprintln!(

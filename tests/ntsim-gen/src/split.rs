@@ -57,10 +57,7 @@ pub fn split(code: &str) -> Result<Split, String> {
         if let Item::Type(t) = item
             && out.root_names.contains(&t.ident.to_string())
         {
-            return Err(format!(
-                "function `{}` has the name of a type or constant; fnsig.rs would shadow it",
-                t.ident
-            ));
+            return Err(format!("function `{}` has the name of a type or constant; fnsig.rs would shadow it", t.ident));
         }
     }
     Ok(out)
@@ -87,10 +84,7 @@ fn split_foreign(block: ItemForeignMod, out: &mut Split) -> Result<(), String> {
                 statics.push(foreign.clone());
             }
             other => {
-                return Err(format!(
-                    "unexpected item in an extern block: {}",
-                    other.to_token_stream()
-                ));
+                return Err(format!("unexpected item in an extern block: {}", other.to_token_stream()));
             }
         }
     }

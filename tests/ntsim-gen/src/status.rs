@@ -62,12 +62,8 @@ pub fn scan(
 
     let mut texts = Vec::with_capacity(files.len() + 1);
     for file in files {
-        let text = std::fs::read(file)
-            .map_err(|e| format!("cannot read included header {}: {e}", file.display()))?;
-        texts.push((
-            file.display().to_string(),
-            String::from_utf8_lossy(&text).into_owned(),
-        ));
+        let text = std::fs::read(file).map_err(|e| format!("cannot read included header {}: {e}", file.display()))?;
+        texts.push((file.display().to_string(), String::from_utf8_lossy(&text).into_owned()));
     }
     texts.push((extra.0.to_owned(), extra.1.to_owned()));
 
@@ -77,18 +73,12 @@ pub fn scan(
                 continue;
             }
             let Some(value) = parse_body(&body) else {
-                if CAST_TYPES
-                    .iter()
-                    .any(|(ty, _)| squeeze(&body).contains(&format!("({ty})")))
-                {
+                if CAST_TYPES.iter().any(|(ty, _)| squeeze(&body).contains(&format!("({ty})"))) {
                     scan.unreadable.push(format!("{name} ({origin}): {body}"));
                 }
                 continue;
             };
-            let def = Definition {
-                value,
-                origin: origin.clone(),
-            };
+            let def = Definition { value, origin: origin.clone() };
             match defs.get(&name) {
                 None => {
                     defs.insert(name, def);
@@ -143,11 +133,7 @@ pub fn scan(
     Ok(scan)
 }
 
-fn resolve_type(
-    defs: &BTreeMap<String, Definition>,
-    name: &str,
-    depth: usize,
-) -> Option<&'static str> {
+fn resolve_type(defs: &BTreeMap<String, Definition>, name: &str, depth: usize) -> Option<&'static str> {
     if depth > 16 {
         return None;
     }
@@ -158,15 +144,11 @@ fn resolve_type(
 }
 
 fn literal(ty: &'static str, bits: u64) -> Result<String, String> {
-    let width = CAST_TYPES
-        .iter()
-        .find(|(t, _)| *t == ty)
-        .map(|(_, w)| *w)
-        .ok_or_else(|| format!("unknown cast type {ty}"))?;
+    let width =
+        CAST_TYPES.iter().find(|(t, _)| *t == ty).map(|(_, w)| *w).ok_or_else(|| format!("unknown cast type {ty}"))?;
     Ok(match width {
         Width::I32 => {
-            let bits = u32::try_from(bits)
-                .map_err(|_| format!("{ty} value 0x{bits:X} does not fit in 32 bits"))?;
+            let bits = u32::try_from(bits).map_err(|_| format!("{ty} value 0x{bits:X} does not fit in 32 bits"))?;
             format!("0x{bits:08X}_u32 as i32")
         }
         Width::U64 => format!("0x{bits:016X}_u64"),
@@ -235,9 +217,7 @@ fn encloses(text: &str) -> bool {
 
 fn is_identifier(text: &str) -> bool {
     let mut chars = text.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -263,9 +243,7 @@ fn parse_int(text: &str) -> Option<u64> {
 /// All object-like `#define NAME BODY` lines, comments removed and
 /// continuation lines joined.
 fn object_like_defines(text: &str) -> Vec<(String, String)> {
-    let text = remove_block_comments(text)
-        .replace("\\\r\n", " ")
-        .replace("\\\n", " ");
+    let text = remove_block_comments(text).replace("\\\r\n", " ").replace("\\\n", " ");
     let mut defines = Vec::new();
     for line in text.lines() {
         let line = line.split("//").next().unwrap_or_default().trim_start();
@@ -279,9 +257,7 @@ fn object_like_defines(text: &str) -> Vec<(String, String)> {
             continue;
         }
         let rest = rest.trim_start();
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
         let (name, body) = rest.split_at(end);
         if name.is_empty() || body.starts_with('(') {
             continue; // malformed, or a function-like macro
@@ -319,31 +295,13 @@ mod tests {
 
     #[test]
     fn bodies() {
-        assert_eq!(
-            parse_body("((NTSTATUS)0xC0000001L)"),
-            Some(Value::Cast {
-                ty: "NTSTATUS",
-                bits: 0xC000_0001
-            })
-        );
-        assert_eq!(
-            parse_body("( (NTSTATUS) 0x00000103 )"),
-            Some(Value::Cast {
-                ty: "NTSTATUS",
-                bits: 0x103
-            })
-        );
+        assert_eq!(parse_body("((NTSTATUS)0xC0000001L)"), Some(Value::Cast { ty: "NTSTATUS", bits: 0xC000_0001 }));
+        assert_eq!(parse_body("( (NTSTATUS) 0x00000103 )"), Some(Value::Cast { ty: "NTSTATUS", bits: 0x103 }));
         assert_eq!(
             parse_body("((POOL_FLAGS)0x8000000000000000)"),
-            Some(Value::Cast {
-                ty: "POOL_FLAGS",
-                bits: 0x8000_0000_0000_0000
-            })
+            Some(Value::Cast { ty: "POOL_FLAGS", bits: 0x8000_0000_0000_0000 })
         );
-        assert_eq!(
-            parse_body("STATUS_SUCCESS"),
-            Some(Value::Alias("STATUS_SUCCESS".into()))
-        );
+        assert_eq!(parse_body("STATUS_SUCCESS"), Some(Value::Alias("STATUS_SUCCESS".into())));
         assert_eq!(parse_body("((ULONG)0x1)"), None);
         assert_eq!(parse_body("(A) | (B)"), None);
     }
@@ -353,10 +311,7 @@ mod tests {
         let text = "#define A ((NTSTATUS)1) /* c */\n# define B(x) x\n#define C \\\n  2\n/* #define D 3 */\n";
         assert_eq!(
             object_like_defines(text),
-            vec![
-                ("A".to_owned(), "((NTSTATUS)1)".to_owned()),
-                ("C".to_owned(), "2".to_owned()),
-            ]
+            vec![("A".to_owned(), "((NTSTATUS)1)".to_owned()), ("C".to_owned(), "2".to_owned()),]
         );
     }
 }

@@ -48,7 +48,9 @@ extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, _context
             0x50,
             [address, 0, 0, 0],
             "PAGE_FAULT_IN_NONPAGED_AREA",
-            format!("the driver touched invalid memory at {address:#x} (a use after free, or a NULL or stale pointer)."),
+            format!(
+                "the driver touched invalid memory at {address:#x} (a use after free, or a NULL or stale pointer)."
+            ),
         );
         violation.thread.clone_from(&thread.name);
         violation.routine = thread.routines.last().copied().unwrap_or(crate::trace::Routine::Kernel);

@@ -408,7 +408,9 @@ impl Machine {
             }
             match crate::ke::timer::next_event(&guard) {
                 Some(when) => crate::ke::timer::advance_to(&mut guard, when),
-                None => return Err(Stopped::Hang(format!("{what} never happens: no thread can run and no timer is set"))),
+                None => {
+                    return Err(Stopped::Hang(format!("{what} never happens: no thread can run and no timer is set")));
+                }
             }
             self.inner.cv.notify_all();
         }

@@ -35,7 +35,8 @@ impl Value {
         match kind {
             REG_DWORD if data.len() == 4 => Value::Dword(u32::from_le_bytes(data.try_into().expect("4 bytes"))),
             REG_SZ => {
-                let units: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+                let units: Vec<u16> =
+                    data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
                 Value::String(String::from_utf16_lossy(&units))
             }
             REG_BINARY => Value::Binary(data.to_vec()),
@@ -117,7 +118,11 @@ fn path_of(ctx: &Ctx<'_>, attributes: POBJECT_ATTRIBUTES) -> Option<String> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ZwOpenKey(KeyHandle: PHANDLE, _DesiredAccess: ACCESS_MASK, ObjectAttributes: POBJECT_ATTRIBUTES) -> NTSTATUS {
+pub unsafe extern "C" fn ZwOpenKey(
+    KeyHandle: PHANDLE,
+    _DesiredAccess: ACCESS_MASK,
+    ObjectAttributes: POBJECT_ATTRIBUTES,
+) -> NTSTATUS {
     kcall("ZwOpenKey", |ctx| {
         if ctx.should_fail() {
             return Ok(STATUS_INSUFFICIENT_RESOURCES);
@@ -177,14 +182,17 @@ pub unsafe extern "C" fn ZwQueryValueKey(
     ResultLength: PULONG,
 ) -> NTSTATUS {
     kcall("ZwQueryValueKey", |ctx| {
-        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else { return Ok(STATUS_INVALID_HANDLE) };
+        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
+            return Ok(STATUS_INVALID_HANDLE);
+        };
         // KeyValuePartialInformation is 2; ntsim implements only that class.
         if KeyValueInformationClass != 2 {
             return Ok(STATUS_INVALID_PARAMETER);
         }
         // SAFETY: the driver passed a valid name.
         let Some(name) = (unsafe { read_unicode(ValueName) }) else { return Ok(STATUS_INVALID_PARAMETER) };
-        let Some((kind, data)) = ctx.registry.keys.get(&path).and_then(|k| k.values.get(&name.to_uppercase())).cloned() else {
+        let Some((kind, data)) = ctx.registry.keys.get(&path).and_then(|k| k.values.get(&name.to_uppercase())).cloned()
+        else {
             return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
         };
         const HEADER: usize = 12;
@@ -219,7 +227,9 @@ pub unsafe extern "C" fn ZwSetValueKey(
     DataSize: ULONG,
 ) -> NTSTATUS {
     kcall("ZwSetValueKey", |ctx| {
-        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else { return Ok(STATUS_INVALID_HANDLE) };
+        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
+            return Ok(STATUS_INVALID_HANDLE);
+        };
         // SAFETY: the driver passed a valid name and DataSize readable bytes.
         let (Some(name), data) = (unsafe { read_unicode(ValueName) }, unsafe {
             std::slice::from_raw_parts(Data.cast::<u8>(), DataSize as usize).to_vec()
@@ -236,7 +246,9 @@ const _: crate::wdk_sys::fnsig::ZwSetValueKey = ZwSetValueKey;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS {
     kcall("ZwDeleteKey", |ctx| {
-        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else { return Ok(STATUS_INVALID_HANDLE) };
+        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
+            return Ok(STATUS_INVALID_HANDLE);
+        };
         let prefix = format!("{path}\\");
         if ctx.registry.keys.keys().any(|k| k.starts_with(&prefix)) {
             return Ok(crate::wdk_sys::STATUS_CANNOT_DELETE);
@@ -282,6 +294,12 @@ impl RegistryHandle<'_> {
     }
     /// Names of the values under `path`, upper-cased.
     pub fn value_names(&self, path: &str) -> Vec<String> {
-        self.machine.lock().registry.keys.get(&path.to_uppercase()).map(|k| k.values.keys().cloned().collect()).unwrap_or_default()
+        self.machine
+            .lock()
+            .registry
+            .keys
+            .get(&path.to_uppercase())
+            .map(|k| k.values.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }

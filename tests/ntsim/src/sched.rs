@@ -235,11 +235,8 @@ fn hand_off<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>, me: Tid) -> 
     }
     wake_satisfied(&mut guard);
     let candidates: Vec<Tid> = (0..guard.threads.len()).filter(|&t| guard.threads[t].status.runnable()).collect();
-    guard.sched.baton = if candidates.is_empty() || guard.halted() {
-        None
-    } else {
-        Some(guard.sched.pick(Some(me), &candidates))
-    };
+    guard.sched.baton =
+        if candidates.is_empty() || guard.halted() { None } else { Some(guard.sched.pick(Some(me), &candidates)) };
     inner.cv.notify_all();
     guard
 }

@@ -5,9 +5,9 @@
 
 use crate::machine::{Ctx, kcall};
 use crate::wdk_sys::{
-    ACCESS_MASK, BOOLEAN, HANDLE, NTSTATUS, PACL, PSECURITY_DESCRIPTOR, PSID, SECURITY_DESCRIPTOR, SECURITY_INFORMATION,
-    STATUS_ACCESS_DENIED, STATUS_ALLOTTED_SPACE_EXCEEDED, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_HANDLE,
-    STATUS_INVALID_PARAMETER, STATUS_SUCCESS, ULONG,
+    ACCESS_MASK, BOOLEAN, HANDLE, NTSTATUS, PACL, PSECURITY_DESCRIPTOR, PSID, SECURITY_DESCRIPTOR,
+    SECURITY_INFORMATION, STATUS_ACCESS_DENIED, STATUS_ALLOTTED_SPACE_EXCEEDED, STATUS_BUFFER_TOO_SMALL,
+    STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, ULONG,
 };
 
 const GENERIC_READ: u32 = 0x8000_0000;
@@ -70,7 +70,10 @@ unsafe fn parse_acl(acl: *const u8) -> Vec<Ace> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn RtlCreateSecurityDescriptor(SecurityDescriptor: PSECURITY_DESCRIPTOR, Revision: ULONG) -> NTSTATUS {
+pub unsafe extern "C" fn RtlCreateSecurityDescriptor(
+    SecurityDescriptor: PSECURITY_DESCRIPTOR,
+    Revision: ULONG,
+) -> NTSTATUS {
     kcall("RtlCreateSecurityDescriptor", |_ctx| {
         if Revision != 1 {
             return Ok(crate::wdk_sys::STATUS_UNKNOWN_REVISION);
@@ -86,7 +89,12 @@ pub unsafe extern "C" fn RtlCreateSecurityDescriptor(SecurityDescriptor: PSECURI
 const _: crate::wdk_sys::fnsig::RtlCreateSecurityDescriptor = RtlCreateSecurityDescriptor;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn RtlSetDaclSecurityDescriptor(SecurityDescriptor: PSECURITY_DESCRIPTOR, DaclPresent: BOOLEAN, Dacl: PACL, _DaclDefaulted: BOOLEAN) -> NTSTATUS {
+pub unsafe extern "C" fn RtlSetDaclSecurityDescriptor(
+    SecurityDescriptor: PSECURITY_DESCRIPTOR,
+    DaclPresent: BOOLEAN,
+    Dacl: PACL,
+    _DaclDefaulted: BOOLEAN,
+) -> NTSTATUS {
     kcall("RtlSetDaclSecurityDescriptor", |_ctx| {
         let sd = SecurityDescriptor.cast::<SECURITY_DESCRIPTOR>();
         // SAFETY: an absolute descriptor made by RtlCreateSecurityDescriptor.
@@ -129,7 +137,12 @@ pub unsafe extern "C" fn RtlCreateAcl(Acl: PACL, AclLength: ULONG, AclRevision: 
 const _: crate::wdk_sys::fnsig::RtlCreateAcl = RtlCreateAcl;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn RtlAddAccessAllowedAce(Acl: PACL, _AceRevision: ULONG, AccessMask: ACCESS_MASK, Sid: PSID) -> NTSTATUS {
+pub unsafe extern "C" fn RtlAddAccessAllowedAce(
+    Acl: PACL,
+    _AceRevision: ULONG,
+    AccessMask: ACCESS_MASK,
+    Sid: PSID,
+) -> NTSTATUS {
     kcall("RtlAddAccessAllowedAce", |_ctx| {
         let bytes = Acl.cast::<u8>();
         // SAFETY: a valid ACL made by RtlCreateAcl and a valid SID.
@@ -160,7 +173,11 @@ const _: crate::wdk_sys::fnsig::RtlAddAccessAllowedAce = RtlAddAccessAllowedAce;
 
 /// Sets the DACL of the device a kernel handle refers to.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ZwSetSecurityObject(Handle: HANDLE, SecurityInformation: SECURITY_INFORMATION, SecurityDescriptor: PSECURITY_DESCRIPTOR) -> NTSTATUS {
+pub unsafe extern "C" fn ZwSetSecurityObject(
+    Handle: HANDLE,
+    SecurityInformation: SECURITY_INFORMATION,
+    SecurityDescriptor: PSECURITY_DESCRIPTOR,
+) -> NTSTATUS {
     kcall("ZwSetSecurityObject", |ctx| {
         let Some(&object) = ctx.ob.kernel_handles.get(&(Handle as u64)) else { return Ok(STATUS_INVALID_HANDLE) };
         // DACL_SECURITY_INFORMATION is 4.
@@ -215,6 +232,12 @@ impl crate::machine::Machine {
     pub fn device_dacl(&self, name: &str) -> Option<Vec<Ace>> {
         let state = self.lock();
         let key = crate::io::device::name_key(name);
-        state.io.devices.values().find(|d| d.name.as_deref().map(crate::io::device::name_key) == Some(key.clone()))?.dacl.clone()
+        state
+            .io
+            .devices
+            .values()
+            .find(|d| d.name.as_deref().map(crate::io::device::name_key) == Some(key.clone()))?
+            .dacl
+            .clone()
     }
 }

@@ -45,7 +45,15 @@ pub struct Call {
 
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{:<5} {:<28} irql {} in {:<16} on {}", self.seq, self.api, self.irql, self.routine.to_string(), self.thread)
+        write!(
+            f,
+            "#{:<5} {:<28} irql {} in {:<16} on {}",
+            self.seq,
+            self.api,
+            self.irql,
+            self.routine.to_string(),
+            self.thread
+        )
     }
 }
 

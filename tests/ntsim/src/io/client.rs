@@ -109,7 +109,13 @@ impl Machine {
     pub fn new_process_as(&self, admin: bool) -> Process<'_> {
         let pid = {
             let mut state = self.lock();
-            state.io.processes.push(ProcessInfo { handles: BTreeMap::new(), next_handle: 0, threads: Vec::new(), exited: false, admin });
+            state.io.processes.push(ProcessInfo {
+                handles: BTreeMap::new(),
+                next_handle: 0,
+                threads: Vec::new(),
+                exited: false,
+                admin,
+            });
             state.io.processes.len() - 1
         };
         let process = Process { machine: self, pid };
@@ -118,7 +124,12 @@ impl Machine {
     }
 
     /// Runs `op` on client thread `tid` and waits (moving the clock if needed) for it.
-    fn on_thread<R: Send + 'static>(&self, tid: Tid, what: &str, op: impl FnOnce(&mut Ctx<'_>) -> KResult<R> + Send + 'static) -> Result<R, Stopped> {
+    fn on_thread<R: Send + 'static>(
+        &self,
+        tid: Tid,
+        what: &str,
+        op: impl FnOnce(&mut Ctx<'_>) -> KResult<R> + Send + 'static,
+    ) -> Result<R, Stopped> {
         let slot: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
         let out = Arc::clone(&slot);
         {
@@ -247,7 +258,9 @@ impl Thread<'_> {
     pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let (pid, to) = (self.pid, target.pid);
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(Err(STATUS_INVALID_HANDLE)) };
+            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
+                return Ok(Err(STATUS_INVALID_HANDLE));
+            };
             Ok(Ok(insert_handle(ctx, to, file)))
         })
     }
@@ -342,7 +355,9 @@ impl Thread<'_> {
             let threads = ctx.io.processes[pid].threads.clone();
             if let Some(seq) = only {
                 // One request: found by its issue number, no scan of the others.
-                let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
+                let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
+                    return Ok(STATUS_INVALID_HANDLE);
+                };
                 let target = ctx.io.irps.by_seq.get(&seq).copied().filter(|irp| {
                     ctx.io.irps.live.get(irp).is_some_and(|i| i.file == file && threads.contains(&i.thread))
                 });
@@ -363,7 +378,9 @@ impl Thread<'_> {
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(Err(STATUS_INVALID_HANDLE)) };
+            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
+                return Ok(Err(STATUS_INVALID_HANDLE));
+            };
             Ok(Ok(insert_handle(ctx, pid, file)))
         })
     }
@@ -486,7 +503,12 @@ fn issue_op(pid: usize, handle: Handle, make: MakeRequest) -> IssueOp {
     })
 }
 
-fn cancel_matching(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, keep: impl Fn(&irp::IrpInfo) -> bool) -> KResult<NTSTATUS> {
+fn cancel_matching(
+    ctx: &mut Ctx<'_>,
+    pid: usize,
+    handle: Handle,
+    keep: impl Fn(&irp::IrpInfo) -> bool,
+) -> KResult<NTSTATUS> {
     let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
     for irp in irp::outstanding(ctx, |i| i.file == file && keep(i)) {
         irp::cancel(ctx, irp)?;
@@ -531,9 +553,16 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     object.Size = i16::try_from(size_of::<FILE_OBJECT>()).expect("small");
     object.DeviceObject = device as PDEVICE_OBJECT;
     let bytes = u16::try_from(name.len() * 2).unwrap_or(u16::MAX);
-    object.FileName = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: if name.is_empty() { std::ptr::null_mut() } else { name.as_mut_ptr() } };
+    object.FileName = UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: if name.is_empty() { std::ptr::null_mut() } else { name.as_mut_ptr() },
+    };
     let file = std::ptr::from_mut(object.as_mut()) as usize;
-    ctx.io.files.insert(file, super::file::FileInfo { device, handles: 0, outstanding: 0, overlapped, _object: object, _name: name });
+    ctx.io.files.insert(
+        file,
+        super::file::FileInfo { device, handles: 0, outstanding: 0, overlapped, _object: object, _name: name },
+    );
     ctx.ob.insert(file, Kind::File, 0);
     crate::ob::reference(ctx, device);
     let request = Request {

@@ -88,12 +88,14 @@ pub unsafe extern "C" fn IoCreateDevice(
         let mut extension = vec![0u128; (DeviceExtensionSize as usize).div_ceil(16)].into_boxed_slice();
         let address = std::ptr::from_mut(object.as_mut()) as usize;
         object.Type = 3;
-        object.Size = u16::try_from(size_of::<DEVICE_OBJECT>()).expect("small") + u16::try_from(DeviceExtensionSize).unwrap_or(0);
+        object.Size =
+            u16::try_from(size_of::<DEVICE_OBJECT>()).expect("small") + u16::try_from(DeviceExtensionSize).unwrap_or(0);
         object.ReferenceCount = 0;
         object.DriverObject = DriverObject;
         // SAFETY: the driver object is valid.
         object.NextDevice = unsafe { (*DriverObject).DeviceObject };
-        object.DeviceExtension = if DeviceExtensionSize == 0 { std::ptr::null_mut() } else { extension.as_mut_ptr().cast() };
+        object.DeviceExtension =
+            if DeviceExtensionSize == 0 { std::ptr::null_mut() } else { extension.as_mut_ptr().cast() };
         object.DeviceType = DeviceType;
         object.Characteristics = DeviceCharacteristics;
         object.Flags = DO_DEVICE_INITIALIZING | if Exclusive != 0 { DO_EXCLUSIVE } else { 0 };
@@ -105,7 +107,18 @@ pub unsafe extern "C" fn IoCreateDevice(
         }
         ctx.ob.insert(address, Kind::Device, 1);
         let seq = ctx.io.devices.len() as u64 + ctx.io.irps.issued_total;
-        ctx.io.devices.insert(address, DeviceInfo { driver: DriverObject as usize, name, deleted: false, seq, dacl: None, _object: object, _extension: extension });
+        ctx.io.devices.insert(
+            address,
+            DeviceInfo {
+                driver: DriverObject as usize,
+                name,
+                deleted: false,
+                seq,
+                dacl: None,
+                _object: object,
+                _extension: extension,
+            },
+        );
         // SAFETY: the driver passed a writable pointer.
         unsafe { *DeviceObject = address as PDEVICE_OBJECT };
         Ok(STATUS_SUCCESS)
@@ -152,7 +165,8 @@ pub unsafe extern "C" fn IoDeleteDevice(DeviceObject: PDEVICE_OBJECT) {
                 code::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
                 [crate::checker::unload::IO_TIMER_RUNNING, address as u64, 0, 0],
                 "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
-                "IoDeleteDevice on a device whose IoTimer is still started: call IoStopTimer first (Unload stage 2).".to_owned(),
+                "IoDeleteDevice on a device whose IoTimer is still started: call IoStopTimer first (Unload stage 2)."
+                    .to_owned(),
             )));
         }
         ctx.ke.timers.io_timers.remove(&address);
@@ -192,13 +206,18 @@ pub(crate) fn last_reference(ctx: &mut Ctx<'_>, address: usize) -> KResult<()> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn IoCreateSymbolicLink(SymbolicLinkName: PUNICODE_STRING, DeviceName: PUNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "C" fn IoCreateSymbolicLink(
+    SymbolicLinkName: PUNICODE_STRING,
+    DeviceName: PUNICODE_STRING,
+) -> NTSTATUS {
     kcall("IoCreateSymbolicLink", |ctx| {
         if ctx.should_fail() {
             return Ok(STATUS_INSUFFICIENT_RESOURCES);
         }
         // SAFETY: the driver passed valid names.
-        let (Some(link), Some(target)) = (unsafe { read_unicode(SymbolicLinkName) }, unsafe { read_unicode(DeviceName) }) else {
+        let (Some(link), Some(target)) =
+            (unsafe { read_unicode(SymbolicLinkName) }, unsafe { read_unicode(DeviceName) })
+        else {
             return Ok(STATUS_OBJECT_NAME_INVALID);
         };
         let key = name_key(&link);

@@ -6,8 +6,9 @@ use crate::checker::{Violation, c4, code, unload};
 use crate::machine::{Ctx, KResult, Machine, Stopped, service};
 use crate::trace::Routine;
 use crate::wdk_sys::{
-    DRIVER_EXTENSION, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, PIRP, PDEVICE_OBJECT, PVOID, STATUS_INVALID_DEVICE_REQUEST,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, ULONG, UNICODE_STRING,
+    DRIVER_EXTENSION, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, PVOID,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS, ULONG,
+    UNICODE_STRING,
 };
 
 /// The signature of DriverEntry.
@@ -138,7 +139,9 @@ impl Machine {
             let state = self.lock();
             for device in state.io.devices.keys().filter(|d| state.io.devices[d].driver == object) {
                 // SAFETY: a live device object of this machine.
-                unsafe { (*(*device as crate::wdk_sys::PDEVICE_OBJECT)).Flags &= !crate::wdk_sys::DO_DEVICE_INITIALIZING };
+                unsafe {
+                    (*(*device as crate::wdk_sys::PDEVICE_OBJECT)).Flags &= !crate::wdk_sys::DO_DEVICE_INITIALIZING
+                };
             }
         }
         if !crate::wdk_sys::NT_SUCCESS(status) {
@@ -234,7 +237,11 @@ pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) -> KResult<()> {
         .filter(|(_, d)| d.state == DriverState::UnloadPending)
         .map(|(a, _)| *a)
         .filter(|&driver| {
-            ctx.io.devices.iter().filter(|(_, d)| d.driver == driver && !d.deleted).all(|(dev, _)| ctx.ob.refs(*dev) <= 1)
+            ctx.io
+                .devices
+                .iter()
+                .filter(|(_, d)| d.driver == driver && !d.deleted)
+                .all(|(dev, _)| ctx.ob.refs(*dev) <= 1)
         })
         .collect();
     for driver in ready {
@@ -301,43 +308,100 @@ fn ce(ctx: &Ctx<'_>, kind: u64, what: usize, text: String) -> crate::machine::St
 /// What must be gone once a driver is unloaded.
 fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     if let Some((&timer, _)) = ctx.ke.timers.set.iter().next() {
-        return Err(ctx.violation(Violation::new(code::TIMER_OR_DPC_INVALID, [0, timer as u64, 0, 0], "TIMER_OR_DPC_INVALID", "the driver unloaded with a KTIMER still set: KeCancelTimer it in Unload (stage 2).".to_owned())));
+        return Err(ctx.violation(Violation::new(
+            code::TIMER_OR_DPC_INVALID,
+            [0, timer as u64, 0, 0],
+            "TIMER_OR_DPC_INVALID",
+            "the driver unloaded with a KTIMER still set: KeCancelTimer it in Unload (stage 2).".to_owned(),
+        )));
     }
     if let Some((&dpc, _)) = ctx.ke.dpcs.inserted.iter().next() {
-        return Err(ctx.violation(Violation::new(code::TIMER_OR_DPC_INVALID, [1, dpc as u64, 0, 0], "TIMER_OR_DPC_INVALID", "the driver unloaded with a DPC still queued: KeRemoveQueueDpc / KeFlushQueuedDpcs in Unload (stage 2).".to_owned())));
+        return Err(ctx.violation(Violation::new(
+            code::TIMER_OR_DPC_INVALID,
+            [1, dpc as u64, 0, 0],
+            "TIMER_OR_DPC_INVALID",
+            "the driver unloaded with a DPC still queued: KeRemoveQueueDpc / KeFlushQueuedDpcs in Unload (stage 2)."
+                .to_owned(),
+        )));
     }
     if let Some((&dpc, _)) = ctx.ke.dpcs.running.iter().next() {
-        return Err(ctx.violation(Violation::new(code::TIMER_OR_DPC_INVALID, [2, dpc as u64, 0, 0], "TIMER_OR_DPC_INVALID", "the driver unloaded while one of its DPC routines was running: KeFlushQueuedDpcs in Unload (stage 2).".to_owned())));
+        return Err(ctx.violation(Violation::new(
+            code::TIMER_OR_DPC_INVALID,
+            [2, dpc as u64, 0, 0],
+            "TIMER_OR_DPC_INVALID",
+            "the driver unloaded while one of its DPC routines was running: KeFlushQueuedDpcs in Unload (stage 2)."
+                .to_owned(),
+        )));
     }
     if ctx.ke.work.outstanding() > 0 {
-        return Err(ce(ctx, unload::WORK_ITEM, 0, "the driver unloaded with a work item queued or running.".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::WORK_ITEM,
+            0,
+            "the driver unloaded with a work item queued or running.".to_owned(),
+        ));
     }
     if let Some(&item) = ctx.ke.work.items.keys().min() {
-        return Err(ce(ctx, unload::WORK_ITEM, item, "the driver unloaded without IoFreeWorkItem for an allocated work item.".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::WORK_ITEM,
+            item,
+            "the driver unloaded without IoFreeWorkItem for an allocated work item.".to_owned(),
+        ));
     }
     if ctx.ke.threads.running > 0 {
         return Err(ce(ctx, unload::SYSTEM_THREAD, 0, "the driver unloaded while its system thread was still running: signal it, let it call PsTerminateSystemThread and wait on the thread object (stage 2).".to_owned()));
     }
     if let Some((&object, _)) = ctx.ob.objects.iter().find(|(_, o)| o.kind == crate::ob::Kind::Thread) {
-        return Err(ce(ctx, unload::OBJECT_REFERENCE, object, "the driver unloaded still holding a reference to its thread object: ObDereferenceObject it.".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::OBJECT_REFERENCE,
+            object,
+            "the driver unloaded still holding a reference to its thread object: ObDereferenceObject it.".to_owned(),
+        ));
     }
     if let Some(&handle) = ctx.ob.kernel_handles.keys().min() {
-        return Err(ce(ctx, unload::OBJECT_REFERENCE, usize::try_from(handle).unwrap_or(0), format!("the driver unloaded with kernel handle {handle:#x} still open: ZwClose it.")));
+        return Err(ce(
+            ctx,
+            unload::OBJECT_REFERENCE,
+            usize::try_from(handle).unwrap_or(0),
+            format!("the driver unloaded with kernel handle {handle:#x} still open: ZwClose it."),
+        ));
     }
     if ctx.ke.interrupts.connected() > 0 {
-        return Err(ce(ctx, unload::INTERRUPT, 0, "the driver unloaded with an interrupt still connected: IoDisconnectInterrupt (stage 1).".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::INTERRUPT,
+            0,
+            "the driver unloaded with an interrupt still connected: IoDisconnectInterrupt (stage 1).".to_owned(),
+        ));
     }
     if ctx.ke.interrupts.mapped() > 0 {
-        return Err(ce(ctx, unload::IO_SPACE_MAPPING, 0, "the driver unloaded with I/O space still mapped: MmUnmapIoSpace (stage 3).".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::IO_SPACE_MAPPING,
+            0,
+            "the driver unloaded with I/O space still mapped: MmUnmapIoSpace (stage 3).".to_owned(),
+        ));
     }
     if ctx.ke.interrupts.controllers() > 0 {
-        return Err(ce(ctx, unload::CONTROLLER_OBJECT, 0, "the driver unloaded without IoDeleteController.".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::CONTROLLER_OBJECT,
+            0,
+            "the driver unloaded without IoDeleteController.".to_owned(),
+        ));
     }
     if ctx.ke.interrupts.claims() > 0 {
         return Err(ce(ctx, unload::RESOURCE_CLAIM, 0, "the driver unloaded with hardware resources still claimed: report an empty list with IoReportResourceForDetection (stage 5).".to_owned()));
     }
     if ctx.registry.open_handles() > 0 {
-        return Err(ce(ctx, unload::REGISTRY_KEY, 0, "the driver unloaded with a registry key handle still open: ZwClose it.".to_owned()));
+        return Err(ce(
+            ctx,
+            unload::REGISTRY_KEY,
+            0,
+            "the driver unloaded with a registry key handle still open: ZwClose it.".to_owned(),
+        ));
     }
     let devices: Vec<(u64, String)> = {
         let mut v: Vec<(u64, String)> = ctx
@@ -351,13 +415,23 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
         v
     };
     if let Some((_, name)) = devices.first() {
-        return Err(ce(ctx, unload::DEVICE_OBJECT, 0, format!("the driver unloaded without IoDeleteDevice for {name}.")));
+        return Err(ce(
+            ctx,
+            unload::DEVICE_OBJECT,
+            0,
+            format!("the driver unloaded without IoDeleteDevice for {name}."),
+        ));
     }
     let mut links: Vec<String> =
         ctx.ob.names.iter().filter(|(_, n)| matches!(n, crate::ob::Named::Link(_))).map(|(k, _)| k.clone()).collect();
     links.sort();
     if let Some(link) = links.first() {
-        return Err(ce(ctx, unload::SYMBOLIC_LINK, 0, format!("the driver unloaded without IoDeleteSymbolicLink for {link} (stage 3).")));
+        return Err(ce(
+            ctx,
+            unload::SYMBOLIC_LINK,
+            0,
+            format!("the driver unloaded without IoDeleteSymbolicLink for {link} (stage 3)."),
+        ));
     }
     let leaks = ctx.pool.leaks();
     if !leaks.is_empty() {
@@ -394,7 +468,9 @@ pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
         if ctx.should_fail() {
             return Ok(STATUS_INSUFFICIENT_RESOURCES);
         }
-        let Some(info) = ctx.io.drivers.get_mut(&(DriverObject as usize)) else { return Ok(crate::wdk_sys::STATUS_INVALID_PARAMETER) };
+        let Some(info) = ctx.io.drivers.get_mut(&(DriverObject as usize)) else {
+            return Ok(crate::wdk_sys::STATUS_INVALID_PARAMETER);
+        };
         let id = ClientIdentificationAddress as usize;
         if info.client_extensions.iter().any(|(c, _)| *c == id) {
             return Ok(STATUS_OBJECT_NAME_COLLISION);
@@ -409,7 +485,10 @@ pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
 const _: crate::wdk_sys::fnsig::IoAllocateDriverObjectExtension = IoAllocateDriverObjectExtension;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn IoGetDriverObjectExtension(DriverObject: PDRIVER_OBJECT, ClientIdentificationAddress: PVOID) -> PVOID {
+pub unsafe extern "C" fn IoGetDriverObjectExtension(
+    DriverObject: PDRIVER_OBJECT,
+    ClientIdentificationAddress: PVOID,
+) -> PVOID {
     crate::machine::kcall("IoGetDriverObjectExtension", |ctx| {
         let id = ClientIdentificationAddress as usize;
         Ok(ctx

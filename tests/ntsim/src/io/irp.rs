@@ -154,7 +154,12 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
 }
 
 fn c9(ctx: &Ctx<'_>, rule: u64, irp: usize, p3: u64, text: String) -> crate::machine::Stop {
-    ctx.violation(Violation::new(code::DRIVER_VERIFIER_IOMANAGER_VIOLATION, [rule, irp as u64, p3, 0], "DRIVER_VERIFIER_IOMANAGER_VIOLATION", text))
+    ctx.violation(Violation::new(
+        code::DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+        [rule, irp as u64, p3, 0],
+        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+        text,
+    ))
 }
 
 /// Calls the driver's dispatch routine for `irp` (IoCallDriver) and applies the I/O
@@ -169,7 +174,9 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let raw = irp as PIRP;
     let returned = match dispatch {
         // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
-        Some(routine) => ctx.call_driver(Routine::Dispatch(major), || unsafe { routine(device as PDEVICE_OBJECT, raw) }),
+        Some(routine) => {
+            ctx.call_driver(Routine::Dispatch(major), || unsafe { routine(device as PDEVICE_OBJECT, raw) })
+        }
         None => {
             complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
             return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);
@@ -178,7 +185,13 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let after = ctx.irql();
     let name = major_name(major);
     if after != before {
-        return Err(c9(ctx, c9::IRQL_CHANGED_BY_DISPATCH, irp, u64::from(after), format!("the {name} dispatch routine returned at IRQL {after}; it was called at IRQL {before}.")));
+        return Err(c9(
+            ctx,
+            c9::IRQL_CHANGED_BY_DISPATCH,
+            irp,
+            u64::from(after),
+            format!("the {name} dispatch routine returned at IRQL {after}; it was called at IRQL {before}."),
+        ));
     }
     let info = &ctx.io.irps.live[&irp];
     let completed = info.phase == Phase::Completed;
@@ -187,7 +200,13 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let marked = unsafe { (*raw.add(1).cast::<IO_STACK_LOCATION>()).Control } & (SL_PENDING_RETURNED as u8) != 0;
     if returned == STATUS_PENDING {
         if !marked {
-            return Err(c9(ctx, c9::PENDING_NOT_MARKED, irp, 0, format!("the {name} dispatch routine returned STATUS_PENDING without calling IoMarkIrpPending.")));
+            return Err(c9(
+                ctx,
+                c9::PENDING_NOT_MARKED,
+                irp,
+                0,
+                format!("the {name} dispatch routine returned STATUS_PENDING without calling IoMarkIrpPending."),
+            ));
         }
         // SAFETY: as above.
         let routine_set = unsafe { (*raw).CancelRoutine.is_some() };
@@ -200,13 +219,38 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
             )));
         }
     } else if marked {
-        return Err(c9(ctx, c9::MARKED_BUT_NOT_PENDING, irp, returned as u64, format!("the {name} dispatch routine marked the IRP pending but returned {returned:#x}, not STATUS_PENDING.")));
+        return Err(c9(
+            ctx,
+            c9::MARKED_BUT_NOT_PENDING,
+            irp,
+            returned as u64,
+            format!(
+                "the {name} dispatch routine marked the IRP pending but returned {returned:#x}, not STATUS_PENDING."
+            ),
+        ));
     } else if !completed {
-        return Err(c9(ctx, c9::NEITHER_COMPLETED_NOR_PENDING, irp, returned as u64, format!("the {name} dispatch routine returned {returned:#x} without completing the IRP or returning STATUS_PENDING (the IRP would be lost).")));
+        return Err(c9(
+            ctx,
+            c9::NEITHER_COMPLETED_NOR_PENDING,
+            irp,
+            returned as u64,
+            format!(
+                "the {name} dispatch routine returned {returned:#x} without completing the IRP or returning STATUS_PENDING (the IRP would be lost)."
+            ),
+        ));
     } else {
         let final_status = info.result.lock().expect("slot").as_ref().map(|r| r.status);
         if final_status != Some(returned) {
-            return Err(c9(ctx, c9::RETURNED_STATUS_MISMATCH, irp, returned as u64, format!("the {name} dispatch routine returned {returned:#x} but completed the IRP with {:#x}.", final_status.unwrap_or_default())));
+            return Err(c9(
+                ctx,
+                c9::RETURNED_STATUS_MISMATCH,
+                irp,
+                returned as u64,
+                format!(
+                    "the {name} dispatch routine returned {returned:#x} but completed the IRP with {:#x}.",
+                    final_status.unwrap_or_default()
+                ),
+            ));
         }
     }
     Ok(returned)
@@ -215,7 +259,12 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
 /// Completes `irp` as IofCompleteRequest does, with every completion rule checked.
 pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, information: u64) -> KResult<()> {
     let Some(info) = ctx.io.irps.live.get(&irp) else {
-        return Err(ctx.violation(Violation::new(code::MULTIPLE_IRP_COMPLETE_REQUESTS, [irp as u64, 0, 0, 0], "MULTIPLE_IRP_COMPLETE_REQUESTS", format!("IoCompleteRequest on {irp:#x}, which is not an outstanding IRP."))));
+        return Err(ctx.violation(Violation::new(
+            code::MULTIPLE_IRP_COMPLETE_REQUESTS,
+            [irp as u64, 0, 0, 0],
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            format!("IoCompleteRequest on {irp:#x}, which is not an outstanding IRP."),
+        )));
     };
     if info.phase == Phase::Completed {
         return Err(ctx.violation(Violation::new(
@@ -229,18 +278,46 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
     // SAFETY: an outstanding IRP's memory is valid.
     let cancel_routine = unsafe { (*raw).CancelRoutine };
     if cancel_routine.is_some() {
-        return Err(c9(ctx, c9::COMPLETED_WITH_CANCEL_ROUTINE, irp, 0, format!("IoCompleteRequest on {irp:#x} while its cancel routine is still set: call IoSetCancelRoutine(Irp, NULL) first (and only complete if it returned non-NULL).")));
+        return Err(c9(
+            ctx,
+            c9::COMPLETED_WITH_CANCEL_ROUTINE,
+            irp,
+            0,
+            format!(
+                "IoCompleteRequest on {irp:#x} while its cancel routine is still set: call IoSetCancelRoutine(Irp, NULL) first (and only complete if it returned non-NULL)."
+            ),
+        ));
     }
     if status == STATUS_PENDING || status == -1 {
-        return Err(c9(ctx, c9::COMPLETED_WITH_PENDING_STATUS, irp, status as u64, format!("IoCompleteRequest on {irp:#x} with status {status:#x}, which is not a final status.")));
+        return Err(c9(
+            ctx,
+            c9::COMPLETED_WITH_PENDING_STATUS,
+            irp,
+            status as u64,
+            format!("IoCompleteRequest on {irp:#x} with status {status:#x}, which is not a final status."),
+        ));
     }
     let irql = ctx.irql();
     if irql > DISPATCH_LEVEL {
-        return Err(c9(ctx, c9::COMPLETED_ABOVE_DISPATCH, irp, u64::from(irql), format!("IoCompleteRequest at IRQL {irql}, above DISPATCH_LEVEL.")));
+        return Err(c9(
+            ctx,
+            c9::COMPLETED_ABOVE_DISPATCH,
+            irp,
+            u64::from(irql),
+            format!("IoCompleteRequest at IRQL {irql}, above DISPATCH_LEVEL."),
+        ));
     }
     let max = info.max_information;
     if information > max && crate::wdk_sys::NT_SUCCESS(status) {
-        return Err(c9(ctx, c9::INFORMATION_TOO_LARGE, irp, information, format!("IoCompleteRequest on {irp:#x} reports {information} bytes in IoStatus.Information, more than the {max}-byte buffer.")));
+        return Err(c9(
+            ctx,
+            c9::INFORMATION_TOO_LARGE,
+            irp,
+            information,
+            format!(
+                "IoCompleteRequest on {irp:#x} reports {information} bytes in IoStatus.Information, more than the {max}-byte buffer."
+            ),
+        ));
     }
     let info = ctx.io.irps.live.get_mut(&irp).expect("checked");
     info.phase = Phase::Completed;

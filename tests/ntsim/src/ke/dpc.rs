@@ -11,7 +11,10 @@ use crate::wdk_sys::{BOOLEAN, KDPC, PKDEFERRED_ROUTINE, PRKDPC, PVOID};
 
 /// What a processor's DPC queue holds.
 pub(crate) enum Queued {
-    Dpc { dpc: usize, routine_kind: Routine },
+    Dpc {
+        dpc: usize,
+        routine_kind: Routine,
+    },
     /// The once-a-second IoTimer tick.
     IoTimerTick,
 }
@@ -68,8 +71,9 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
             let raw = dpc as *mut KDPC;
             // SAFETY: the DPC was initialised by KeInitializeDpc and the driver keeps it
             // alive while queued (checked at unload).
-            let (routine, context, arg1, arg2) =
-                unsafe { ((*raw).DeferredRoutine, (*raw).DeferredContext, (*raw).SystemArgument1, (*raw).SystemArgument2) };
+            let (routine, context, arg1, arg2) = unsafe {
+                ((*raw).DeferredRoutine, (*raw).DeferredContext, (*raw).SystemArgument1, (*raw).SystemArgument2)
+            };
             if let Some(routine) = routine {
                 // SAFETY: calling the driver's DPC routine with its documented arguments.
                 ctx.call_driver(routine_kind, || unsafe { routine(raw, context, arg1, arg2) });
@@ -100,7 +104,12 @@ pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> 
         } else {
             format!("{routine} returned holding spin lock {:#x}.", held[0])
         };
-        let v = Violation::new(code::IRQL_NOT_LESS_OR_EQUAL, [u64::from(irql), u64::from(DISPATCH_LEVEL), 0, 0], "IRQL_NOT_LESS_OR_EQUAL", text);
+        let v = Violation::new(
+            code::IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(irql), u64::from(DISPATCH_LEVEL), 0, 0],
+            "IRQL_NOT_LESS_OR_EQUAL",
+            text,
+        );
         return Err(ctx.violation(v));
     }
     Ok(())

@@ -68,7 +68,12 @@ impl Interrupts {
 }
 
 fn violation(ctx: &Ctx<'_>, p1: u64, text: String) -> crate::machine::Stop {
-    ctx.violation(Violation::new(code::NTSIM_RULE, [crate::checker::ntsim_rule::BAD_OBJECT, p1, 0, 0], "NTSIM_BAD_HARDWARE_CALL", text))
+    ctx.violation(Violation::new(
+        code::NTSIM_RULE,
+        [crate::checker::ntsim_rule::BAD_OBJECT, p1, 0, 0],
+        "NTSIM_BAD_HARDWARE_CALL",
+        text,
+    ))
 }
 
 #[unsafe(no_mangle)]
@@ -89,14 +94,24 @@ pub unsafe extern "C" fn IoConnectInterrupt(
         if ctx.should_fail() {
             return Ok(STATUS_INSUFFICIENT_RESOURCES);
         }
-        if ctx.ke.interrupts.vectors.contains_key(&Vector) || SynchronizeIrql < Irql || Irql <= crate::irql::DISPATCH_LEVEL {
+        if ctx.ke.interrupts.vectors.contains_key(&Vector)
+            || SynchronizeIrql < Irql
+            || Irql <= crate::irql::DISPATCH_LEVEL
+        {
             return Ok(STATUS_INVALID_PARAMETER);
         }
         let mut memory = Box::new([0u64; 16]);
         let object = memory.as_mut_ptr() as usize;
         ctx.ke.interrupts.lines.insert(
             object,
-            Line { isr: ServiceRoutine, context: ServiceContext as usize, irql: Irql, synchronize_irql: SynchronizeIrql, connected: true, _memory: memory },
+            Line {
+                isr: ServiceRoutine,
+                context: ServiceContext as usize,
+                irql: Irql,
+                synchronize_irql: SynchronizeIrql,
+                connected: true,
+                _memory: memory,
+            },
         );
         ctx.ke.interrupts.vectors.insert(Vector, object);
         // SAFETY: the driver passed a writable pointer.
@@ -116,7 +131,11 @@ pub unsafe extern "C" fn IoDisconnectInterrupt(InterruptObject: PKINTERRUPT) {
                 ctx.ke.interrupts.vectors.retain(|_, o| *o != object);
                 Ok(())
             }
-            _ => Err(violation(ctx, object as u64, format!("IoDisconnectInterrupt on {object:#x}, which is not a connected interrupt object."))),
+            _ => Err(violation(
+                ctx,
+                object as u64,
+                format!("IoDisconnectInterrupt on {object:#x}, which is not a connected interrupt object."),
+            )),
         }
     });
 }
@@ -124,15 +143,28 @@ const _: crate::wdk_sys::fnsig::IoDisconnectInterrupt = IoDisconnectInterrupt;
 
 /// Raises to the interrupt's synchronize IRQL, takes its spin lock, runs `routine`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn KeSynchronizeExecution(Interrupt: PKINTERRUPT, SynchronizeRoutine: PKSYNCHRONIZE_ROUTINE, SynchronizeContext: PVOID) -> BOOLEAN {
+pub unsafe extern "C" fn KeSynchronizeExecution(
+    Interrupt: PKINTERRUPT,
+    SynchronizeRoutine: PKSYNCHRONIZE_ROUTINE,
+    SynchronizeContext: PVOID,
+) -> BOOLEAN {
     kcall("KeSynchronizeExecution", |ctx| {
         let object = Interrupt as usize;
-        let Some(irql) = ctx.ke.interrupts.lines.get(&object).filter(|l| l.connected).map(|l| l.synchronize_irql) else {
-            return Err(violation(ctx, object as u64, format!("KeSynchronizeExecution with {object:#x}, which is not a connected interrupt object.")));
+        let Some(irql) = ctx.ke.interrupts.lines.get(&object).filter(|l| l.connected).map(|l| l.synchronize_irql)
+        else {
+            return Err(violation(
+                ctx,
+                object as u64,
+                format!("KeSynchronizeExecution with {object:#x}, which is not a connected interrupt object."),
+            ));
         };
         let old = ctx.irql();
         if old > irql {
-            return Err(violation(ctx, object as u64, format!("KeSynchronizeExecution at IRQL {old}, above the interrupt's synchronize IRQL {irql}.")));
+            return Err(violation(
+                ctx,
+                object as u64,
+                format!("KeSynchronizeExecution at IRQL {old}, above the interrupt's synchronize IRQL {irql}."),
+            ));
         }
         ctx.set_irql(irql);
         crate::ke::spinlock::acquire(ctx, lock_key(object))?;
@@ -150,19 +182,21 @@ pub unsafe extern "C" fn KeSynchronizeExecution(Interrupt: PKINTERRUPT, Synchron
 const _: crate::wdk_sys::fnsig::KeSynchronizeExecution = KeSynchronizeExecution;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn MmMapIoSpace(PhysicalAddress: PHYSICAL_ADDRESS, NumberOfBytes: SIZE_T, _CacheType: MEMORY_CACHING_TYPE) -> PVOID {
+pub unsafe extern "C" fn MmMapIoSpace(
+    PhysicalAddress: PHYSICAL_ADDRESS,
+    NumberOfBytes: SIZE_T,
+    _CacheType: MEMORY_CACHING_TYPE,
+) -> PVOID {
     kcall("MmMapIoSpace", |ctx| {
         if ctx.should_fail() {
             return Ok(std::ptr::null_mut());
         }
         // SAFETY: PHYSICAL_ADDRESS is a plain 64-bit union.
         let physical = unsafe { PhysicalAddress.QuadPart } as u64;
-        let Some(window) = ctx
-            .ke
-            .interrupts
-            .windows
-            .iter_mut()
-            .find(|w| w.physical == physical && NumberOfBytes as usize <= w.memory.len() * 4 && w.mapped_at.is_none())
+        let Some(window) =
+            ctx.ke.interrupts.windows.iter_mut().find(|w| {
+                w.physical == physical && NumberOfBytes as usize <= w.memory.len() * 4 && w.mapped_at.is_none()
+            })
         else {
             return Ok(std::ptr::null_mut());
         };
@@ -182,7 +216,11 @@ pub unsafe extern "C" fn MmUnmapIoSpace(BaseAddress: PVOID, _NumberOfBytes: SIZE
                 window.mapped_at = None;
                 Ok(())
             }
-            None => Err(violation(ctx, address as u64, format!("MmUnmapIoSpace on {address:#x}, which MmMapIoSpace did not return."))),
+            None => Err(violation(
+                ctx,
+                address as u64,
+                format!("MmUnmapIoSpace on {address:#x}, which MmMapIoSpace did not return."),
+            )),
         }
     });
 }
@@ -212,7 +250,11 @@ pub unsafe extern "C" fn IoDeleteController(ControllerObject: PCONTROLLER_OBJECT
     kcall("IoDeleteController", |ctx| {
         let address = ControllerObject as usize;
         if ctx.ke.interrupts.controllers.remove(&address).is_none() {
-            return Err(violation(ctx, address as u64, format!("IoDeleteController on {address:#x}, which is not a live controller object.")));
+            return Err(violation(
+                ctx,
+                address as u64,
+                format!("IoDeleteController on {address:#x}, which is not a live controller object."),
+            ));
         }
         Ok(())
     });
@@ -260,10 +302,17 @@ fn deliver(ctx: &mut Ctx<'_>, vector: u32) -> KResult<bool> {
     ctx.set_irql(irql);
     crate::ke::spinlock::acquire(ctx, lock_key(object))?;
     // SAFETY: the driver's ISR with the context it connected.
-    let claimed = isr.is_some_and(|isr| ctx.call_driver(Routine::Isr, || unsafe { isr(object as PKINTERRUPT, context as PVOID) }) != 0);
+    let claimed = isr.is_some_and(|isr| {
+        ctx.call_driver(Routine::Isr, || unsafe { isr(object as PKINTERRUPT, context as PVOID) }) != 0
+    });
     let now = ctx.irql();
     if now != irql {
-        return Err(ctx.violation(Violation::new(code::IRQL_NOT_LESS_OR_EQUAL, [u64::from(now), u64::from(irql), 0, 0], "IRQL_NOT_LESS_OR_EQUAL", format!("the ISR returned at IRQL {now}; it was called at IRQL {irql}."))));
+        return Err(ctx.violation(Violation::new(
+            code::IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(now), u64::from(irql), 0, 0],
+            "IRQL_NOT_LESS_OR_EQUAL",
+            format!("the ISR returned at IRQL {now}; it was called at IRQL {irql}."),
+        )));
     }
     crate::ke::spinlock::release(ctx, lock_key(object))?;
     ctx.set_irql(0);
@@ -274,7 +323,11 @@ fn deliver(ctx: &mut Ctx<'_>, vector: u32) -> KResult<bool> {
 impl Machine {
     /// Adds a device register window of `words` 32-bit registers at `physical`.
     pub fn add_register_window(&self, physical: u64, words: usize) {
-        self.lock().ke.interrupts.windows.push(Window { physical, memory: vec![0; words].into_boxed_slice(), mapped_at: None });
+        self.lock().ke.interrupts.windows.push(Window {
+            physical,
+            memory: vec![0; words].into_boxed_slice(),
+            mapped_at: None,
+        });
     }
 
     /// Reads register `index` of the window at `physical`.

@@ -3,7 +3,10 @@
 use crate::checker::{Violation, c4, code};
 use crate::machine::kcall;
 use crate::pool::FreeError;
-use crate::wdk_sys::{LARGE_INTEGER, PLARGE_INTEGER, PUNICODE_STRING, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG, ULONG_PTR};
+use crate::wdk_sys::{
+    LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS,
+    PUNICODE_STRING, PVOID, SIZE_T, ULONG, ULONG_PTR,
+};
 
 /// ntsim's performance counter runs at the clock's resolution: 10 MHz.
 pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
@@ -12,7 +15,12 @@ pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
 pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID {
     kcall("ExAllocatePool2", |ctx| {
         if NumberOfBytes == 0 {
-            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", "ExAllocatePool2 was asked for zero bytes.".to_owned())));
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                "ExAllocatePool2 was asked for zero bytes.".to_owned(),
+            )));
         }
         let irql = ctx.irql();
         let limit = if Flags & POOL_FLAG_PAGED != 0 { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
@@ -41,13 +49,23 @@ pub unsafe extern "C" fn ExAllocatePoolWithTag(PoolType: i32, NumberOfBytes: SIZ
     let flags = if PoolType & 1 == 1 { POOL_FLAG_PAGED } else { POOL_FLAG_NON_PAGED };
     kcall("ExAllocatePoolWithTag", |ctx| {
         if NumberOfBytes == 0 {
-            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", "ExAllocatePoolWithTag was asked for zero bytes.".to_owned())));
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                "ExAllocatePoolWithTag was asked for zero bytes.".to_owned(),
+            )));
         }
         let irql = ctx.irql();
         let limit = if flags == POOL_FLAG_PAGED { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
         if irql > limit {
             let rule = if flags == POOL_FLAG_PAGED { 0x01 } else { 0x02 };
-            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), PoolType as u64, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePoolWithTag(pool type {PoolType}) at IRQL {irql}."))));
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [rule, u64::from(irql), PoolType as u64, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("ExAllocatePoolWithTag(pool type {PoolType}) at IRQL {irql}."),
+            )));
         }
         if ctx.should_fail() {
             ctx.pool.note_failure();
@@ -78,7 +96,9 @@ fn routine_address(name: &str) -> Option<PVOID> {
 pub unsafe extern "C" fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_STRING) -> PVOID {
     kcall("MmGetSystemRoutineAddress", |ctx| {
         // SAFETY: the driver passed a valid name.
-        let Some(name) = (unsafe { crate::io::device::read_unicode(SystemRoutineName) }) else { return Ok(std::ptr::null_mut()) };
+        let Some(name) = (unsafe { crate::io::device::read_unicode(SystemRoutineName) }) else {
+            return Ok(std::ptr::null_mut());
+        };
         if ctx.missing_exports.iter().any(|m| *m == name) {
             return Ok(std::ptr::null_mut());
         }
@@ -92,13 +112,31 @@ fn free(api: &'static str, pointer: PVOID, tag: Option<ULONG>) {
         if let (Some(tag), Some(actual)) = (tag, ctx.pool.tag_of(pointer.cast()))
             && tag != actual
         {
-            return Err(ctx.violation(Violation::new(code::BAD_POOL_CALLER, [0xA, pointer as u64, u64::from(actual), u64::from(tag)], "BAD_POOL_CALLER", format!("ExFreePoolWithTag with tag '{}' on a block allocated with tag '{}'.", crate::pool::tag_text(tag), crate::pool::tag_text(actual)))));
+            return Err(ctx.violation(Violation::new(
+                code::BAD_POOL_CALLER,
+                [0xA, pointer as u64, u64::from(actual), u64::from(tag)],
+                "BAD_POOL_CALLER",
+                format!(
+                    "ExFreePoolWithTag with tag '{}' on a block allocated with tag '{}'.",
+                    crate::pool::tag_text(tag),
+                    crate::pool::tag_text(actual)
+                ),
+            )));
         }
         match ctx.pool.free(pointer.cast()) {
             Ok(()) => Ok(()),
-            Err(FreeError::Twice) => Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::DOUBLE_FREE, pointer as u64, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("{api} on {pointer:p}, which was already freed (double free)."))))
-            ,
-            Err(FreeError::Unknown) => Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [c4::FREE_UNKNOWN_POOL, pointer as u64, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("{api} on {pointer:p}, which is not a pool allocation.")))),
+            Err(FreeError::Twice) => Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [c4::DOUBLE_FREE, pointer as u64, 0, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("{api} on {pointer:p}, which was already freed (double free)."),
+            ))),
+            Err(FreeError::Unknown) => Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [c4::FREE_UNKNOWN_POOL, pointer as u64, 0, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("{api} on {pointer:p}, which is not a pool allocation."),
+            ))),
         }
     });
 }

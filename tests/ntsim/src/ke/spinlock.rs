@@ -20,7 +20,12 @@ fn is_lock_word(lock: usize) -> bool {
 }
 
 fn c4_violation(ctx: &Ctx<'_>, rule: u64, p2: u64, text: String) -> crate::machine::Stop {
-    ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, p2, 0, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", text))
+    ctx.violation(Violation::new(
+        code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+        [rule, p2, 0, 0],
+        "DRIVER_VERIFIER_DETECTED_VIOLATION",
+        text,
+    ))
 }
 
 /// Takes `lock` for the calling thread, waiting while another thread holds it.
@@ -31,16 +36,17 @@ pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
             ctx,
             c4::RECURSIVE_SPIN_LOCK,
             lock as u64,
-            format!("{} acquired spin lock {lock:#x} that this thread already holds (deadlock on a real machine).", ctx.api),
+            format!(
+                "{} acquired spin lock {lock:#x} that this thread already holds (deadlock on a real machine).",
+                ctx.api
+            ),
         ));
     }
-    ctx.block(Box::new(move |state| {
-        match state.ke.lock_owner.entry(lock) {
-            std::collections::hash_map::Entry::Occupied(_) => None,
-            std::collections::hash_map::Entry::Vacant(free) => {
-                free.insert(me);
-                Some(0)
-            }
+    ctx.block(Box::new(move |state| match state.ke.lock_owner.entry(lock) {
+        std::collections::hash_map::Entry::Occupied(_) => None,
+        std::collections::hash_map::Entry::Vacant(free) => {
+            free.insert(me);
+            Some(0)
         }
     }))?;
     if is_lock_word(lock) {
@@ -92,7 +98,12 @@ fn require_dispatch(ctx: &Ctx<'_>, rule: u64) -> KResult<()> {
     if irql == DISPATCH_LEVEL {
         return Ok(());
     }
-    Err(c4_violation(ctx, rule, u64::from(irql), format!("{} was called at IRQL {irql}; it must run at DISPATCH_LEVEL.", ctx.api)))
+    Err(c4_violation(
+        ctx,
+        rule,
+        u64::from(irql),
+        format!("{} was called at IRQL {irql}; it must run at DISPATCH_LEVEL.", ctx.api),
+    ))
 }
 
 fn lower_to(ctx: &mut Ctx<'_>, new_irql: KIRQL) -> KResult<()> {

@@ -210,14 +210,21 @@ pub unsafe extern "C" fn KeReadStateTimer(Timer: PKTIMER) -> BOOLEAN {
 const _: crate::wdk_sys::fnsig::KeReadStateTimer = KeReadStateTimer;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn IoInitializeTimer(DeviceObject: PDEVICE_OBJECT, TimerRoutine: PIO_TIMER_ROUTINE, Context: PVOID) -> NTSTATUS {
+pub unsafe extern "C" fn IoInitializeTimer(
+    DeviceObject: PDEVICE_OBJECT,
+    TimerRoutine: PIO_TIMER_ROUTINE,
+    Context: PVOID,
+) -> NTSTATUS {
     kcall("IoInitializeTimer", |ctx| {
         if ctx.should_fail() {
             return Ok(crate::wdk_sys::STATUS_INSUFFICIENT_RESOURCES);
         }
         let seq = ctx.ke.timers.next_seq;
         ctx.ke.timers.next_seq += 1;
-        ctx.ke.timers.io_timers.insert(DeviceObject as usize, IoTimer { routine: TimerRoutine, context: Context as usize, started: false, seq });
+        ctx.ke.timers.io_timers.insert(
+            DeviceObject as usize,
+            IoTimer { routine: TimerRoutine, context: Context as usize, started: false, seq },
+        );
         Ok(STATUS_SUCCESS)
     })
 }

@@ -180,7 +180,12 @@ pub unsafe extern "C" fn KeInitializeSemaphore(Semaphore: PRKSEMAPHORE, Count: L
 const _: crate::wdk_sys::fnsig::KeInitializeSemaphore = KeInitializeSemaphore;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn KeReleaseSemaphore(Semaphore: PRKSEMAPHORE, _Increment: KPRIORITY, Adjustment: LONG, _Wait: BOOLEAN) -> LONG {
+pub unsafe extern "C" fn KeReleaseSemaphore(
+    Semaphore: PRKSEMAPHORE,
+    _Increment: KPRIORITY,
+    Adjustment: LONG,
+    _Wait: BOOLEAN,
+) -> LONG {
     kcall("KeReleaseSemaphore", |ctx| {
         // SAFETY: the driver passed an initialised KSEMAPHORE.
         let (state, limit) = unsafe { (header::signal_state(Semaphore as usize), (*Semaphore).Limit) };

@@ -103,7 +103,12 @@ pub unsafe extern "C" fn IoAllocateWorkItem(DeviceObject: PDEVICE_OBJECT) -> PIO
 const _: crate::wdk_sys::fnsig::IoAllocateWorkItem = IoAllocateWorkItem;
 
 fn work_item_rule(ctx: &Ctx<'_>, item: usize, text: String) -> crate::machine::Stop {
-    ctx.violation(Violation::new(code::NTSIM_RULE, [ntsim_rule::BAD_OBJECT, item as u64, 0, 0], "NTSIM_BAD_WORK_ITEM", text))
+    ctx.violation(Violation::new(
+        code::NTSIM_RULE,
+        [ntsim_rule::BAD_OBJECT, item as u64, 0, 0],
+        "NTSIM_BAD_WORK_ITEM",
+        text,
+    ))
 }
 
 #[unsafe(no_mangle)]
@@ -116,9 +121,19 @@ pub unsafe extern "C" fn IoQueueWorkItem(
     kcall("IoQueueWorkItem", |ctx| {
         let item = IoWorkItem as usize;
         let device = match ctx.ke.work.items.get(&item) {
-            None => return Err(work_item_rule(ctx, item, format!("IoQueueWorkItem on {item:#x}, which IoAllocateWorkItem did not return (or was freed)."))),
+            None => {
+                return Err(work_item_rule(
+                    ctx,
+                    item,
+                    format!("IoQueueWorkItem on {item:#x}, which IoAllocateWorkItem did not return (or was freed)."),
+                ));
+            }
             Some(i) if i.queued => {
-                return Err(work_item_rule(ctx, item, format!("IoQueueWorkItem on {item:#x}, which is already queued.")));
+                return Err(work_item_rule(
+                    ctx,
+                    item,
+                    format!("IoQueueWorkItem on {item:#x}, which is already queued."),
+                ));
             }
             Some(i) => i.device,
         };
@@ -136,7 +151,11 @@ pub unsafe extern "C" fn IoFreeWorkItem(IoWorkItem: PIO_WORKITEM) {
     kcall("IoFreeWorkItem", |ctx| {
         let item = IoWorkItem as usize;
         match ctx.ke.work.items.get(&item) {
-            None => Err(work_item_rule(ctx, item, format!("IoFreeWorkItem on {item:#x}, which is not an allocated work item (freed twice?)."))),
+            None => Err(work_item_rule(
+                ctx,
+                item,
+                format!("IoFreeWorkItem on {item:#x}, which is not an allocated work item (freed twice?)."),
+            )),
             Some(i) if i.queued => Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
                 [crate::checker::c4::FREE_POOL_WITH_QUEUED_WORK_ITEM, item as u64, 0, 0],
