@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use common::{
     DEVICE, LINK, PATH, State, assert_check, assert_clean, bugcheck, complete, create_device, create_link,
-    driver_state, entry_with, load, machine, mark_pending, print, relative_ms, setup, stack, state, wait,
+    driver_state, entry_with, load, machine, mark_pending, print, relative_ms, setup, stack, start_thread, state, wait,
 };
 use ntsim::trace::{Call, Routine};
 use ntsim::wdk_sys::ntddk::{
@@ -26,48 +26,18 @@ use ntsim::wdk_sys::ntddk::{
     IoInitializeTimer, IoQueueWorkItem, IoReleaseCancelSpinLock, IoStartTimer, IoStopTimer, KeCancelTimer,
     KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeInsertQueueDpc,
     KeQueryPerformanceCounter, KeReadStateEvent, KeReadStateTimer, KeSetEvent, KeSetTimer, KeSetTimerEx,
-    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, ZwClose,
+    ObfDereferenceObject,
 };
 use ntsim::wdk_sys::{
-    _EVENT_TYPE, _MODE, _WORK_QUEUE_TYPE, FILE_DEVICE_UNKNOWN, HANDLE, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE,
-    IRP_MJ_READ, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, POOL_FLAG_NON_PAGED, PRKDPC, PVOID,
+    _EVENT_TYPE, _WORK_QUEUE_TYPE, FILE_DEVICE_UNKNOWN, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_READ,
+    NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, POOL_FLAG_NON_PAGED, PRKDPC, PVOID,
     STATUS_CANCELLED, STATUS_INSUFFICIENT_RESOURCES, STATUS_NO_SUCH_DEVICE, STATUS_PENDING, STATUS_SUCCESS,
-    THREAD_ALL_ACCESS,
 };
 use ntsim::{Config, DriverState, Issued, Machine, Mode};
 
 fn mark() {
     // SAFETY: a NULL frequency pointer is allowed.
     unsafe { KeQueryPerformanceCounter(std::ptr::null_mut()) };
-}
-
-fn create_thread(s: *mut State, routine: unsafe extern "C" fn(PVOID)) {
-    // SAFETY: valid out-pointers; the handle is closed once the object is referenced.
-    unsafe {
-        let mut handle: HANDLE = std::ptr::null_mut();
-        let status = PsCreateSystemThread(
-            &raw mut handle,
-            THREAD_ALL_ACCESS,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            Some(routine),
-            s.cast(),
-        );
-        if status != STATUS_SUCCESS {
-            print("PsCreateSystemThread failed");
-            return;
-        }
-        let _ = ObReferenceObjectByHandle(
-            handle,
-            THREAD_ALL_ACCESS,
-            std::ptr::null_mut(),
-            _MODE::KernelMode as i8,
-            &raw mut (*s).thread,
-            std::ptr::null_mut(),
-        );
-        let _ = ZwClose(handle);
-    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -162,7 +132,7 @@ unsafe extern "C" fn traced_entry(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRIN
         let item = IoAllocateWorkItem(device);
         (*s).work_item.store(item, Ordering::SeqCst);
         IoQueueWorkItem(item, Some(traced_work), _WORK_QUEUE_TYPE::DelayedWorkQueue, std::ptr::null_mut());
-        create_thread(s, traced_thread);
+        start_thread(s, traced_thread);
     }
     STATUS_SUCCESS
 }
@@ -435,7 +405,7 @@ unsafe extern "C" fn busy_entry(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING)
         let _ = IoInitializeTimer(second, Some(busy_io_timer2), std::ptr::null_mut());
         IoStartTimer(second);
         IoStartTimer(first);
-        create_thread(s, busy_thread);
+        start_thread(s, busy_thread);
         for _ in 0..5 {
             KeReadStateEvent(&raw mut (*s).event);
         }

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use common::{
     DEVICE, LINK, PATH, State, TAG, assert_check, assert_clean, bugcheck, complete, counted, create_device,
     create_link, delete_link, driver_state, entry_with, load, machine, mark_pending, print, print_value, printed,
-    relative_ms, setup, stack, state, wait,
+    relative_ms, setup, stack, start_thread, state, wait,
 };
 use ntsim::wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, ExFreePoolWithTag, IoAcquireCancelSpinLock, IoAllocateWorkItem, IoConnectInterrupt,
@@ -29,7 +29,7 @@ use ntsim::wdk_sys::ntddk::{
     KeAcquireSpinLockRaiseToDpc, KeCancelTimer, KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeEvent,
     KeInitializeTimer, KeInsertQueueDpc, KeReleaseInStackQueuedSpinLock, KeReleaseSpinLock,
     KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, KeSetTimerEx, KeSynchronizeExecution, ObOpenObjectByPointer,
-    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread, ZwClose, ZwOpenKey,
+    ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread, ZwClose, ZwOpenKey,
 };
 use ntsim::wdk_sys::{
     _EVENT_TYPE, _KINTERRUPT_MODE, _MODE, _WORK_QUEUE_TYPE, BOOLEAN, HANDLE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
@@ -977,34 +977,6 @@ unsafe extern "C" fn unload_keeps_thread_reference(driver: PDRIVER_OBJECT) {
     unsafe { wait((*s).thread, None) };
     // SAFETY: as for unload_clean.
     unsafe { common::unload_clean(driver) };
-}
-
-/// DriverEntry body: a system thread running `routine`, its object referenced in the
-/// state, its handle closed.
-unsafe fn start_thread(s: *mut State, routine: unsafe extern "C" fn(PVOID)) {
-    // SAFETY: valid out-pointers; the handle is closed once referenced.
-    unsafe {
-        let mut handle: HANDLE = std::ptr::null_mut();
-        let _ = PsCreateSystemThread(
-            &raw mut handle,
-            THREAD_ALL_ACCESS,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            Some(routine),
-            s.cast(),
-        );
-        let _ = ObReferenceObjectByHandle(
-            handle,
-            THREAD_ALL_ACCESS,
-            std::ptr::null_mut(),
-            _MODE::KernelMode as i8,
-            &raw mut (*s).thread,
-            std::ptr::null_mut(),
-        );
-        let _ = ZwClose(handle);
-        print_value("thread", (*s).thread as u64);
-    }
 }
 
 unsafe extern "C" fn entry_thread_reference_kept(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {

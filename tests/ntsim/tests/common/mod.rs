@@ -326,3 +326,40 @@ pub fn assert_clean(machine: &Machine) {
         panic!("unexpected verdict: {e}");
     }
 }
+
+/// Starts a system thread running `routine(s)` and keeps a reference to its object in
+/// `s.thread` (the kernel handle is closed at once), printing it as "thread".
+///
+/// # Safety
+/// `s` is a live driver state; call at PASSIVE_LEVEL from driver code.
+pub unsafe fn start_thread(s: *mut State, routine: unsafe extern "C" fn(PVOID)) {
+    use ntsim::wdk_sys::THREAD_ALL_ACCESS;
+    use ntsim::wdk_sys::ntddk::{ObReferenceObjectByHandle, PsCreateSystemThread, ZwClose};
+    // SAFETY: valid out-pointers; the handle is closed once the object is referenced.
+    unsafe {
+        let mut handle: HANDLE = std::ptr::null_mut();
+        let status = PsCreateSystemThread(
+            &raw mut handle,
+            THREAD_ALL_ACCESS,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            Some(routine),
+            s.cast(),
+        );
+        if status != STATUS_SUCCESS {
+            print("PsCreateSystemThread failed");
+            return;
+        }
+        let _ = ObReferenceObjectByHandle(
+            handle,
+            THREAD_ALL_ACCESS,
+            std::ptr::null_mut(),
+            _MODE::KernelMode as i8,
+            &raw mut (*s).thread,
+            std::ptr::null_mut(),
+        );
+        let _ = ZwClose(handle);
+        print_value("thread", (*s).thread as u64);
+    }
+}
