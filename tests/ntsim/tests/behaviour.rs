@@ -18,7 +18,8 @@ use std::sync::atomic::Ordering;
 
 use common::{
     DEVICE, LINK, PATH, State, assert_check, assert_clean, bugcheck, complete, create_device, create_link,
-    driver_state, entry_with, load, machine, mark_pending, print, relative_ms, setup, stack, start_thread, state, wait,
+    driver_state, entry_with, load, machine, mark_pending, print, print_value, printed, relative_ms, setup, stack,
+    start_thread, state, wait,
 };
 use ntsim::trace::{Call, Routine};
 use ntsim::wdk_sys::ntddk::{
@@ -1027,5 +1028,45 @@ fn a_queued_work_item_defers_unload_until_its_routine_returns() {
     machine.wait_unloaded(driver).unwrap();
     assert_eq!(machine.debug_output(), vec!["work done", "unload"]);
     assert!(machine.now() >= 50 * 10_000);
+    assert_clean(&machine);
+}
+
+// ---------------------------------------------------------------------------------
+// Driver object extensions
+// ---------------------------------------------------------------------------------
+
+static EXTENSION_ID: u8 = 0;
+
+unsafe extern "C" fn entry_with_extension(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    use ntsim::wdk_sys::ntddk::{IoAllocateDriverObjectExtension, IoGetDriverObjectExtension};
+    let id: PVOID = std::ptr::from_ref(&EXTENSION_ID).cast_mut().cast();
+    let mut first: PVOID = std::ptr::null_mut();
+    let mut second: PVOID = std::ptr::null_mut();
+    // SAFETY: DriverEntry's driver object.
+    if let Err(status) = unsafe { setup(driver) } {
+        return status;
+    }
+    // SAFETY: DriverEntry's driver object and valid out-pointers.
+    unsafe {
+        let status = IoAllocateDriverObjectExtension(driver, id, 64, &raw mut first);
+        print_value("first", status as u32 as u64);
+        let status = IoAllocateDriverObjectExtension(driver, id, 64, &raw mut second);
+        print_value("second", status as u32 as u64);
+        print_value("found", u64::from(IoGetDriverObjectExtension(driver, id) == first && !first.is_null()));
+        print_value("unknown", IoGetDriverObjectExtension(driver, driver.cast()) as u64);
+        (*driver).DriverUnload = Some(common::unload_clean);
+    }
+    STATUS_SUCCESS
+}
+
+#[test]
+fn driver_object_extensions_are_allocated_once_per_id_and_found_again() {
+    let machine = machine();
+    let driver = load(&machine, entry_with_extension);
+    assert_eq!(printed(&machine, "first"), 0);
+    assert_eq!(printed(&machine, "second"), ntsim::wdk_sys::STATUS_OBJECT_NAME_COLLISION as u32 as u64);
+    assert_eq!(printed(&machine, "found"), 1);
+    assert_eq!(printed(&machine, "unknown"), 0);
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
     assert_clean(&machine);
 }

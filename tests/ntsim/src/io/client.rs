@@ -22,7 +22,6 @@ pub(crate) struct ProcessInfo {
     pub(crate) handles: BTreeMap<u64, usize>,
     next_handle: u64,
     pub(crate) threads: Vec<Tid>,
-    pub(crate) exited: bool,
     /// The token holds Administrators (true) or Users.
     pub(crate) admin: bool,
 }
@@ -113,7 +112,7 @@ impl Machine {
                 handles: BTreeMap::new(),
                 next_handle: 0,
                 threads: Vec::new(),
-                exited: false,
+
                 admin,
             });
             state.io.processes.len() - 1
@@ -222,7 +221,6 @@ impl<'m> Process<'m> {
             for handle in handles {
                 close(ctx, pid, handle)?;
             }
-            ctx.io.processes[pid].exited = true;
             Ok(())
         })
     }

@@ -37,8 +37,6 @@ pub(crate) struct DriverInfo {
     registry_path_string: Box<UNICODE_STRING>,
     /// IoAllocateDriverObjectExtension blocks: (client id, memory).
     client_extensions: Vec<(usize, Box<[u128]>)>,
-    /// The unload report, once the driver is unloaded.
-    pub(crate) unloaded_clean: Option<Result<(), Box<Violation>>>,
     /// DriverUnload returned; the image goes when its devices are freed.
     pub(crate) unload_returned: bool,
 }
@@ -112,7 +110,6 @@ impl Machine {
                     registry_path,
                     registry_path_string,
                     client_extensions: Vec::new(),
-                    unloaded_clean: None,
                     unload_returned: false,
                 },
             );
@@ -445,7 +442,6 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
         )));
     }
     if let Some(info) = ctx.io.drivers.get_mut(&driver) {
-        info.unloaded_clean = Some(Ok(()));
         info.client_extensions.clear();
         if info.state == DriverState::Unloading {
             info.state = DriverState::Unloaded;
