@@ -1693,3 +1693,49 @@ fn non_paged_pool_above_dispatch_is_c4_02() {
     assert_check(&v, C4, 0x02);
     assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), POOL_FLAG_NON_PAGED));
 }
+
+// --- Slow cancel and wild pointers ------------------------------------------------------
+
+unsafe extern "C" fn cancel_forgets_to_complete(_device: PDEVICE_OBJECT, irp: PIRP) {
+    // SAFETY: called with the cancel lock held; not completing the IRP is the bug.
+    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+}
+
+unsafe extern "C" fn read_pends_with_lazy_cancel(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the IRP is ours until the cancel routine takes it.
+    unsafe {
+        mark_pending(irp);
+        ntsim::inline::IoSetCancelRoutine(irp, Some(cancel_forgets_to_complete));
+    }
+    STATUS_PENDING
+}
+read_driver!(entry_lazy_cancel, read_pends_with_lazy_cancel);
+
+#[test]
+fn a_cancelled_irp_left_uncompleted_is_c4_135() {
+    let machine = Machine::new(ntsim::Config { slow_cancel: 100 * 10_000, ..ntsim::Config::seeded(1) });
+    load(&machine, entry_lazy_cancel);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let Issued::Pending(read) = process.read(handle, 4).unwrap() else { panic!("the read must pend") };
+    process.cancel_io_ex(handle, Some(&read)).unwrap();
+    machine.advance_ms(50).unwrap();
+    let v = bugcheck(machine.advance_ms(100));
+    assert_check(&v, C4, 0x135);
+}
+
+unsafe extern "C" fn read_touches_a_wild_pointer(_device: PDEVICE_OBJECT, _irp: PIRP) -> NTSTATUS {
+    // SAFETY: none — reading address 0x10 is the bug this test needs ntsim to catch.
+    let value = unsafe { std::ptr::read_volatile(0x10 as *const u64) };
+    value as NTSTATUS
+}
+read_driver!(entry_wild_pointer, read_touches_a_wild_pointer);
+
+#[test]
+fn a_page_fault_in_driver_code_is_bug_check_0x50() {
+    let machine = machine();
+    load(&machine, entry_wild_pointer);
+    let v = bugcheck(open_and_read(&machine, 4));
+    assert_eq!((v.code, v.params[0]), (0x50, 0x10), "{v}");
+    assert_eq!(v.routine, ntsim::trace::Routine::Dispatch(IRP_MJ_READ as u8));
+}
