@@ -159,10 +159,13 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
             while link != head {
                 // SAFETY: as above.
                 let handle = unsafe { HandleContext::from_link(link) };
-                // SAFETY: as above; queued IRPs carry their enqueue time.
-                while let Some(irp) =
-                    unsafe { dequeue(&mut shared, handle, |irp| now.saturating_sub(*enqueue_time(irp)) >= limit) }
-                {
+                let expired_read = |irp| {
+                    // SAFETY: the dequeue helper passes queued IRPs, which carry their enqueue time.
+                    let queued_at = unsafe { *enqueue_time(irp) };
+                    now.saturating_sub(queued_at) >= limit
+                };
+                // SAFETY: as above.
+                while let Some(irp) = unsafe { dequeue(&mut shared, handle, expired_read) } {
                     crate::device::count(&mut shared.stats.reads_timed_out);
                     expired.push(irp, STATUS_IO_TIMEOUT, 0);
                 }

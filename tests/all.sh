@@ -72,6 +72,8 @@ stage "apt packages"          apt_packages
 stage "python venv"           python_venv
 stage "host tests"            cargo test --workspace
 stage "bindings up to date"   cargo run --quiet -p ntsim-gen -- --check
+stage "format"                cargo fmt --all --check
+stage "lints"                 cargo clippy --quiet --workspace --all-targets
 stage "exploration (release)" env STAGEDRV_SCHEDULES=2000 cargo test --release --quiet --test explore
 stage "re-introduced races"   tests/mutants.sh
 stage "cross-build .sys"      tests/cross/build-sys.sh

@@ -173,10 +173,10 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let before = ctx.irql();
     let raw = irp as PIRP;
     let returned = match dispatch {
-        // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
-        Some(routine) => {
-            ctx.call_driver(Routine::Dispatch(major), || unsafe { routine(device as PDEVICE_OBJECT, raw) })
-        }
+        Some(routine) => ctx.call_driver(Routine::Dispatch(major), || {
+            // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
+            unsafe { routine(device as PDEVICE_OBJECT, raw) }
+        }),
         None => {
             complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
             return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);

@@ -301,9 +301,11 @@ fn deliver(ctx: &mut Ctx<'_>, vector: u32) -> KResult<bool> {
     };
     ctx.set_irql(irql);
     crate::ke::spinlock::acquire(ctx, lock_key(object))?;
-    // SAFETY: the driver's ISR with the context it connected.
     let claimed = isr.is_some_and(|isr| {
-        ctx.call_driver(Routine::Isr, || unsafe { isr(object as PKINTERRUPT, context as PVOID) }) != 0
+        ctx.call_driver(Routine::Isr, || {
+            // SAFETY: the driver's ISR with the context it connected.
+            unsafe { isr(object as PKINTERRUPT, context as PVOID) }
+        }) != 0
     });
     let now = ctx.irql();
     if now != irql {

@@ -99,7 +99,7 @@ pub unsafe extern "C" fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_S
         let Some(name) = (unsafe { crate::io::device::read_unicode(SystemRoutineName) }) else {
             return Ok(std::ptr::null_mut());
         };
-        if ctx.missing_exports.iter().any(|m| *m == name) {
+        if ctx.missing_exports.contains(&name) {
             return Ok(std::ptr::null_mut());
         }
         Ok(routine_address(&name).unwrap_or(std::ptr::null_mut()))
