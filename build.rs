@@ -24,6 +24,10 @@ fn configure_driver_link() {
     // Write the PE header checksum (link.exe and lld-link only do so with
     // /RELEASE); the kernel's loader and our image check require a valid one.
     println!("cargo::rustc-cdylib-link-arg=/RELEASE");
+    // Mark the image compatible with CET shadow stacks (Windows 11's kernel-mode
+    // hardware-enforced stack protection): the driver only ever returns to its caller
+    // (no unwinding with panic=abort, no longjmp, no assembly). README, "CET".
+    println!("cargo::rustc-cdylib-link-arg=/CETCOMPAT");
 }
 
 #[cfg(not(any(windows, wdk_linux_cross)))]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check that a built .sys is a kernel-mode driver image Windows will load.
+r"""Check that a built .sys is a kernel-mode driver image Windows will load.
 
 Usage:
     check_image.py [--allow FILE] [--list-imports] IMAGE
@@ -10,6 +10,9 @@ Checks (each failure is reported, not just the first one):
   - the entry point is the exported `DriverEntry`;
   - the header checksum is set and valid (the loader checks it for drivers);
   - DllCharacteristics FORCE_INTEGRITY (signature required) and NX_COMPAT;
+  - CET shadow stack compatible: the extended DLL characteristics (debug
+    directory entry IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS) carry CET_COMPAT,
+    which link.exe and lld-link write for /CETCOMPAT;
   - memory integrity (HVCI) layout: 4 KiB section alignment, no section both
     writable and executable;
   - imports only from ntoskrnl.exe and HAL.dll (case-insensitive), by name, no
@@ -19,6 +22,14 @@ Checks (each failure is reported, not just the first one):
 
 Exit status: 0 when the image passes, 1 when a check fails, 2 on usage errors
 or an unreadable image/allow-list.
+
+The same checks apply to both builds of the driver: the Linux cross-build
+(lld-link: target/cross/stagedrv.sys, signed: target/cross/stagedrv-signed.sys)
+and `cargo make` on Windows (link.exe: target\release\stagedrv_package\stagedrv.sys,
+or target\debug\... without --profile release). Nothing here depends on the
+linker's section names or on the host: on Windows, `py -m pip install
+--require-hashes -r tests\cross\requirements.txt`, then
+`py tests\cross\check_image.py IMAGE`.
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ OPTIONAL_HEADER_MAGIC_PE32_PLUS = 0x20B
 IMAGE_SUBSYSTEM_NATIVE = 1
 DLLCHAR_FORCE_INTEGRITY = 0x0080
 DLLCHAR_NX_COMPAT = 0x0100
+IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS = 20
+DLLCHAR_EX_CET_COMPAT = 0x0001
 SCN_MEM_EXECUTE = 0x20000000
 SCN_MEM_WRITE = 0x80000000
 SECTION_ALIGNMENT = 0x1000
@@ -108,6 +121,18 @@ def image_imports(pe: pefile.PE) -> list[tuple[str, str | None, int | None]]:
     return result
 
 
+def ex_dll_characteristics(pe: pefile.PE) -> int | None:
+    """The extended DLL characteristics, or None when the image has none.
+
+    They live in a debug directory entry of their own, not in the optional
+    header; pefile decodes that entry's first DWORD.
+    """
+    for entry in getattr(pe, "DIRECTORY_ENTRY_DEBUG", []):
+        if entry.struct.Type == IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS and entry.entry is not None:
+            return entry.entry.ExDllCharacteristics
+    return None
+
+
 def check(data: bytes, allowed: set[str]) -> list[Failure]:
     """Run every check on the image bytes; return the failures (empty: pass)."""
     failures: list[Failure] = []
@@ -160,6 +185,14 @@ def check(data: bytes, allowed: set[str]) -> list[Failure]:
         fail("force-integrity", f"DllCharacteristics {dll_chars:#06x} lacks FORCE_INTEGRITY (0x0080; link with /INTEGRITYCHECK)")
     if not dll_chars & DLLCHAR_NX_COMPAT:
         fail("nx-compat", f"DllCharacteristics {dll_chars:#06x} lacks NX_COMPAT (0x0100; link with /NXCOMPAT)")
+
+    # Kernel-mode hardware-enforced stack protection (CET shadow stacks).
+    ex_chars = ex_dll_characteristics(pe)
+    if ex_chars is None:
+        fail("cet-compat", "no extended DLL characteristics (debug directory entry type 20): "
+             "not marked CET shadow stack compatible (link with /CETCOMPAT)")
+    elif not ex_chars & DLLCHAR_EX_CET_COMPAT:
+        fail("cet-compat", f"extended DLL characteristics {ex_chars:#06x} lack CET_COMPAT (0x0001; link with /CETCOMPAT)")
 
     # HVCI: layout.
     alignment = pe.OPTIONAL_HEADER.SectionAlignment

@@ -174,6 +174,26 @@ class CheckImageTests(unittest.TestCase):
             pe.OPTIONAL_HEADER.DllCharacteristics &= ~check_image.DLLCHAR_NX_COMPAT
         self.assert_only(edit(self.data, clear), "nx-compat")
 
+    def ex_dll_characteristics_entry(self, pe: pefile.PE):
+        entries = [e for e in pe.DIRECTORY_ENTRY_DEBUG
+                   if e.struct.Type == check_image.IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS]
+        self.assertEqual(len(entries), 1, "the image should carry one extended DLL characteristics entry")
+        return entries[0]
+
+    def test_cet_compat_cleared(self) -> None:
+        def clear(pe: pefile.PE) -> None:
+            entry = self.ex_dll_characteristics_entry(pe)
+            # pefile writes its decoded structures back over the bytes: edit the structure.
+            entry.entry.ExDllCharacteristics &= ~check_image.DLLCHAR_EX_CET_COMPAT
+        self.assert_only(edit(self.data, clear), "cet-compat")
+
+    def test_cet_compat_entry_missing(self) -> None:
+        def retype(pe: pefile.PE) -> None:
+            self.ex_dll_characteristics_entry(pe).struct.Type = 16  # IMAGE_DEBUG_TYPE_REPRO
+        data = edit(self.data, retype)
+        self.assertIsNone(check_image.ex_dll_characteristics(reparse(data)))
+        self.assert_only(data, "cet-compat")
+
     def test_writable_executable_section(self) -> None:
         def make_wx(pe: pefile.PE) -> None:
             text = next(s for s in pe.sections if s.Characteristics & check_image.SCN_MEM_EXECUTE)
