@@ -136,6 +136,32 @@ impl fmt::Display for Status {
     }
 }
 
+/// What to do about a CreateFile of `\\.\StageDrvN` that failed with `status`, for the
+/// Win32 errors that nearly always have one cause; `None` for the others.
+pub fn open_hint(status: Status) -> Option<&'static str> {
+    match (status.space, status.code) {
+        // The device's DACL (src/security.rs) admits SYSTEM and Administrators only.
+        (Space::Win32, 5) => {
+            Some("run elevated: the device admits only SYSTEM and Administrators (or set OpenToEveryone=1)")
+        }
+        // STATUS_OBJECT_NAME_NOT_FOUND (no such link) and STATUS_NO_SUCH_DEVICE (a stop is
+        // waiting for the last handle) both arrive as ERROR_FILE_NOT_FOUND.
+        (Space::Win32, 2) => Some(
+            "is stagedrv running? sc.exe query stagedrv (STOP_PENDING: a stop waits for open handles); \
+             sc.exe start stagedrv or install.ps1 starts it",
+        ),
+        _ => None,
+    }
+}
+
+/// The message for a failed CreateFile of `\\.\StageDrv<device>`, with its hint if any.
+pub fn open_failed(device: u32, status: Status) -> String {
+    match open_hint(status) {
+        Some(hint) => format!(r"CreateFile(\\.\StageDrv{device}) failed: {status}: {hint}"),
+        None => format!(r"CreateFile(\\.\StageDrv{device}) failed: {status}"),
+    }
+}
+
 /// A completed request.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -290,5 +316,22 @@ mod tests {
         assert_eq!(Status::from_nt(0xC000_0120).to_string(), "STATUS_CANCELLED");
         assert_eq!(Status::from_win32(995).to_string(), "ERROR_OPERATION_ABORTED (995)");
         assert_eq!(Status::from_nt(0xC000_9999).to_string(), "NTSTATUS 0xc0009999");
+    }
+
+    #[test]
+    fn a_refused_open_tells_the_user_to_run_elevated() {
+        assert_eq!(
+            open_failed(0, Status::from_win32(5)),
+            r"CreateFile(\\.\StageDrv0) failed: ERROR_ACCESS_DENIED (5): run elevated: the device admits only SYSTEM and Administrators (or set OpenToEveryone=1)"
+        );
+        let missing = open_failed(1, Status::from_win32(2));
+        assert!(
+            missing.starts_with(r"CreateFile(\\.\StageDrv1) failed: ERROR_FILE_NOT_FOUND (2): is stagedrv running?"),
+            "{missing}"
+        );
+        // Other errors, and NTSTATUS codes (ntsim), get no hint.
+        assert_eq!(open_hint(Status::from_win32(995)), None);
+        assert_eq!(open_hint(Status::from_nt(0xC000_0022)), None);
+        assert_eq!(open_failed(0, Status::from_win32(87)), r"CreateFile(\\.\StageDrv0) failed: Win32 error 87");
     }
 }

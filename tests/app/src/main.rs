@@ -429,6 +429,18 @@ fn run_win32(cli: &Cli, chosen: &[&'static Scenario], settings: &Settings) -> Ex
         let _ = std::io::stdout().flush();
     }
     let mut report = Report { json: cli.json, lines: Vec::new() };
+    // Every scenario opens \\.\StageDrv0: a shell that is not elevated, or a driver that is
+    // not running, is reported once, with what to do.
+    if let Err(why) = win32::check_open(0) {
+        report.add(Line {
+            name: "driver-open",
+            result: "FAIL",
+            detail: why.clone(),
+            activity: Vec::new(),
+            seconds: 0.0,
+        });
+        return finish(&report, Backend::Win32, &environment, Some(&why));
+    }
     let mut client = win32::Win32::new(wine);
     run_all(&mut client, chosen, settings, &mut report);
     drop(client);

@@ -178,7 +178,7 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 fn open(c: &mut dyn Client, on: Tid, device: u32, overlapped: bool) -> Result<H, Problem> {
     match c.open(on, device, "", overlapped)? {
         Ok(h) => Ok(h),
-        Err(status) => fail!(r"CreateFile(\\.\StageDrv{device}) failed: {status}"),
+        Err(status) => Err(Problem::Fail(crate::client::open_failed(device, status))),
     }
 }
 

@@ -66,6 +66,14 @@ pub fn wine_version() -> Option<String> {
     Some(unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy().into_owned())
 }
 
+/// Opens and closes `\\.\StageDrv<device>`, so a run that cannot open the device says why
+/// once instead of failing every scenario the same way.
+pub fn check_open(device: u32) -> Result<(), String> {
+    let handle = ops::open(&wide(&format!(r"\\.\StageDrv{device}")), false)
+        .map_err(|status| crate::client::open_failed(device, status))?;
+    ops::close(handle).map_err(|fail| fail.0)
+}
+
 /// A manual-reset event for one OVERLAPPED request.
 fn event() -> Result<HANDLE, Fail> {
     // SAFETY: no security attributes, no name: an anonymous manual-reset event.
