@@ -1,7 +1,24 @@
 # Shared by the stagedrv test-VM scripts (dot-sourced: . "$PSScriptRoot\common.ps1").
-# Windows PowerShell 5.1 or PowerShell 7, in an elevated session.
+# Windows PowerShell 5.1 or PowerShell 7, 64-bit, in an elevated session.
+#
+# Running the scripts: Windows client editions ship with the execution policy
+# Restricted ("running scripts is disabled on this system"), and RemoteSigned refuses
+# files that came from a download or a zip (Mark-of-the-Web: "is not digitally
+# signed"). In the elevated PowerShell, in the folder with the files, either
+#   Set-ExecutionPolicy -Scope Process Bypass -Force     (this window only), then .\install.ps1 ...
+# or, one script at a time,
+#   powershell -ExecutionPolicy Bypass -File .\install.ps1
+# (-File passes every argument as a string: -Parameters @{...} and lists such as
+# -TestArgs a, b need the first form). To keep RemoteSigned instead, unblock the
+# copied files first: Get-ChildItem -File | Unblock-File.
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
+
+# 32-bit PowerShell sees SysWOW64 as System32 (file system redirection): the image would
+# be copied where the kernel never looks, and sc.exe start would fail with 2.
+if (-not [Environment]::Is64BitProcess) {
+    throw 'This is 32-bit PowerShell ("Windows PowerShell (x86)"): run the stagedrv scripts in 64-bit PowerShell.'
+}
 
 $ServiceName   = 'stagedrv'
 $DriverPath    = Join-Path $env:SystemRoot 'System32\drivers\stagedrv.sys'

@@ -1,6 +1,7 @@
 # Installs and starts stagedrv as a legacy kernel service with sc.exe (no INF needed).
 # Elevated, on a VM prepared by enable-test-signing.ps1. Safe to run again: it stops a
 # running copy, replaces the image, re-applies the service configuration and starts it.
+# Blocked by the execution policy? See "Running the scripts" in common.ps1 (or the README).
 #
 #   .\install.ps1 [-Sys <signed .sys>] [-Parameters @{ DeviceCount = 4; ReadTimeoutSeconds = 5 }] [-ResetParameters]
 #
@@ -31,9 +32,11 @@ param(
 Assert-Administrator
 
 if (-not $Sys) {
-    $Sys = @('stagedrv-signed.sys', 'stagedrv.sys') |
-        ForEach-Object { Join-Path $PSScriptRoot $_ } | Where-Object { Test-Path $_ } | Select-Object -First 1
-    if (-not $Sys) { throw "No -Sys given and no stagedrv-signed.sys or stagedrv.sys in $PSScriptRoot" }
+    $found = @(@('stagedrv-signed.sys', 'stagedrv.sys') |
+        ForEach-Object { Join-Path $PSScriptRoot $_ } | Where-Object { Test-Path $_ })
+    if ($found.Count -eq 0) { throw "No -Sys given and no stagedrv-signed.sys or stagedrv.sys in $PSScriptRoot" }
+    $Sys = $found[0]
+    if ($found.Count -gt 1) { Write-Host "Both $($found -join ' and ') are here: installing the first (choose with -Sys)." }
 }
 $Sys = (Resolve-Path $Sys).Path
 $signature = Get-AuthenticodeSignature $Sys

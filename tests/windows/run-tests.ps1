@@ -1,6 +1,7 @@
 # Runs stagetest.exe against the installed driver, then stops the driver and shows that
 # it really unloaded. Elevated (the devices admit SYSTEM and Administrators only, unless
 # OpenToEveryone=1). Exits with stagetest's status.
+# Blocked by the execution policy? See "Running the scripts" in common.ps1 (or the README).
 #
 #   .\run-tests.ps1 [-StageTest <path\stagetest.exe>] [-TestArgs <more stagetest arguments>]
 #   e.g. .\run-tests.ps1 -TestArgs '--only', 'cancel-io,stress', '--threads', '8'
@@ -25,7 +26,10 @@ param(
 . "$PSScriptRoot\common.ps1"
 Assert-Administrator
 
-if (-not (Test-Path $StageTest)) { throw "No $StageTest (build it: cargo build --release -p stagetest, or tests/wine/build-app.sh)" }
+if (-not (Test-Path $StageTest)) {
+    throw "No $StageTest. Build it with cargo build --release -p stagetest (target\release\stagetest.exe) on Windows, " +
+          'or tests/wine/build-app.sh on Linux (target/wine/stagetest.exe: a debug x86_64-win7-windows-gnu build, fine on Windows 10/11).'
+}
 $state = Get-StagedrvState
 if ($null -eq $state) { throw 'stagedrv is not installed: run install.ps1 first' }
 if ($state -ne 'RUNNING') { Start-Stagedrv }

@@ -1,5 +1,6 @@
 # Stops and removes the sc.exe-installed stagedrv. Elevated. Safe to run again (and on a
 # machine where it was never installed).
+# Blocked by the execution policy? See "Running the scripts" in common.ps1 (or the README).
 #
 # The steps are the README's:
 #   sc.exe stop stagedrv          (waits for STOPPED; fails while a handle is still open)

@@ -1,5 +1,6 @@
 # Driver Verifier for stagedrv on the test VM. Elevated. Every mode replaces the previous
 # settings, so running one again changes nothing.
+# Blocked by the execution policy? See "Running the scripts" in common.ps1 (or the README).
 #
 #   .\verifier.ps1 -Mode standard   verifier /standard /driver stagedrv.sys          (reboot)
 #   .\verifier.ps1 -Mode lowres     standard checks + Systematic low resources simulation (reboot)
@@ -33,6 +34,11 @@
 # Without a crash, `verifier /query` shows the live counters per verified driver (current
 # and peak pool allocations...): after `sc.exe stop stagedrv` the driver is unloaded, and
 # a leak at unload would have been a 0xC4/0x62 bug check.
+# Check once, not yet seen on Windows: the driver allocates its pool through a pointer
+# from MmGetSystemRoutineAddress (src/pool.rs), not through an import. With the driver
+# started under Verifier, `verifier /query` should show non-zero pool allocations for
+# stagedrv.sys; if they stay 0, pool tracking and the low resources simulation do not
+# see those allocations.
 # Debug output (DbgPrintEx, component DPFLTR_IHVDRIVER_ID): see debug-filter.txt.
 param([ValidateSet('standard', 'lowres', 'query', 'reset')][string]$Mode = 'query')
 . "$PSScriptRoot\common.ps1"
