@@ -1,6 +1,7 @@
 //! One device object: its extension, the guard and what it protects.
 
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicU64;
 
 use crate::link::SymbolicLink;
 use crate::name::Name;
@@ -34,8 +35,10 @@ pub struct Shared {
     /// (timer DPC, ISR DPC, watchdog, read path) checks it under the guard.
     pub stopping: bool,
     pub ring: Option<Ring>,
-    /// Open handles (HandleContext::link).
-    pub handles: LIST_ENTRY,
+    /// Handles with pending reads (HandleContext::active), in the order the consumer
+    /// serves them: a handle joins at the tail when its queue goes non-empty, and goes
+    /// back to the tail each time it is served.
+    pub active: LIST_ENTRY,
     pub stats: Stats,
     /// A statistics work item is queued or running.
     pub work_queued: bool,
@@ -66,6 +69,9 @@ pub struct DeviceExtension {
     /// The driver-wide state, for the consumer thread's wake-up event.
     pub driver: *const crate::driver::DriverState,
     pub max_pending_reads: u32,
+    /// Active-list nodes the consumer and the watchdog have visited: what the host's
+    /// tests and benchmark read (`probe`) to show that idle handles are never walked.
+    pub handle_nodes_visited: AtomicU64,
 }
 
 impl DeviceExtension {
@@ -131,7 +137,7 @@ impl Device {
             shared: SpinLock::new(Shared {
                 stopping: false,
                 ring,
-                handles: LIST_ENTRY { Flink: core::ptr::null_mut(), Blink: core::ptr::null_mut() },
+                active: LIST_ENTRY { Flink: core::ptr::null_mut(), Blink: core::ptr::null_mut() },
                 stats: Stats::default(),
                 work_queued: false,
                 ticks_since_statistics: 0,
@@ -141,6 +147,7 @@ impl Device {
             statistics: StatisticsWork::new(),
             driver: state,
             max_pending_reads: config.max_pending_reads,
+            handle_nodes_visited: AtomicU64::new(0),
         };
         // SAFETY: IoCreateDevice succeeded, so the object and its zeroed extension of
         // `extension_size` bytes are ours; writing initialises the extension in place.
@@ -148,7 +155,7 @@ impl Device {
         {
             let mut shared = device.extension().shared.lock();
             // SAFETY: the extension no longer moves; the head is initialised in place.
-            unsafe { crate::list::init(&raw mut shared.handles) };
+            unsafe { crate::list::init(&raw mut shared.active) };
         }
         // SAFETY: the new object is not visible to I/O yet; Flags is ours to set.
         unsafe { (*device.0.as_ptr()).Flags |= DO_BUFFERED_IO };

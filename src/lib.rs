@@ -42,6 +42,8 @@ mod link;
 mod list;
 mod name;
 mod pool;
+#[cfg(not(target_os = "windows"))]
+pub mod probe;
 pub mod protocol;
 mod queue;
 mod registry;

@@ -11,6 +11,11 @@
 //!   linked, always complete.
 //!
 //! Completion always happens after the guard is released, from a local list.
+//!
+//! A handle is on the device's active list (`Shared::active`) exactly while its queue is
+//! non-empty: it joins when [`enqueue`] links its first read and leaves when the last
+//! one is unlinked, by [`dequeue`] or by [`cancel_read`], both under the guard. The
+//! consumer and the watchdog walk only that list, so idle handles cost them nothing.
 
 use crate::device::{DeviceExtension, Shared};
 use crate::list;
@@ -22,8 +27,9 @@ use crate::sys::{
 /// Per-handle state, in pool from IRP_MJ_CREATE to IRP_MJ_CLOSE.
 #[repr(C)]
 pub struct HandleContext {
-    /// Link in the device's list of open handles.
-    pub link: LIST_ENTRY,
+    /// Link in the device's list of handles with pending reads; self-linked while the
+    /// queue is empty.
+    pub active: LIST_ENTRY,
     /// Pending read IRPs, oldest first (through `Irp->Tail.Overlay.ListEntry`).
     pub pending: LIST_ENTRY,
     pub pending_count: u32,
@@ -41,13 +47,13 @@ impl HandleContext {
         unsafe { (*file).FsContext.cast() }
     }
 
-    /// The context from a link in the device's handle list.
+    /// The context from a link in the device's active list (CONTAINING_RECORD).
     ///
     /// # Safety
-    /// `link` is the `link` field of a live HandleContext.
-    pub unsafe fn from_link(link: PLIST_ENTRY) -> *mut HandleContext {
-        // `link` is the first field (repr(C)), so the addresses coincide.
-        link.cast()
+    /// `link` is the `active` field of a live HandleContext.
+    pub unsafe fn from_active(link: PLIST_ENTRY) -> *mut HandleContext {
+        // SAFETY: guaranteed by the caller.
+        unsafe { link.byte_sub(core::mem::offset_of!(HandleContext, active)).cast() }
     }
 }
 
@@ -114,8 +120,12 @@ pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP
         return Enqueued::CancelledEarly;
     }
     // Linked even if the cancel routine is about to run: its unlink then finds it.
-    // SAFETY: the guard protects the handle's list; the entry is the driver's now.
+    // SAFETY: the guard protects the handle's list and the active list; the entry is
+    // the driver's now.
     unsafe {
+        if list::is_empty(&raw const (*handle).pending) {
+            list::insert_tail(&raw mut shared.active, &raw mut (*handle).active);
+        }
         list::insert_tail(&raw mut (*handle).pending, irp_entry(irp));
         (*handle).pending_count = (*handle).pending_count.saturating_add(1);
     }
@@ -141,12 +151,8 @@ pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: imp
         if !take(irp) {
             return None;
         }
-        // SAFETY: unlink and self-link, under the guard.
-        unsafe {
-            list::remove(irp_entry(irp));
-            (*handle).pending_count = (*handle).pending_count.saturating_sub(1);
-        }
-        crate::device::uncount(&mut shared.stats.reads_pending);
+        // SAFETY: a queued IRP of `handle`, under the guard.
+        unsafe { unlink(shared, handle, irp) };
         // SAFETY: the IRP is not completed: only its cancel routine could complete it,
         // and that needs the routine we are about to take.
         if unsafe { set_cancel_routine(irp, None) }.is_some() || cfg!(stagedrv_mutant = "complete_after_null") {
@@ -154,6 +160,23 @@ pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: imp
         }
         // The cancel routine is running or about to: it owns the IRP.
     }
+}
+
+/// Unlinks a queued IRP from its handle's queue and self-links its entry; the handle
+/// leaves the active list if that was its last read.
+///
+/// # Safety
+/// The caller holds the device guard; `irp` is linked on the queue of `handle`.
+unsafe fn unlink(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP) {
+    // SAFETY: guaranteed by the caller; the guard protects both lists.
+    unsafe {
+        list::remove(irp_entry(irp));
+        (*handle).pending_count = (*handle).pending_count.saturating_sub(1);
+        if list::is_empty(&raw const (*handle).pending) {
+            list::remove(&raw mut (*handle).active);
+        }
+    }
+    crate::device::uncount(&mut shared.stats.reads_pending);
 }
 
 /// IRPs to complete once the guard is released, in the order they were added. Chained
@@ -230,13 +253,11 @@ unsafe extern "C" fn cancel_read(device: PDEVICE_OBJECT, irp: PIRP) {
     let handle = unsafe { HandleContext::of((*current_stack_location(irp)).FileObject) };
     {
         let mut shared = extension.shared.lock();
-        // SAFETY: under the guard; a dequeuer that got here first self-linked the entry.
+        // SAFETY: under the guard; a dequeuer that got here first self-linked the entry,
+        // and the context is touched only while the entry is still linked on its queue.
         unsafe {
-            let entry = irp_entry(irp);
-            if !list::is_empty(entry) {
-                list::remove(entry);
-                (*handle).pending_count = (*handle).pending_count.saturating_sub(1);
-                crate::device::uncount(&mut shared.stats.reads_pending);
+            if !list::is_empty(irp_entry(irp)) {
+                unlink(&mut shared, handle, irp);
             }
         }
         crate::device::count(&mut shared.stats.reads_cancelled);

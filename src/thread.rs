@@ -2,6 +2,7 @@
 //! pending reads with them, outside any spin lock.
 
 use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
 
 use crate::device::{Device, DeviceExtension};
 use crate::driver::DriverState;
@@ -100,6 +101,9 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
             break;
         }
         for device in state.devices() {
+            #[cfg(not(target_os = "windows"))]
+            crate::probe::around_delivery(&mut || deliver(device));
+            #[cfg(target_os = "windows")]
             deliver(device);
         }
     }
@@ -107,42 +111,50 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
     let _ = unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
 }
 
-/// Gives records to pending reads, fairly: each read served sends its handle to the
-/// back of the device's handle list, so handles take turns across passes and ticks
-/// (the oldest read of each handle first).
+/// Gives records to pending reads, fairly: the handle at the head of the device's
+/// active list gets the next record for its oldest read and, if it has more reads
+/// waiting, goes to the back, so handles with reads take turns across passes and
+/// ticks. Each record costs one active-list node, however many handles are idle.
 fn deliver(device: Device) {
     let extension: &DeviceExtension = device.extension();
     let mut done = Completions::new();
+    let mut visited: u64 = 0;
     {
         let mut shared = extension.shared.lock();
-        let head = &raw mut shared.handles;
+        let head = &raw mut shared.active;
         while shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
-            // SAFETY: the guard protects the handle list and the queues.
-            let mut link = unsafe { (*head).Flink };
-            let mut served = None;
-            while link != head {
-                // SAFETY: as above.
-                let handle = unsafe { HandleContext::from_link(link) };
-                // SAFETY: as above.
-                if let Some(irp) = unsafe { dequeue(&mut shared, handle, |_| true) } {
-                    served = Some((handle, irp));
-                    break;
-                }
-                // SAFETY: as above.
-                link = unsafe { (*link).Flink };
+            // SAFETY: the guard protects the active list and the queues.
+            let first = unsafe { (*head).Flink };
+            if first == head {
+                break;
             }
-            let Some((handle, irp)) = served else { break };
+            visited = visited.wrapping_add(1);
+            // SAFETY: as above; every node on the active list is a live handle's.
+            let handle = unsafe { HandleContext::from_active(first) };
+            // SAFETY: as above.
+            let Some(irp) = (unsafe { dequeue(&mut shared, handle, |_| true) }) else {
+                // Each of its reads was being cancelled, so its queue emptied and it
+                // left the list. Removing it again is harmless and guarantees that the
+                // loop moves on.
+                // SAFETY: as above.
+                unsafe { crate::list::remove(first) };
+                continue;
+            };
             // SAFETY: the dequeued IRP is ours; its stack location is valid.
             let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
             let bytes = crate::dispatch::read::fill(&mut shared, irp, length);
             crate::device::count(&mut shared.stats.reads_completed);
             done.push(irp, STATUS_SUCCESS, bytes);
-            // SAFETY: as above; the handle's link moves to the tail of the same list.
+            // SAFETY: as above; a handle still on the list moves to its tail.
             unsafe {
-                crate::list::remove(&raw mut (*handle).link);
-                crate::list::insert_tail(head, &raw mut (*handle).link);
+                let link = &raw mut (*handle).active;
+                if !crate::list::is_empty(link) {
+                    crate::list::remove(link);
+                    crate::list::insert_tail(head, link);
+                }
             }
         }
     }
+    extension.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
     done.complete_all();
 }

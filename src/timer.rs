@@ -2,6 +2,7 @@
 //! and the watchdog (the device's IoTimer, once a second).
 
 use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::Ordering;
 
 use crate::device::DeviceExtension;
 use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
@@ -146,6 +147,7 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
     let (now, frequency) = performance_counter();
     let limit = i64::from(extension.watchdog.timeout_s).saturating_mul(frequency);
     let mut expired = Completions::new();
+    let mut visited: u64 = 0;
     {
         let mut shared = extension.shared.lock_at_dpc_level();
         if shared.stopping {
@@ -153,12 +155,17 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
         }
         shared.stats.records_dropped = shared.ring.as_ref().map_or(0, |r| r.dropped);
         if limit > 0 {
-            let head = &raw mut shared.handles;
-            // SAFETY: the guard protects the handle list and every handle's queue.
+            let head = &raw mut shared.active;
+            // SAFETY: the guard protects the active list and every handle's queue.
             let mut link = unsafe { (*head).Flink };
             while link != head {
+                visited = visited.wrapping_add(1);
+                // Read first: a handle whose queue empties below leaves the list (only
+                // this handle: nothing else runs under the guard).
                 // SAFETY: as above.
-                let handle = unsafe { HandleContext::from_link(link) };
+                let next = unsafe { (*link).Flink };
+                // SAFETY: as above; every node on the active list is a live handle's.
+                let handle = unsafe { HandleContext::from_active(link) };
                 let expired_read = |irp| {
                     // SAFETY: the dequeue helper passes queued IRPs, which carry their enqueue time.
                     let queued_at = unsafe { *enqueue_time(irp) };
@@ -169,10 +176,10 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
                     crate::device::count(&mut shared.stats.reads_timed_out);
                     expired.push(irp, STATUS_IO_TIMEOUT, 0);
                 }
-                // SAFETY: as above.
-                link = unsafe { (*link).Flink };
+                link = next;
             }
         }
     }
+    extension.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
     expired.complete_all();
 }

@@ -26,8 +26,9 @@
 //! - after every instant, each device has an empty ring or no pending read (the
 //!   consumer drains one or the other), so a new read either completes at once or
 //!   pends behind an empty ring; one record per tick therefore goes to the oldest read
-//!   of the first handle in the device's list that has one, and that handle then moves
-//!   to the back of the list (handles take turns).
+//!   of the handle at the head of the device's active list (handles with reads
+//!   pending, in the order their queues became non-empty), and that handle then moves
+//!   to the back of the list if it has more (handles take turns).
 //!
 //! Each case runs under a generated scheduler (`Mode::Seeded` or `Mode::Pct` with any
 //! seed, or `Mode::Free`): the results must not depend on it. The model predicts the
@@ -271,8 +272,11 @@ struct MDevice {
     produced: u64,
     dropped: u64,
     stats: Stats,
-    /// Open file objects in open order (the driver's handle list).
+    /// Open file objects.
     files: Vec<usize>,
+    /// File objects with reads pending, in the order the consumer serves them (the
+    /// driver's active list).
+    active: Vec<usize>,
 }
 
 struct Model {
@@ -387,6 +391,9 @@ impl Model {
             self.finish(id, STATUS_QUOTA_EXCEEDED, Vec::new());
         } else {
             stats.reads_pending += 1;
+            if queued == 0 {
+                self.devices[device].active.push(h.file);
+            }
             self.files[h.file].pending.push_back(id);
             self.pended.push(id);
         }
@@ -402,6 +409,7 @@ impl Model {
         for read in chosen {
             let file = self.reads[read].file;
             self.files[file].pending.retain(|&r| r != read);
+            self.leave_if_idle(file);
             let stats = &mut self.devices[self.files[file].device].stats;
             stats.reads_pending -= 1;
             stats.reads_cancelled += 1;
@@ -507,13 +515,19 @@ impl Model {
         }
     }
 
-    /// The consumer thread: while records remain, serves the oldest read of the first
-    /// handle (in list order) that has one, and sends that handle to the back.
+    /// A file object whose queue emptied leaves its device's active list.
+    fn leave_if_idle(&mut self, file: usize) {
+        if self.files[file].pending.is_empty() {
+            self.devices[self.files[file].device].active.retain(|&f| f != file);
+        }
+    }
+
+    /// The consumer thread: while records remain, serves the oldest read of the handle
+    /// at the head of the active list, and sends that handle to the back if it has
+    /// more reads.
     fn deliver(&mut self, device: usize) {
         while !self.devices[device].ring.is_empty() {
-            let files = self.devices[device].files.clone();
-            let Some(position) = files.iter().position(|&file| !self.files[file].pending.is_empty()) else { break };
-            let file = files[position];
+            let Some(&file) = self.devices[device].active.first() else { break };
             let read = self.files[file].pending.pop_front().expect("has a pending read");
             let length = self.reads[read].length;
             let records = self.fill(device, length);
@@ -521,16 +535,18 @@ impl Model {
             stats.reads_pending -= 1;
             stats.reads_completed += 1;
             self.finish(read, STATUS_SUCCESS, records);
-            let list = &mut self.devices[device].files;
-            list.remove(position);
-            list.push(file);
+            let list = &mut self.devices[device].active;
+            list.remove(0);
+            if !self.files[file].pending.is_empty() {
+                list.push(file);
+            }
         }
     }
 
     /// The IoTimer: reads queued at least the timeout ago fail with STATUS_IO_TIMEOUT.
     fn watchdog(&mut self) {
         for device in 0..DEVICES {
-            for file in self.devices[device].files.clone() {
+            for file in self.devices[device].active.clone() {
                 while let Some(&read) = self.files[file].pending.front() {
                     if self.now - self.reads[read].queued_at < self.params.timeout_s * SECOND {
                         break;
@@ -541,6 +557,7 @@ impl Model {
                     stats.reads_timed_out += 1;
                     self.finish(read, STATUS_IO_TIMEOUT, Vec::new());
                 }
+                self.leave_if_idle(file);
             }
         }
     }

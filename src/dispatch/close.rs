@@ -4,7 +4,6 @@
 
 use super::finish;
 use crate::device::DeviceExtension;
-use crate::list;
 use crate::pool::tag;
 use crate::queue::{Completions, HandleContext, drain};
 use crate::sys::{ExFreePoolWithTag, NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
@@ -19,10 +18,10 @@ pub unsafe extern "C" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> NT
     let mut cancelled = Completions::new();
     if !handle.is_null() {
         let mut shared = extension.shared.lock();
-        // SAFETY: under the guard; after this the context is unreachable from the device.
+        // SAFETY: under the guard; the drain empties the queue, which takes the handle
+        // off the active list, so after this the context is unreachable from the device.
         unsafe {
             drain(&mut shared, handle, &mut cancelled);
-            list::remove(&raw mut (*handle).link);
             (*file).FsContext = core::ptr::null_mut();
         }
     }

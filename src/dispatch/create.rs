@@ -1,4 +1,4 @@
-//! IRP_MJ_CREATE: a handle context per open, registered with the device.
+//! IRP_MJ_CREATE: a handle context per open, in FileObject->FsContext.
 
 use super::finish;
 use crate::device::DeviceExtension;
@@ -27,18 +27,18 @@ pub unsafe extern "C" fn dispatch_create(device: PDEVICE_OBJECT, irp: PIRP) -> N
     // SAFETY: the device is ours.
     let extension = unsafe { DeviceExtension::of(device) };
     {
-        let mut shared = extension.shared.lock();
+        let shared = extension.shared.lock();
         if shared.stopping {
             drop(shared);
             context.free();
             // SAFETY: as above.
             return unsafe { finish(irp, STATUS_DELETE_PENDING, 0) };
         }
-        // SAFETY: the context is fresh pool; its lists are initialised in place and the
-        // device's handle list is protected by the guard.
+        // SAFETY: the context is fresh pool; its lists are initialised in place (no
+        // reads yet, so it is not on the device's active list).
         unsafe {
             list::init(&raw mut (*handle).pending);
-            list::insert_tail(&raw mut shared.handles, &raw mut (*handle).link);
+            list::init(&raw mut (*handle).active);
             (*file).FsContext = handle.cast();
         }
     }

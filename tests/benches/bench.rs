@@ -23,14 +23,18 @@
 //! DispatchCleanup) and the cancel routine of each queued read (wall time inside the
 //! cancel routine, which is all the driver does for a CancelIoEx). The kernel calls
 //! made inside those routines are counted from ntsim's trace: unlike wall time they
-//! do not depend on the load of the host.
+//! do not depend on the load of the host. The consumer thread's delivery passes are
+//! wrapped through `stagedrv::probe::observe_delivery` (wall time inside the pass),
+//! and the driver's own count of the handle-list nodes it visited is the
+//! load-independent figure there.
 //!
 //! Ratios between two sizes N come from rounds that alternate between one machine per
 //! N; the ratio printed is the median of the per-round ratios, so both sides saw the
 //! same load on the host. Medians and 10th percentiles are printed beside them.
 //!
-//! Exploration hooks (not part of the table): `BENCH_EXPLORE_CANCEL=10,1000,100000`
-//! and `BENCH_EXPLORE_CLEANUP=0,1000,100000` print the sample distributions per N;
+//! Exploration hooks (not part of the table): `BENCH_EXPLORE_CANCEL=10,1000,100000`,
+//! `BENCH_EXPLORE_CLEANUP=0,1000,100000` and `BENCH_EXPLORE_DELIVERY=0,1000,10000`
+//! print the sample distributions per N;
 //! `BENCH_EXPLORE_UNLOAD=<seeds>` (with `BENCH_LAST_ONLY=1`, `BENCH_DUMP_UNLOAD=1`)
 //! runs only the busy-unload schedules.
 
@@ -594,7 +598,85 @@ fn cancel_real(counts: &[usize]) -> Vec<Samples> {
     samples
 }
 
-// --- 3. pool allocations per read ------------------------------------------------------
+// --- 3. delivery of one record beside N idle handles ---------------------------------
+
+const DELIVERY_ITERATIONS: usize = 501;
+
+/// The device object (as an address) of the driver [`probed_stagedrv_entry`] loaded last.
+static PROBED_DEVICE: Mutex<Option<usize>> = Mutex::new(None);
+
+/// stagedrv's DriverEntry, remembering its (only) device object for
+/// `stagedrv::probe::handle_nodes_visited`.
+unsafe extern "C" fn probed_stagedrv_entry(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: forwarded unchanged from the I/O manager.
+    let status = unsafe { stagedrv::driver_entry(driver, registry_path) };
+    if NT_SUCCESS(status) {
+        // SAFETY: DriverEntry succeeded, so the driver object lists its devices.
+        let device = unsafe { (*driver).DeviceObject };
+        *PROBED_DEVICE.lock().expect("device") = Some(device as usize);
+    }
+    status
+}
+
+/// One delivery pass of the consumer thread, timed.
+fn timed_delivery(pass: &mut dyn FnMut()) {
+    let start = Instant::now();
+    pass();
+    let took = start.elapsed();
+    INSIDE.lock().expect("timings").push(took);
+}
+
+/// Real driver in ntsim (Free mode), one machine per N in `idle`, measured in turns:
+/// a reader posts a one-record read (it pends: the ring is empty), then one producer
+/// period passes, so the timer DPC appends a record and wakes the consumer thread,
+/// which hands it to the read. Wall time of that tick, wall time of the consumer's
+/// delivery pass inside it, and the handle-list nodes the pass visited, with N other
+/// handles open and idle (opened before the reader, so a scan from the head of a list
+/// of all handles would pass them all).
+fn delivery_real(idle: &[usize]) -> Vec<Samples> {
+    let parameters = [("DeviceCount", 1), ("SamplePeriodMs", 1), ("StatisticsEveryTicks", 100_000)];
+    let machines: Vec<Machine> = idle.iter().map(|_| machine(Mode::Free, 64, &parameters)).collect();
+    let mut loaded = Vec::new();
+    for (machine, &n) in machines.iter().zip(idle) {
+        let driver = load(machine, "stagedrv", probed_stagedrv_entry);
+        let device = PROBED_DEVICE.lock().expect("device").take().expect("DriverEntry recorded its device");
+        let process = machine.new_process();
+        let idle_handles: Vec<Handle> = (0..n).map(|_| open(&process, "StageDrv0")).collect();
+        let reader = open(&process, "StageDrv0");
+        loaded.push((driver, device as PDEVICE_OBJECT, process, idle_handles, reader));
+    }
+    // SAFETY: each device belongs to a loaded driver until its unload below.
+    let visited = |device| unsafe { stagedrv::probe::handle_nodes_visited(device) };
+    stagedrv::probe::observe_delivery(Some(timed_delivery));
+    let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); idle.len()];
+    for _ in 0..DELIVERY_ITERATIONS {
+        for ((machine, (_, device, process, _, reader)), (tick, inside, nodes)) in
+            machines.iter().zip(&loaded).zip(&mut samples)
+        {
+            let read = pending_read(process, *reader, RECORD_SIZE);
+            take_inside();
+            let before = visited(*device);
+            let start = Instant::now();
+            machine.advance_ms(1).expect("machine runs");
+            tick.push(start.elapsed());
+            let timed = take_inside();
+            assert_eq!(timed.len(), 1, "one delivery pass per tick");
+            inside.push(timed[0]);
+            nodes.push((visited(*device) - before) as usize);
+            assert_eq!(read.result().map(|r| (r.status, r.information)), Some((STATUS_SUCCESS, RECORD_SIZE as u64)));
+        }
+    }
+    stagedrv::probe::observe_delivery(None);
+    for (machine, (driver, _, process, idle_handles, reader)) in machines.iter().zip(loaded) {
+        for handle in idle_handles.into_iter().chain([reader]) {
+            process.close(handle).expect("machine runs");
+        }
+        unload_clean(machine, driver);
+    }
+    samples
+}
+
+// --- 4. pool allocations per read ------------------------------------------------------
 
 /// Real driver in ntsim (Seeded): pool allocations per read on each read path, after
 /// the handle is open (create and close excluded), and per producer tick.
@@ -669,7 +751,7 @@ fn allocations() -> Vec<(&'static str, f64)> {
     out
 }
 
-// --- 4. unload latency with everything busy --------------------------------------------
+// --- 5. unload latency with everything busy --------------------------------------------
 
 const UNLOAD_PERIOD_MS: u64 = 100;
 const UNLOAD_SCHEDULES: u64 = 60;
@@ -781,7 +863,7 @@ fn unload_busy(seed: u64, last_only: bool) -> Unload {
     }
 }
 
-// --- 5. records through ReadFile ----------------------------------------------------------
+// --- 6. records through ReadFile ----------------------------------------------------------
 
 const RECORDS_PER_READ: usize = 16;
 const RECORDS_PER_ROUND: usize = 8_192;
@@ -894,13 +976,13 @@ fn kernel_calls_per_read(noop: bool) -> f64 {
 
 // --- main ---------------------------------------------------------------------------------
 
-/// `BENCH_EXPLORE_CANCEL=10,1000,...` / `BENCH_EXPLORE_CLEANUP=0,...`: the sample
+/// `BENCH_EXPLORE_CANCEL=10,1000,...` / `_CLEANUP=0,...` / `_DELIVERY=0,...`: the sample
 /// distribution per N, and paired ratios against the first N.
-fn explore(counts: &[usize], samples: &[Samples]) {
+fn explore(counts: &[usize], samples: &[Samples], counted: &str) {
     let q = |v: &Vec<Duration>| [0.0, 0.1, 0.25, 0.5, 0.9].map(|q| us(quantile(v.clone(), q)));
     for (n, (whole, inside, calls)) in counts.iter().zip(samples) {
         println!(
-            "N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}; kernel calls inside {:?}",
+            "N = {n:>6}: call min/p10/p25/p50/p90 {:?}; inside {:?}; {counted} {:?}",
             q(whole),
             q(inside),
             calls.iter().min()..=calls.iter().max()
@@ -917,11 +999,13 @@ fn explore(counts: &[usize], samples: &[Samples]) {
 /// The table rows of one real-driver measurement: medians, and ratios of the last N
 /// against the first (median of the per-round ratios: rounds alternate between the
 /// machines, so both sides of a ratio saw the same load on the host).
+#[allow(clippy::too_many_arguments, reason = "the labels of one measurement")]
 fn real_rows(
     table: &mut Vec<Row>,
     what: &str,
     call: &str,
     inside: &str,
+    counted: &str,
     counts: &[usize],
     samples: &[Samples],
     bound_call: &str,
@@ -930,7 +1014,7 @@ fn real_rows(
     let span = format!("N {} -> {}", counts[0], counts[counts.len() - 1]);
     for (n, (whole, within, calls)) in counts.iter().zip(samples) {
         println!(
-            "   N = {n:>6}: {call} median {} (p10 {}); {inside} median {} (p10 {}), {}..={} kernel calls",
+            "   N = {n:>6}: {call} median {} (p10 {}); {inside} median {} (p10 {}), {}..={} {counted}",
             us(median(whole.clone())),
             us(quantile(whole.clone(), 0.1)),
             us(median(within.clone())),
@@ -964,7 +1048,7 @@ fn real_rows(
     let calls = |s: &Samples| s.2.iter().max().copied().unwrap_or(0);
     row(
         table,
-        format!("{what}: kernel calls made {inside}"),
+        format!("{what}: {counted} {inside}"),
         format!("{} -> {} ({span})", calls(first), calls(last)),
         format!("{:.2}", calls(last) as f64 / calls(first).max(1) as f64),
         "== 1 (no scan)",
@@ -975,12 +1059,17 @@ fn real_rows(
 fn main() {
     if let Ok(list) = std::env::var("BENCH_EXPLORE_CANCEL") {
         let counts: Vec<usize> = list.split(',').map(|n| n.parse().expect("N")).collect();
-        explore(&counts, &cancel_real(&counts));
+        explore(&counts, &cancel_real(&counts), "kernel calls inside");
         return;
     }
     if let Ok(list) = std::env::var("BENCH_EXPLORE_CLEANUP") {
         let counts: Vec<usize> = list.split(',').map(|n| n.parse().expect("N")).collect();
-        explore(&counts, &cleanup_real(&counts));
+        explore(&counts, &cleanup_real(&counts), "kernel calls inside");
+        return;
+    }
+    if let Ok(list) = std::env::var("BENCH_EXPLORE_DELIVERY") {
+        let counts: Vec<usize> = list.split(',').map(|n| n.parse().expect("N")).collect();
+        explore(&counts, &delivery_real(&counts), "handle-list nodes visited");
         return;
     }
     if let Ok(seeds) = std::env::var("BENCH_EXPLORE_UNLOAD") {
@@ -1007,6 +1096,7 @@ fn main() {
         "cleanup",
         "CloseHandle",
         "inside DispatchCleanup",
+        "kernel calls made",
         &counts,
         &cleanup_real(&counts),
         "<= 1.5",
@@ -1034,19 +1124,33 @@ fn main() {
         "cancel one",
         "CancelIoEx",
         "inside stagedrv's cancel routine",
+        "kernel calls made",
         &counts,
         &cancel_real(&counts),
         "<= 1.5",
     );
 
-    println!("3. Pool allocations per read (handle open; create/close excluded), real driver in ntsim (Seeded)");
+    println!("3. One record delivered by the consumer thread, N idle open handles beside the reader");
+    let counts = [0, 10_000];
+    real_rows(
+        &mut table,
+        "delivery",
+        "producer tick",
+        "inside the consumer's delivery pass",
+        "handle-list nodes visited",
+        &counts,
+        &delivery_real(&counts),
+        "<= 1.5",
+    );
+
+    println!("4. Pool allocations per read (handle open; create/close excluded), real driver in ntsim (Seeded)");
     for (path, per) in allocations() {
         println!("   {path}: {per}");
         row(&mut table, format!("allocations per {path}"), format!("{per}"), "", "== 0");
     }
 
     println!(
-        "4. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules per variant, producer period {UNLOAD_PERIOD_MS} ms)"
+        "5. Unload with every resource busy, real driver in ntsim (Seeded, {UNLOAD_SCHEDULES} schedules per variant, producer period {UNLOAD_PERIOD_MS} ms)"
     );
     let period = UNLOAD_PERIOD_MS * 10_000;
     for (last_only, variant) in [(false, "stop + all 8 closes posted"), (true, "stop + last close posted")] {
@@ -1075,7 +1179,7 @@ fn main() {
     }
 
     println!(
-        "5. Records through ReadFile (reads of {RECORDS_PER_READ} records, {RECORDS_PER_ROUND} records a round, {ROUNDS} rounds), ntsim Free mode"
+        "6. Records through ReadFile (reads of {RECORDS_PER_READ} records, {RECORDS_PER_ROUND} records a round, {ROUNDS} rounds), ntsim Free mode"
     );
     let (real_calls, noop_calls) = (kernel_calls_per_read(false), kernel_calls_per_read(true));
     println!(
@@ -1104,7 +1208,7 @@ fn main() {
         );
     }
 
-    println!("6. Release image");
+    println!("7. Release image");
     let sys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cross/stagedrv.sys");
     if let Ok(m) = std::fs::metadata(&sys) {
         println!("   {}: {} bytes", sys.display(), m.len());
