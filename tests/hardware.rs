@@ -6,26 +6,22 @@ mod common;
 
 use common::*;
 use ntsim::trace::Routine;
+use ntsim::wdk_sys::STATUS_NOT_SUPPORTED;
 use ntsim::{Config, Resource};
 
 /// The device's bus address and bus interrupt line (level and vector), as a legacy
 /// driver's Parameters name them.
-const BASE: u64 = 0xFED0_0000;
+const BASE_LOW: u32 = 0xFED0_0000;
+const BASE: u64 = BASE_LOW as u64;
 const IRQ: u32 = 5;
 const STATUS: usize = 0;
 const DATA: usize = 1;
 const CONTROL: usize = 2;
 const CHANNEL: usize = 3;
-const STATUS_NOT_SUPPORTED: i32 = 0xC000_00BB_u32 as i32;
 const DPFLTR_ERROR_LEVEL: u32 = 0;
 
-fn parameters(level: u32, base: u64) -> Vec<(&'static str, u32)> {
-    vec![
-        ("SamplePeriodMs", 60_000),
-        ("InterruptVector", IRQ),
-        ("InterruptLevel", level),
-        ("RegisterBaseLow", base as u32),
-    ]
+fn parameters(level: u32, base: u32) -> Vec<(&'static str, u32)> {
+    vec![("SamplePeriodMs", 60_000), ("InterruptVector", IRQ), ("InterruptLevel", level), ("RegisterBaseLow", base)]
 }
 
 fn hardware_machine_on(config: Config, parameters: &[(&str, u32)]) -> ntsim::Machine {
@@ -38,7 +34,7 @@ fn hardware_machine_on(config: Config, parameters: &[(&str, u32)]) -> ntsim::Mac
 }
 
 fn hardware_machine(seed: u64) -> ntsim::Machine {
-    hardware_machine_on(Config::seeded(seed), &parameters(IRQ, BASE))
+    hardware_machine_on(Config::seeded(seed), &parameters(IRQ, BASE_LOW))
 }
 
 fn sample(machine: &ntsim::Machine, channel: u32, value: u32) -> bool {
@@ -158,7 +154,7 @@ fn refused(machine: &ntsim::Machine) -> Vec<String> {
 fn without_the_hal_routines_the_profile_is_refused_and_the_image_loads() {
     for missing in ["HalGetInterruptVector", "HalTranslateBusAddress"] {
         let config = Config { missing_exports: vec![missing.to_owned()], ..Config::seeded(5) };
-        let machine = hardware_machine_on(config, &parameters(IRQ, BASE));
+        let machine = hardware_machine_on(config, &parameters(IRQ, BASE_LOW));
         let errors = refused(&machine);
         assert_eq!(errors.len(), 1, "{missing}: one clear line: {errors:?}");
         assert!(errors[0].contains("hardware profile refused") && errors[0].contains(missing), "{errors:?}");
@@ -172,7 +168,7 @@ fn without_the_hal_routines_the_profile_is_refused_and_the_image_loads() {
 fn a_line_the_hal_gives_no_vector_for_is_refused() {
     let line = ntsim::hal::LINES + 6;
     assert_eq!(ntsim::hal::vector_of_line(line), None);
-    let machine = hardware_machine_on(Config::seeded(6), &parameters(line, BASE));
+    let machine = hardware_machine_on(Config::seeded(6), &parameters(line, BASE_LOW));
     let errors = refused(&machine);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("HalGetInterruptVector gives no usable vector"), "{errors:?}");
@@ -180,7 +176,7 @@ fn a_line_the_hal_gives_no_vector_for_is_refused() {
 
 #[test]
 fn a_bus_address_the_hal_cannot_translate_is_refused() {
-    let machine = hardware_machine_on(Config::seeded(7), &parameters(IRQ, BASE + 0x10_0000));
+    let machine = hardware_machine_on(Config::seeded(7), &parameters(IRQ, BASE_LOW + 0x10_0000));
     let errors = refused(&machine);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("HalTranslateBusAddress gives no memory address"), "{errors:?}");

@@ -7,7 +7,8 @@ use super::*;
 use ntsim::{Config, Machine, Value};
 
 /// The device: its bus address and bus interrupt line.
-pub const BASE: u64 = 0xFED0_0000;
+const BASE_LOW: u32 = 0xFED0_0000;
+pub const BASE: u64 = BASE_LOW as u64;
 pub const IRQ: u32 = 5;
 const STATUS: usize = 0;
 const DATA: usize = 1;
@@ -21,12 +22,9 @@ fn post_sample(machine: &Machine, channel: u32, value: u32) {
 /// Runs the scenario once on a machine built from `config`; `Err` says what went wrong.
 pub fn interrupts_during_unload(config: Config) -> Result<(), String> {
     let machine = Machine::new(config);
-    for (name, value) in [
-        ("SamplePeriodMs", 10),
-        ("InterruptVector", IRQ),
-        ("InterruptLevel", IRQ),
-        ("RegisterBaseLow", BASE as u32),
-    ] {
+    for (name, value) in
+        [("SamplePeriodMs", 10), ("InterruptVector", IRQ), ("InterruptLevel", IRQ), ("RegisterBaseLow", BASE_LOW)]
+    {
         machine.registry().set(&parameters_key(), name, &Value::Dword(value));
     }
     machine.add_register_window(BASE, 4);

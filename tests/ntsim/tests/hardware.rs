@@ -212,7 +212,7 @@ entry_then!(entry_connects_for_no_processor, |s| {
 fn connecting_for_no_active_processor_is_invalid_parameter() {
     let machine = machine();
     load(&machine, entry_connects_for_no_processor);
-    assert_eq!(printed(&machine, "connect"), STATUS_INVALID_PARAMETER as u32 as u64);
+    assert_eq!(printed(&machine, "connect"), u64::from(STATUS_INVALID_PARAMETER.cast_unsigned()));
     assert_eq!(printed(&machine, "interrupt"), 0);
     assert!(machine.connected_interrupts().is_empty());
 }
@@ -303,7 +303,15 @@ fn claim_then_release(driver: PDRIVER_OBJECT, release_with_empty_list: bool) {
     let (list, size) = if release_with_empty_list { (&raw mut empty, size) } else { (std::ptr::null_mut(), 0) };
     // SAFETY: NULL lists are a documented-invalid call; the empty list is well formed.
     let status = unsafe {
-        IoReportResourceForDetection(driver, list, size, std::ptr::null_mut(), std::ptr::null_mut(), 0, &raw mut conflict)
+        IoReportResourceForDetection(
+            driver,
+            list,
+            size,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+            &raw mut conflict,
+        )
     };
     print(&format!("release={status:#x}"));
 }
@@ -331,7 +339,7 @@ fn null_lists_release_nothing_and_are_invalid_parameter() {
     let machine = machine();
     let driver = load(&machine, entry_releases_with_null_lists);
     assert_eq!(printed(&machine, "claim"), 0);
-    assert_eq!(printed(&machine, "release"), STATUS_INVALID_PARAMETER as u32 as u64);
+    assert_eq!(printed(&machine, "release"), u64::from(STATUS_INVALID_PARAMETER.cast_unsigned()));
     assert_eq!(machine.claimed_resources(), vec![vec![ntsim::Resource::Memory { start: BUS_ADDRESS, length: 16 }]]);
     let v = bugcheck(machine.stop_driver(driver));
     assert_check(&v, 0xCE, ntsim::checker::unload::RESOURCE_CLAIM);
