@@ -29,10 +29,11 @@ pub const RING_CAPACITY: Bounded = Bounded { name: "RingCapacity", default: 256,
 pub const STATS_EVERY: Bounded = Bounded { name: "StatisticsEveryTicks", default: 10, min: 1, max: 100_000 };
 /// 1 widens the device DACL to Everyone (read/write); default SYSTEM and Administrators.
 pub const OPEN_TO_EVERYONE: Bounded = Bounded { name: "OpenToEveryone", default: 0, min: 0, max: 1 };
-/// Hardware profile: interrupt vector (0 = no hardware, the default profile).
+/// Hardware profile, bus-relative (raw) values that the HAL translates: interrupt
+/// vector (0 = no hardware, the default profile) and level (the IRQ line).
 pub const INTERRUPT_VECTOR: Bounded = Bounded { name: "InterruptVector", default: 0, min: 0, max: 255 };
-pub const INTERRUPT_LEVEL: Bounded = Bounded { name: "InterruptLevel", default: 5, min: 3, max: 12 };
-/// Physical address of the register window (low and high DWORD).
+pub const INTERRUPT_LEVEL: Bounded = Bounded { name: "InterruptLevel", default: 5, min: 0, max: 255 };
+/// Bus address of the register window (low and high DWORD).
 pub const REGISTER_BASE_LOW: Bounded = Bounded { name: "RegisterBaseLow", default: 0, min: 0, max: u32::MAX };
 pub const REGISTER_BASE_HIGH: Bounded = Bounded { name: "RegisterBaseHigh", default: 0, min: 0, max: u32::MAX };
 /// On Windows a legacy driver cannot obtain an interrupt; the profile must be opted into.
@@ -41,7 +42,7 @@ pub const HARDWARE_OPT_IN: Bounded = Bounded { name: "HardwareProfileOptIn", def
 /// The virtual device's register window, in bytes.
 pub const REGISTER_WINDOW: usize = 16;
 
-/// The hardware profile's resources, when the key describes them.
+/// The hardware profile's raw resources, when the key describes them.
 #[derive(Clone, Copy)]
 pub struct Hardware {
     pub vector: u32,

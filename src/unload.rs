@@ -37,15 +37,16 @@ pub fn release(state: &DriverState) {
     delete_device_objects(state);
 }
 
-/// Stage 1: quiet the device's interrupt at the device, then IoDisconnectInterrupt.
+/// Stage 1: quiet the device and mark the interrupt path stopping under the interrupt
+/// lock, remove and flush the ISR's DPC, then IoDisconnectInterrupt.
 fn stage_1_disconnect_interrupts(state: &DriverState) {
     hardware::disconnect(state);
     log!(Info, "Unload: stage 1 interrupts disconnected");
 }
 
 /// Stage 2: make sure no routine is running or can run: stop every source of new
-/// work under the guard, cancel timers and queued DPCs, wait for DPCs and the work
-/// item, end the thread.
+/// work under the guard, cancel timers, wait for their DPCs and the work item, end the
+/// thread. (The ISR's DPC is gone already: stage 1.)
 fn stage_2_stop_work(state: &DriverState) {
     for device in state.devices() {
         let extension = device.extension();
@@ -53,7 +54,6 @@ fn stage_2_stop_work(state: &DriverState) {
         extension.producer.cancel();
         extension.watchdog.stop(device.as_raw());
     }
-    hardware::remove_queued_dpc(state);
     // SAFETY: PASSIVE_LEVEL; waits for DPCs queued before the call (timer DPCs that were
     // already queued when KeCancelTimer ran, or running on another processor).
     #[cfg(not(stagedrv_mutant = "no_dpc_flush"))]
@@ -90,8 +90,8 @@ fn release_device_resources(device: Device) {
 }
 
 /// Stage 4: system objects held in extensions: the interrupt object pointer kept in
-/// the controller extension (disconnected in stage 1). DPC and timer objects go with
-/// their extensions.
+/// the controller extension (disconnected, and so freed, in stage 1). DPC and timer
+/// objects go with their extensions.
 fn stage_4_release_extension_objects(state: &DriverState) {
     hardware::forget_interrupt(state);
     log!(Info, "Unload: stage 4 extension objects released");

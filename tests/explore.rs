@@ -3,7 +3,8 @@
 //! the consumer thread, the watchdog and Unload all overlap, run under many seeds of
 //! ntsim's serial scheduler (uniform random and PCT). Every kernel call is a
 //! scheduling point. Each schedule must end with zero violations, every read
-//! completed exactly once, and a clean unload.
+//! completed exactly once, and a clean unload. A second scenario does the same for the
+//! hardware profile: interrupts racing Unload.
 //!
 //! `STAGEDRV_SCHEDULES=N` sets how many schedules each mode explores (CI default: 1000
 //! each); `STAGEDRV_SEED=S` replays one seed (both modes).
@@ -51,6 +52,22 @@ fn hostile_schedules() {
         let config = ntsim::Config { hostile: hostile.clone(), ..common::scenario::config(Mode::Seeded(seed)) };
         if let Err(error) = common::scenario::scenario_on(config) {
             panic!("hostile schedule {seed} failed:\n{error}");
+        }
+    }
+}
+
+/// The hardware profile: device interrupts on both processors race reads, closes and
+/// Unload, whose stage 1 must not free the interrupt object while the ISR's DPC can
+/// still use it.
+#[test]
+fn interrupts_during_unload() {
+    use common::interrupts::interrupts_during_unload;
+    let only = std::env::var("STAGEDRV_SEED").ok().and_then(|v| v.parse().ok());
+    for seed in only.map_or(0..schedules(), |s| s..s + 1) {
+        for mode in [Mode::Seeded(seed), Mode::Pct { seed, depth: 3 }] {
+            if let Err(error) = interrupts_during_unload(common::scenario::config(mode)) {
+                panic!("schedule {mode:?} failed; replay with STAGEDRV_SEED={seed} cargo test --test explore\n{error}");
+            }
         }
     }
 }

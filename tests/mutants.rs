@@ -10,22 +10,35 @@
 //!   its cancel routine, so a read cancelled while being queued stays queued: 0xC4/0x135,
 //!   a cancelled IRP not completed in time;
 //! - `no_dpc_flush`: Unload skips KeFlushQueuedDpcs, so a timer DPC queued before
-//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID.
+//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID;
+//! - `disconnect_before_dpc_flush`: stage 1 calls IoDisconnectInterrupt before removing
+//!   and flushing the ISR's DPC (the old order), so a DPC already past its stopping
+//!   check synchronizes with the freed interrupt object — 0x50 (the hardware scenario).
 #![cfg(any(
     stagedrv_mutant = "complete_after_null",
     stagedrv_mutant = "skip_cancel_recheck",
-    stagedrv_mutant = "no_dpc_flush"
+    stagedrv_mutant = "no_dpc_flush",
+    stagedrv_mutant = "disconnect_before_dpc_flush"
 ))]
 
 mod common;
 
-use common::scenario::scenario;
+use common::scenario::{config, scenario};
 use ntsim::Mode;
+
+/// The scenario that exercises the mutant's code.
+fn run(mode: Mode) -> Result<(), String> {
+    if cfg!(stagedrv_mutant = "disconnect_before_dpc_flush") {
+        common::interrupts::interrupts_during_unload(config(mode))
+    } else {
+        scenario(mode)
+    }
+}
 
 fn first_failure() -> (u64, String) {
     for seed in 0..2000 {
         for mode in [Mode::Seeded(seed), Mode::Pct { seed, depth: 3 }] {
-            if let Err(error) = scenario(mode) {
+            if let Err(error) = run(mode) {
                 return (seed, error);
             }
         }
@@ -40,6 +53,8 @@ fn exploration_catches_the_reintroduced_bug() {
         &["MULTIPLE_IRP_COMPLETE_REQUESTS", "PAGE_FAULT_IN_NONPAGED_AREA"]
     } else if cfg!(stagedrv_mutant = "no_dpc_flush") {
         &["TIMER_OR_DPC_INVALID", "PAGE_FAULT_IN_NONPAGED_AREA"]
+    } else if cfg!(stagedrv_mutant = "disconnect_before_dpc_flush") {
+        &["which IoDisconnectInterrupt freed"]
     } else {
         &["was cancelled"]
     };

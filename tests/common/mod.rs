@@ -1,6 +1,7 @@
 //! Shared helpers for the driver's ntsim tests.
 #![allow(dead_code)]
 
+pub mod interrupts;
 pub mod scenario;
 
 use ntsim::{Config, Driver, Handle, IoResult, Issued, Machine, Process, Value};

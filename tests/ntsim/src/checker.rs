@@ -67,6 +67,7 @@ impl std::error::Error for Violation {}
 pub mod code {
     pub const IRQL_NOT_LESS_OR_EQUAL: u32 = 0x0A;
     pub const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
+    pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
     pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
     pub const TIMER_OR_DPC_INVALID: u32 = 0xC7;
     pub const DRIVER_VERIFIER_IOMANAGER_VIOLATION: u32 = 0xC9;

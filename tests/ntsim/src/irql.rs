@@ -46,7 +46,8 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "RtlSubAuthoritySid"
         | "RtlLengthRequiredSid"
         | "RtlSetDaclSecurityDescriptor"
-        | "MmGetSystemRoutineAddress" => PASSIVE_LEVEL,
+        | "MmGetSystemRoutineAddress"
+        | "HalGetInterruptVector" => PASSIVE_LEVEL,
         // Up to DISPATCH_LEVEL.
         "ExAllocatePool2"
         | "ExAllocatePoolWithTag"
@@ -81,7 +82,8 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "KeWaitForSingleObject"
         | "KeWaitForMultipleObjects"
         | "KeReadStateEvent"
-        | "MmUnmapIoSpace" => DISPATCH_LEVEL,
+        | "MmUnmapIoSpace"
+        | "HalTranslateBusAddress" => DISPATCH_LEVEL,
         // Any IRQL.
         "KeInitializeDpc"
         | "KeInsertQueueDpc"

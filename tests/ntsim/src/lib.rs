@@ -20,6 +20,7 @@
 pub mod checker;
 mod crash;
 pub(crate) mod faults;
+pub mod hal;
 pub mod inline;
 pub mod io;
 pub mod irql;
@@ -40,6 +41,7 @@ pub use faults::FaultHandle;
 pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
+pub use ke::interrupt::{RegisterWrite, Resource};
 pub use ke::misc::PERFORMANCE_FREQUENCY;
 pub use ke::timer::SECOND;
 pub use machine::{Config, Hostile, Machine, Stopped};

@@ -86,7 +86,7 @@ fn routine_address(name: &str) -> Option<PVOID> {
         "ExAllocatePoolWithTag" => ExAllocatePoolWithTag as *const () as PVOID,
         "ExFreePoolWithTag" => ExFreePoolWithTag as *const () as PVOID,
         "ExFreePool" => ExFreePool as *const () as PVOID,
-        _ => return None,
+        _ => return crate::hal::routine_address(name),
     })
 }
 
@@ -188,7 +188,9 @@ const _: crate::wdk_sys::fnsig::KeBugCheckEx = KeBugCheckEx;
 
 /// Receives each DbgPrint/DbgPrintEx line from the C shim.
 #[unsafe(no_mangle)]
-extern "C" fn ntsim_debug_output(_component: u32, _level: u32, text: *const core::ffi::c_char) {
+extern "C" fn ntsim_debug_output(component: u32, level: u32, text: *const core::ffi::c_char) {
+    // The shim passes component u32::MAX for DbgPrint, which has no level.
+    let level = (component != u32::MAX).then_some(level);
     // SAFETY: the shim passes a NUL-terminated buffer.
     let line = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy().trim_end().to_owned();
     kcall("DbgPrintEx", move |ctx| {
@@ -196,6 +198,7 @@ extern "C" fn ntsim_debug_output(_component: u32, _level: u32, text: *const core
             eprintln!("[{:>10.3} ms] {line}", ctx.clock as f64 / 10_000.0);
         }
         ctx.ke.debug_output.push(line);
+        ctx.ke.debug_levels.push(level);
         Ok(())
     });
 }
@@ -204,5 +207,13 @@ impl crate::machine::Machine {
     /// Every line the drivers printed, in order.
     pub fn debug_output(&self) -> Vec<String> {
         self.lock().ke.debug_output.clone()
+    }
+
+    /// The lines printed with DbgPrintEx at `level` (DPFLTR_ERROR_LEVEL is 0).
+    pub fn debug_output_at(&self, level: u32) -> Vec<String> {
+        let state = self.lock();
+        let ke = &state.ke;
+        let lines = ke.debug_output.iter().zip(&ke.debug_levels);
+        lines.filter(|(_, l)| **l == Some(level)).map(|(text, _)| text.clone()).collect()
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct Ke {
     pub(crate) interrupts: interrupt::Interrupts,
     /// Lines printed with DbgPrint(Ex), in order.
     pub(crate) debug_output: Vec<String>,
+    /// The DbgPrintEx level of each line (`None` for DbgPrint's).
+    pub(crate) debug_levels: Vec<Option<u32>>,
 }
 
 /// Dispatcher objects ntsim reads through their DISPATCHER_HEADER: `Type` is the byte
