@@ -43,7 +43,7 @@ const LATCH: usize = 8;
 /// is its initial state (IoCreateController zeroes it).
 #[repr(C)]
 struct ControllerExtension {
-    /// Written by IoConnectInterrupt; cleared in stage 4.
+    /// Written by IoConnectInterrupt (through `as_ptr`); cleared in stage 4.
     interrupt: Cell<PKINTERRUPT>,
     dpc: UnsafeCell<KDPC>,
     /// Set in DriverEntry before the interrupt is connected, cleared in stage 3.
@@ -201,11 +201,12 @@ impl ResourceList {
 pub fn connect(state: &DriverState) -> Result<(), NTSTATUS> {
     let hw = &state.hardware;
     let (Some(translated), Some(extension)) = (hw.translated.get(), hw.extension()) else { return Ok(()) };
-    let mut interrupt: PKINTERRUPT = core::ptr::null_mut();
+    // The I/O manager stores the object before the ISR can first run, so the DPC that
+    // ISR queues always finds it in the extension.
     // SAFETY: the extension outlives the connection (deleted after stage 1 disconnects).
     let status = unsafe {
         IoConnectInterrupt(
-            &raw mut interrupt,
+            extension.interrupt.as_ptr(),
             Some(isr),
             core::ptr::from_ref(extension).cast_mut().cast(),
             core::ptr::null_mut(),
@@ -222,7 +223,6 @@ pub fn connect(state: &DriverState) -> Result<(), NTSTATUS> {
         log!(Error, "hardware profile: IoConnectInterrupt failed: {status:#x}");
         return Err(status);
     }
-    extension.interrupt.set(interrupt);
     hw.connected.set(true);
     write_register(extension.registers.get(), CONTROL, INTERRUPTS_ENABLED);
     Ok(())

@@ -64,9 +64,15 @@ fn interrupts_during_unload() {
     use common::interrupts::interrupts_during_unload;
     let only = std::env::var("STAGEDRV_SEED").ok().and_then(|v| v.parse().ok());
     for seed in only.map_or(0..schedules(), |s| s..s + 1) {
-        for mode in [Mode::Seeded(seed), Mode::Pct { seed, depth: 3 }] {
-            if let Err(error) = interrupts_during_unload(common::scenario::config(mode)) {
-                panic!("schedule {mode:?} failed; replay with STAGEDRV_SEED={seed} cargo test --test explore\n{error}");
+        let hostile = ntsim::Hostile { dpc_on_two_cpus: true, ..ntsim::Hostile::default() };
+        let plain = [Mode::Seeded(seed), Mode::Pct { seed, depth: 3 }].map(common::scenario::config);
+        // A quarter of the seeds again with the ISR's DPC re-queued onto the other CPU.
+        let hostile =
+            (seed % 4 == 0).then(|| ntsim::Config { hostile, ..common::scenario::config(Mode::Seeded(seed)) });
+        for config in plain.into_iter().chain(hostile) {
+            let what = format!("{:?}{}", config.mode, if config.hostile.dpc_on_two_cpus { " (hostile)" } else { "" });
+            if let Err(error) = interrupts_during_unload(config) {
+                panic!("schedule {what} failed; replay with STAGEDRV_SEED={seed} cargo test --test explore\n{error}");
             }
         }
     }
