@@ -32,6 +32,7 @@ pub struct DriverState {
     /// Unload signals it to end the consumer thread (notification event).
     pub stop: Event,
     pub thread: Cell<Option<ConsumerThread>>,
+    /// The DEVICEMAP key exists (set as soon as it is created).
     pub device_names_published: Cell<bool>,
     pub hardware: hardware::Hardware,
 }
@@ -146,7 +147,6 @@ fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> Result<()
         }
     }
     registry::publish_device_names(state)?;
-    state.device_names_published.set(true);
     state.thread.set(Some(ConsumerThread::start(state)?));
     hardware::connect(state)?;
     for device in state.devices() {

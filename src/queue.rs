@@ -65,12 +65,10 @@ pub unsafe fn irp_entry(irp: PIRP) -> PLIST_ENTRY {
 /// # Safety
 /// `entry` is the list entry of an IRP.
 pub unsafe fn irp_of(entry: PLIST_ENTRY) -> PIRP {
-    const OFFSET: usize = core::mem::offset_of!(crate::sys::IRP, Tail)
-        + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1, __bindgen_anon_2)
-        + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_2, ListEntry);
-    let offset = OFFSET;
-    // SAFETY: guaranteed by the caller; Overlay is at offset 0 of the Tail union.
-    unsafe { entry.byte_sub(offset).cast() }
+    // A field path, not bindgen's numbered type names: those differ between header sets.
+    const OFFSET: usize = core::mem::offset_of!(crate::sys::IRP, Tail.Overlay.__bindgen_anon_2.ListEntry);
+    // SAFETY: guaranteed by the caller.
+    unsafe { entry.byte_sub(OFFSET).cast() }
 }
 
 /// `Irp->Tail.Overlay.DriverContext[0]`: the enqueue time, for the watchdog.

@@ -212,3 +212,47 @@ fn both_pool_allocators_work() {
         assert!(machine.trace().iter().any(|c| c.api == allocator));
     }
 }
+
+/// If the new thread's object cannot be referenced, DriverEntry tells the thread to
+/// stop and waits for it through its handle before it frees the events the thread
+/// waits on (and before the image could be unloaded under it), whichever runs first.
+#[test]
+fn a_thread_that_cannot_be_referenced_ends_before_driver_entry_fails() {
+    use ntsim::trace::Routine;
+    for seed in 0..16 {
+        // PCT gives the new thread a low priority in some runs: it is still to run when
+        // DriverEntry gives up on it.
+        let machine = Machine::new(Config { mode: ntsim::Mode::Pct { seed, depth: 2 }, ..Config::default() });
+        machine.faults().fail_nth("ObReferenceObjectByHandle", 1);
+        let (_driver, status) = machine
+            .load_driver("stagedrv", stagedrv::driver_entry)
+            .unwrap_or_else(|e| panic!("seed {seed}: DriverEntry: {e}"));
+        assert_eq!(machine.faults().injected(), vec!["ObReferenceObjectByHandle"]);
+        assert_eq!(status as u32, 0xC000_0008, "seed {seed}: STATUS_INVALID_HANDLE from the failed reference");
+        machine.verdict().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let trace = machine.trace();
+        let in_entry = |api: &str| trace.iter().rposition(|c| c.api == api && c.routine == Routine::DriverEntry);
+        let exit = trace.iter().position(|c| c.api == "PsTerminateSystemThread");
+        let (wait, state_freed) = (in_entry("ZwWaitForSingleObject"), in_entry("ExFreePoolWithTag"));
+        assert!(wait.is_some(), "seed {seed}: DriverEntry did not wait for the thread");
+        assert!(
+            exit.is_some_and(|exit| Some(exit) < state_freed),
+            "seed {seed}: thread exit {exit:?}, driver state freed {state_freed:?}"
+        );
+    }
+}
+
+/// The DEVICEMAP key is created, then one value per device is written: a write that
+/// fails half-way still leaves a key, which DriverEntry's unwinding deletes.
+#[test]
+fn a_half_published_devicemap_key_is_removed() {
+    let machine = machine_with(10, &[("DeviceCount", 3)]);
+    machine.faults().fail_nth("ZwSetValueKey", 2);
+    let (_driver, status) =
+        machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("DriverEntry: {e}"));
+    assert_eq!(machine.faults().injected(), vec!["ZwSetValueKey"]);
+    assert_eq!(status as u32, 0xC000_009A, "STATUS_INSUFFICIENT_RESOURCES from the failed write");
+    machine.verdict().unwrap();
+    assert!(machine.trace().iter().any(|c| c.api == "ZwDeleteKey"), "the key was deleted");
+    assert!(!machine.registry().key_exists(DEVICEMAP));
+}
