@@ -185,12 +185,24 @@ fn default_profile_calls_only_wine_safe_ddis() {
 }
 
 /// On kernels with ExAllocatePool2 the driver uses it; without, ExAllocatePoolWithTag
-/// (whose memory ntsim fills with 0xCD: the driver must zero it itself).
+/// (whose memory ntsim fills with 0xCD: the driver must zero it itself). Either way the
+/// routine may sit at an odd address (a kernel built with GCC packs its functions), so
+/// the driver must call exactly the address it was given.
 #[test]
 fn both_pool_allocators_work() {
-    for missing in [vec![], vec!["ExAllocatePool2".to_owned()]] {
+    let kernels = [
+        (vec![], false),
+        (vec!["ExAllocatePool2".to_owned()], false),
+        (vec![], true),
+        (vec!["ExAllocatePool2".to_owned()], true),
+    ];
+    for (missing, odd_routine_addresses) in kernels {
         let down_level = !missing.is_empty();
-        let machine = Machine::new(Config { missing_exports: missing, ..Config::seeded(8) });
+        let machine = Machine::new(Config {
+            missing_exports: missing,
+            hostile: Hostile { odd_routine_addresses, ..Hostile::default() },
+            ..Config::seeded(8)
+        });
         machine.registry().set(&parameters_key(), "SamplePeriodMs", &Value::Dword(10));
         let driver = load(&machine);
         let expected = if down_level { "WithTagDownLevel" } else { "Pool2" };
@@ -228,7 +240,7 @@ fn a_thread_that_cannot_be_referenced_ends_before_driver_entry_fails() {
             .load_driver("stagedrv", stagedrv::driver_entry)
             .unwrap_or_else(|e| panic!("seed {seed}: DriverEntry: {e}"));
         assert_eq!(machine.faults().injected(), vec!["ObReferenceObjectByHandle"]);
-        assert_eq!(status as u32, 0xC000_0008, "seed {seed}: STATUS_INVALID_HANDLE from the failed reference");
+        assert_eq!(status.cast_unsigned(), 0xC000_0008, "seed {seed}: STATUS_INVALID_HANDLE from the failed reference");
         machine.verdict().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let trace = machine.trace();
         let in_entry = |api: &str| trace.iter().rposition(|c| c.api == api && c.routine == Routine::DriverEntry);
@@ -251,7 +263,7 @@ fn a_half_published_devicemap_key_is_removed() {
     let (_driver, status) =
         machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("DriverEntry: {e}"));
     assert_eq!(machine.faults().injected(), vec!["ZwSetValueKey"]);
-    assert_eq!(status as u32, 0xC000_009A, "STATUS_INSUFFICIENT_RESOURCES from the failed write");
+    assert_eq!(status.cast_unsigned(), 0xC000_009A, "STATUS_INSUFFICIENT_RESOURCES from the failed write");
     machine.verdict().unwrap();
     assert!(machine.trace().iter().any(|c| c.api == "ZwDeleteKey"), "the key was deleted");
     assert!(!machine.registry().key_exists(DEVICEMAP));
