@@ -41,6 +41,24 @@ impl HandleContext {
         unsafe { (*file).FsContext.cast() }
     }
 
+    /// The context of the file object a request was sent for, if it has one: a
+    /// kernel-mode caller can send an IRP with no FileObject, or with a file object that
+    /// never went through IRP_MJ_CREATE (FsContext NULL).
+    ///
+    /// # Safety
+    /// `irp` is a valid IRP sent to one of this driver's devices.
+    pub unsafe fn of_request(irp: PIRP) -> Option<*mut HandleContext> {
+        // SAFETY: guaranteed by the caller.
+        let file = unsafe { (*current_stack_location(irp)).FileObject };
+        if file.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL file object of a request to our device; CREATE set its
+        // context, or nothing did and it is NULL.
+        let context = unsafe { Self::of(file) };
+        (!context.is_null()).then_some(context)
+    }
+
     /// The context from a link in the device's handle list.
     ///
     /// # Safety

@@ -41,6 +41,7 @@ pub use faults::FaultHandle;
 pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
+pub use io::kernel::KernelFile;
 pub use ke::misc::PERFORMANCE_FREQUENCY;
 pub use ke::timer::SECOND;
 pub use machine::{Config, Hostile, Machine, Stopped};
