@@ -167,7 +167,7 @@ fn create_device(driver: &mut DRIVER_OBJECT, index: u32, state: &DriverState) ->
         security::apply(device.as_raw(), state.config.open_to_everyone)?;
         let extension = device.extension();
         extension.producer.init(device.as_raw());
-        extension.watchdog.init(device.as_raw());
+        extension.watchdog.init(device.as_raw())?;
         if !extension.statistics.allocate(device.as_raw()) {
             return Err(STATUS_INSUFFICIENT_RESOURCES);
         }

@@ -38,6 +38,23 @@ fn a_value_of_the_wrong_type_is_ignored_with_a_log_line() {
     unload_clean(&machine, driver);
 }
 
+/// A value too large for the query buffer (ZwQueryValueKey: STATUS_BUFFER_OVERFLOW) is
+/// ignored with the same log line as any other value of the wrong type or size.
+#[test]
+fn an_oversize_value_is_ignored_with_a_log_line() {
+    let machine = Machine::new(Config::seeded(3));
+    machine.registry().set(&parameters_key(), "DeviceCount", &Value::Binary(vec![3; 64]));
+    machine.registry().set(&parameters_key(), "RingCapacity", &Value::Binary(vec![0, 1, 0, 0, 0]));
+    let driver = load(&machine);
+    let log = machine.debug_output();
+    let logged = |line: &str| log.iter().any(|l| l.contains(line));
+    assert!(logged("DeviceCount is not a REG_DWORD (type 3, 64 bytes); using 2"), "{log:#?}");
+    assert!(logged("RingCapacity is not a REG_DWORD (type 3, 5 bytes); using 256"), "{log:#?}");
+    let process = machine.new_process();
+    assert!(process.open(r"\\.\StageDrv2", true).unwrap().is_err(), "default of 2 devices applies");
+    unload_clean(&machine, driver);
+}
+
 #[test]
 fn device_names_are_published_and_removed() {
     let machine = machine_with(3, &[]);
@@ -267,4 +284,25 @@ fn a_half_published_devicemap_key_is_removed() {
     machine.verdict().unwrap();
     assert!(machine.trace().iter().any(|c| c.api == "ZwDeleteKey"), "the key was deleted");
     assert!(!machine.registry().key_exists(DEVICEMAP));
+}
+
+/// IoInitializeTimer can fail (it allocates the IO_TIMER). With a ReadTimeoutSeconds
+/// configured the driver could not honour it, so DriverEntry fails; without one the
+/// watchdog is not needed and the driver loads with a warning.
+#[test]
+fn a_read_timeout_without_an_io_timer_fails_driver_entry() {
+    let machine = machine_with(12, &[("ReadTimeoutSeconds", 1)]);
+    machine.faults().fail_nth("IoInitializeTimer", 1);
+    let (_driver, status) =
+        machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("DriverEntry: {e}"));
+    assert_eq!(status.cast_unsigned(), 0xC000_009A, "the IoInitializeTimer failure");
+    machine.verdict().unwrap();
+    assert!(machine.debug_output().iter().any(|l| l.contains("no watchdog for ReadTimeoutSeconds=1")));
+    assert!(!machine.registry().key_exists(DEVICEMAP));
+
+    let machine = machine_with(12, &[]);
+    machine.faults().fail_nth("IoInitializeTimer", 1);
+    let driver = load(&machine);
+    assert!(machine.debug_output().iter().any(|l| l.contains("running without the watchdog")));
+    unload_clean(&machine, driver);
 }
