@@ -99,6 +99,14 @@ impl Config {
     }
 }
 
+/// What ZwQueryValueKey fills in for one value: KEY_VALUE_PARTIAL_INFORMATION (a DWORD
+/// fits its Data) and room to spare, so that a value a little larger is reported as such.
+#[repr(C)]
+struct ValueBuffer {
+    info: KEY_VALUE_PARTIAL_INFORMATION,
+    spare: [u8; 16],
+}
+
 /// An open `Parameters` key; closed on drop (it never outlives DriverEntry).
 struct ParametersKey(HANDLE);
 
@@ -127,15 +135,8 @@ impl ParametersKey {
     fn dword(&self, b: &Bounded) -> u32 {
         let value_name = Name::from_ascii(b.name);
         let mut unicode = value_name.as_unicode_string();
-        // KEY_VALUE_PARTIAL_INFORMATION (a DWORD fits its Data) and room to spare, so a
-        // value a little larger is reported as such rather than cut.
-        #[repr(C)]
-        struct Buffer {
-            info: KEY_VALUE_PARTIAL_INFORMATION,
-            spare: [u8; 16],
-        }
         // SAFETY: plain data; all-zero is a valid value.
-        let mut buffer: Buffer = unsafe { core::mem::zeroed() };
+        let mut buffer: ValueBuffer = unsafe { core::mem::zeroed() };
         let mut result_length = 0u32;
         // SAFETY: the buffer is writable for its size and the name lives across the call.
         let status = unsafe {
@@ -144,7 +145,7 @@ impl ParametersKey {
                 &raw mut unicode,
                 KeyValuePartialInformation,
                 (&raw mut buffer).cast(),
-                size_of::<Buffer>() as u32,
+                size_of::<ValueBuffer>() as u32,
                 &raw mut result_length,
             )
         };
