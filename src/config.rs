@@ -5,9 +5,10 @@
 
 use crate::name::Name;
 use crate::sys::{
-    _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation, HANDLE, KEY_READ, NTSTATUS, OBJ_CASE_INSENSITIVE,
-    OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD, UNICODE_STRING, ZwClose, ZwOpenKey,
-    ZwQueryValueKey, nt_success,
+    _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation, HANDLE, KEY_READ, KEY_VALUE_PARTIAL_INFORMATION,
+    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD,
+    STATUS_BUFFER_OVERFLOW, STATUS_OBJECT_NAME_NOT_FOUND, UNICODE_STRING, ZwClose, ZwOpenKey, ZwQueryValueKey,
+    nt_success,
 };
 
 /// A bounded DWORD parameter.
@@ -99,6 +100,14 @@ impl Config {
     }
 }
 
+/// What ZwQueryValueKey fills in for one value: KEY_VALUE_PARTIAL_INFORMATION (a DWORD
+/// fits its Data) and room to spare, so that a value a little larger is reported as such.
+#[repr(C)]
+struct ValueBuffer {
+    info: KEY_VALUE_PARTIAL_INFORMATION,
+    spare: [u8; 16],
+}
+
 /// An open `Parameters` key; closed on drop (it never outlives DriverEntry).
 struct ParametersKey(HANDLE);
 
@@ -127,9 +136,8 @@ impl ParametersKey {
     fn dword(&self, b: &Bounded) -> u32 {
         let value_name = Name::from_ascii(b.name);
         let mut unicode = value_name.as_unicode_string();
-        // KEY_VALUE_PARTIAL_INFORMATION (12 bytes) + a DWORD, with room to detect a
-        // larger value.
-        let mut buffer = [0u32; 8];
+        // SAFETY: plain data; all-zero is a valid value.
+        let mut buffer: ValueBuffer = unsafe { core::mem::zeroed() };
         let mut result_length = 0u32;
         // SAFETY: the buffer is writable for its size and the name lives across the call.
         let status = unsafe {
@@ -137,16 +145,22 @@ impl ParametersKey {
                 self.0,
                 &raw mut unicode,
                 KeyValuePartialInformation,
-                buffer.as_mut_ptr().cast(),
-                size_of_val(&buffer) as u32,
+                (&raw mut buffer).cast(),
+                size_of::<ValueBuffer>() as u32,
                 &raw mut result_length,
             )
         };
-        if !nt_success(status) {
+        if status == STATUS_OBJECT_NAME_NOT_FOUND {
             return b.default;
         }
-        let (kind, length, value) = (buffer[1], buffer[2], buffer[3]);
-        if kind != REG_DWORD || length != 4 {
+        // STATUS_BUFFER_OVERFLOW: the value is larger than the buffer, whose fixed part
+        // (Type, DataLength) is filled in; the check below reports it.
+        if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
+            log!(Warning, "Parameters: {} could not be read ({status:#x}); using {}", b.name, b.default);
+            return b.default;
+        }
+        let (kind, length) = (buffer.info.Type, buffer.info.DataLength);
+        if status == STATUS_BUFFER_OVERFLOW || kind != REG_DWORD || length != 4 {
             log!(
                 Warning,
                 "Parameters: {} is not a REG_DWORD (type {kind}, {length} bytes); using {}",
@@ -155,6 +169,10 @@ impl ParametersKey {
             );
             return b.default;
         }
+        let data = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
+        // SAFETY: DataLength is 4, so the 4 bytes at Data (inside the buffer) hold the
+        // DWORD; Data is only byte-aligned in the type.
+        let value = unsafe { core::ptr::read_unaligned((&raw const buffer).cast::<u8>().add(data).cast::<u32>()) };
         let clamped = value.clamp(b.min, b.max);
         if clamped != value {
             log!(Warning, "Parameters: {}={value} is outside {}..={}; using {clamped}", b.name, b.min, b.max);

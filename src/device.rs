@@ -128,7 +128,7 @@ impl Device {
         }
         let device = Self(NonNull::new(object).ok_or(STATUS_INSUFFICIENT_RESOURCES)?);
         let config = &state.config;
-        let ring = Ring::new(config.ring_capacity as usize);
+        let ring = Ring::new(state.allocator, config.ring_capacity as usize);
         let ring_missing = ring.is_none();
         let extension = DeviceExtension {
             index,

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::device::Device;
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
-use crate::pool::{PoolBuf, tag};
+use crate::pool::{Allocator, PoolBuf, tag};
 use crate::sync::Event;
 use crate::sys::{
     DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
@@ -23,6 +23,8 @@ pub const MAX_DEVICES: usize = 8;
 /// (IoAllocateDriverObjectExtension would be the textbook place, but Wine 8.0 does not
 /// implement it.)
 pub struct DriverState {
+    /// The pool allocator DriverEntry resolved.
+    pub allocator: Allocator,
     pub config: Config,
     /// Copy of the service key path: DriverEntry's RegistryPath is freed after it returns.
     pub registry_path: PathBuf,
@@ -32,6 +34,7 @@ pub struct DriverState {
     /// Unload signals it to end the consumer thread (notification event).
     pub stop: Event,
     pub thread: Cell<Option<ConsumerThread>>,
+    /// The DEVICEMAP key exists (set as soon as it is created).
     pub device_names_published: Cell<bool>,
     pub hardware: hardware::Hardware,
 }
@@ -72,14 +75,12 @@ pub unsafe extern "C" fn driver_entry(driver: PDRIVER_OBJECT, registry_path: PCU
     let driver_object = unsafe { &mut *driver };
     dispatch::install(driver_object);
     driver_object.DriverUnload = Some(unload::driver_unload);
-    match crate::pool::resolve() {
-        Some(allocator) => log!(Info, "DriverEntry: pool allocator {allocator:?}"),
-        None => {
-            log!(Error, "DriverEntry: the kernel exports no pool allocator");
-            return crate::sys::STATUS_NOT_SUPPORTED;
-        }
-    }
-    let state = match allocate_state(registry_path) {
+    let Some(allocator) = Allocator::resolve() else {
+        log!(Error, "DriverEntry: the kernel exports no pool allocator");
+        return crate::sys::STATUS_NOT_SUPPORTED;
+    };
+    log!(Info, "DriverEntry: pool allocator {}", allocator.name());
+    let state = match allocate_state(registry_path, allocator) {
         Ok(state) => state,
         Err(status) => {
             log!(Error, "DriverEntry: no driver state: {status:#x}");
@@ -105,7 +106,7 @@ pub unsafe extern "C" fn driver_entry(driver: PDRIVER_OBJECT, registry_path: PCU
 }
 
 /// Stage 0: the driver state in pool, the registry path copy and the parameters.
-fn allocate_state(registry_path: PCUNICODE_STRING) -> Result<PoolBuf<DriverState>, NTSTATUS> {
+fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> Result<PoolBuf<DriverState>, NTSTATUS> {
     let config = Config::read(registry_path)?;
     let mut copy = PathBuf::new();
     // SAFETY: DriverEntry's RegistryPath is valid during DriverEntry.
@@ -113,12 +114,13 @@ fn allocate_state(registry_path: PCUNICODE_STRING) -> Result<PoolBuf<DriverState
         log!(Error, "DriverEntry: registry path too long");
         return Err(crate::sys::STATUS_NAME_TOO_LONG);
     }
-    let block = PoolBuf::<DriverState>::zeroed(1, tag::STATE).ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+    let block = PoolBuf::<DriverState>::zeroed(allocator, 1, tag::STATE).ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
     let state = block.as_ptr();
     // SAFETY: the block is fresh, suitably aligned (pool is 16-byte aligned) memory of
     // the right size; writing initialises it.
     unsafe {
         state.write(DriverState {
+            allocator,
             config,
             registry_path: copy,
             devices: Default::default(),
@@ -146,7 +148,6 @@ fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> Result<()
         }
     }
     registry::publish_device_names(state)?;
-    state.device_names_published.set(true);
     state.thread.set(Some(ConsumerThread::start(state)?));
     hardware::connect(state)?;
     for device in state.devices() {
@@ -166,7 +167,7 @@ fn create_device(driver: &mut DRIVER_OBJECT, index: u32, state: &DriverState) ->
         security::apply(device.as_raw(), state.config.open_to_everyone)?;
         let extension = device.extension();
         extension.producer.init(device.as_raw());
-        extension.watchdog.init(device.as_raw());
+        extension.watchdog.init(device.as_raw())?;
         if !extension.statistics.allocate(device.as_raw()) {
             return Err(STATUS_INSUFFICIENT_RESOURCES);
         }

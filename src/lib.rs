@@ -26,10 +26,6 @@
 #[cfg(target_os = "windows")]
 extern crate wdk_panic;
 
-#[cfg(target_os = "windows")]
-#[global_allocator]
-static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
-
 #[macro_use]
 mod log;
 
@@ -38,6 +34,7 @@ mod device;
 mod dispatch;
 mod driver;
 mod hardware;
+mod layout;
 mod link;
 mod list;
 mod name;

@@ -9,7 +9,6 @@
 //! fail to load on the kernels that lack it.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::name::Name;
 use crate::sys::{ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG};
@@ -32,64 +31,64 @@ type AllocatePoolWithTag = unsafe extern "C" fn(i32, SIZE_T, ULONG) -> PVOID;
 /// `NonPagedPoolNx` of the POOL_TYPE enumeration.
 const NON_PAGED_POOL_NX: i32 = 512;
 
-/// The resolved allocator: 0 = not resolved, else the routine's address, with the low
-/// bit set for the down-level `ExAllocatePoolWithTag`. The one global of the driver:
-/// like the kernel it describes, it is the same for every instance.
-static ALLOCATOR: AtomicUsize = AtomicUsize::new(0);
-const DOWN_LEVEL: usize = 1;
-
-/// Which pool allocator this kernel offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The pool allocator this kernel offers, as MmGetSystemRoutineAddress returned it. The
+/// kind is the variant, never a bit of the address: nothing makes x64 code addresses
+/// even (a kernel built with GCC packs its functions). Kept in the driver state, not in
+/// a global, so that every loaded instance uses what its own kernel offered.
+#[derive(Clone, Copy)]
 pub enum Allocator {
-    Pool2,
-    WithTagDownLevel,
+    Pool2(AllocatePool2),
+    WithTagDownLevel(AllocatePoolWithTag),
 }
 
-/// Resolves the allocator (MmGetSystemRoutineAddress). PASSIVE_LEVEL, DriverEntry.
-pub fn resolve() -> Option<Allocator> {
-    let lookup = |name: &str| {
-        let name = Name::from_ascii(name);
-        let mut unicode = name.as_unicode_string();
-        // SAFETY: PASSIVE_LEVEL; the name lives across the call.
-        unsafe { MmGetSystemRoutineAddress(&raw mut unicode) }
-    };
-    let pool2 = lookup("ExAllocatePool2");
-    let (address, kind) = if pool2.is_null() {
+impl Allocator {
+    /// Looks the allocator up with MmGetSystemRoutineAddress. PASSIVE_LEVEL, DriverEntry.
+    pub fn resolve() -> Option<Self> {
+        let lookup = |name: &str| {
+            let name = Name::from_ascii(name);
+            let mut unicode = name.as_unicode_string();
+            // SAFETY: PASSIVE_LEVEL; the name lives across the call.
+            unsafe { MmGetSystemRoutineAddress(&raw mut unicode) }
+        };
+        let pool2 = lookup("ExAllocatePool2");
+        if !pool2.is_null() {
+            // SAFETY: the kernel's ExAllocatePool2, which has this signature.
+            return Some(Self::Pool2(unsafe { core::mem::transmute::<PVOID, AllocatePool2>(pool2) }));
+        }
         let with_tag = lookup("ExAllocatePoolWithTag");
         if with_tag.is_null() {
             return None;
         }
-        (with_tag as usize | DOWN_LEVEL, Allocator::WithTagDownLevel)
-    } else {
-        (pool2 as usize, Allocator::Pool2)
-    };
-    ALLOCATOR.store(address, Ordering::Release);
-    Some(kind)
-}
-
-/// Zeroed nonpaged pool. IRQL <= DISPATCH_LEVEL. NULL if unresolved or exhausted.
-fn allocate_zeroed(bytes: usize, tag: ULONG) -> PVOID {
-    let address = ALLOCATOR.load(Ordering::Acquire);
-    if address == 0 || bytes == 0 {
-        return core::ptr::null_mut();
+        // SAFETY: the kernel's ExAllocatePoolWithTag, which has this signature.
+        Some(Self::WithTagDownLevel(unsafe { core::mem::transmute::<PVOID, AllocatePoolWithTag>(with_tag) }))
     }
-    if address & DOWN_LEVEL == 0 {
-        // SAFETY: the address MmGetSystemRoutineAddress returned for ExAllocatePool2,
-        // which has this signature.
-        let allocate: AllocatePool2 = unsafe { core::mem::transmute::<usize, AllocatePool2>(address) };
-        // SAFETY: nonpaged pool at <= DISPATCH_LEVEL; ExAllocatePool2 zeroes.
-        unsafe { allocate(POOL_FLAG_NON_PAGED, bytes as u64, tag) }
-    } else {
-        // SAFETY: as above, for ExAllocatePoolWithTag (the marker bit removed).
-        let allocate: AllocatePoolWithTag =
-            unsafe { core::mem::transmute::<usize, AllocatePoolWithTag>(address & !DOWN_LEVEL) };
-        // SAFETY: nonpaged pool at <= DISPATCH_LEVEL.
-        let block = unsafe { allocate(NON_PAGED_POOL_NX, bytes as u64, tag) };
-        if !block.is_null() {
-            // SAFETY: a fresh block of `bytes` bytes; ExAllocatePoolWithTag does not zero.
-            unsafe { core::ptr::write_bytes(block.cast::<u8>(), 0, bytes) };
+
+    /// For the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pool2(_) => "Pool2",
+            Self::WithTagDownLevel(_) => "WithTagDownLevel",
         }
-        block
+    }
+
+    /// Zeroed nonpaged pool. IRQL <= DISPATCH_LEVEL. NULL if exhausted.
+    fn allocate_zeroed(self, bytes: usize, tag: ULONG) -> PVOID {
+        if bytes == 0 {
+            return core::ptr::null_mut();
+        }
+        match self {
+            // SAFETY: nonpaged pool at <= DISPATCH_LEVEL; ExAllocatePool2 zeroes.
+            Self::Pool2(allocate) => unsafe { allocate(POOL_FLAG_NON_PAGED, bytes as u64, tag) },
+            Self::WithTagDownLevel(allocate) => {
+                // SAFETY: nonpaged pool at <= DISPATCH_LEVEL.
+                let block = unsafe { allocate(NON_PAGED_POOL_NX, bytes as u64, tag) };
+                if !block.is_null() {
+                    // SAFETY: a fresh block of `bytes` bytes; ExAllocatePoolWithTag does not zero.
+                    unsafe { core::ptr::write_bytes(block.cast::<u8>(), 0, bytes) };
+                }
+                block
+            }
+        }
     }
 }
 
@@ -102,9 +101,9 @@ pub struct PoolBuf<T> {
 
 impl<T> PoolBuf<T> {
     /// Zeroed pool; `T` must be valid when all-zero. IRQL <= DISPATCH_LEVEL.
-    pub fn zeroed(count: usize, tag: ULONG) -> Option<Self> {
+    pub fn zeroed(allocator: Allocator, count: usize, tag: ULONG) -> Option<Self> {
         let bytes = size_of::<T>().checked_mul(count)?;
-        NonNull::new(allocate_zeroed(bytes, tag).cast::<T>()).map(|ptr| Self { ptr, count, tag })
+        NonNull::new(allocator.allocate_zeroed(bytes, tag).cast::<T>()).map(|ptr| Self { ptr, count, tag })
     }
 
     /// Takes back ownership of a block made by [`PoolBuf::zeroed`] and then leaked with

@@ -47,6 +47,24 @@ impl HandleContext {
         unsafe { (*file).FsContext.cast() }
     }
 
+    /// The context of the file object a request was sent for, if it has one: a
+    /// kernel-mode caller can send an IRP with no FileObject, or with a file object that
+    /// never went through IRP_MJ_CREATE (FsContext NULL).
+    ///
+    /// # Safety
+    /// `irp` is a valid IRP sent to one of this driver's devices.
+    pub unsafe fn of_request(irp: PIRP) -> Option<*mut HandleContext> {
+        // SAFETY: guaranteed by the caller.
+        let file = unsafe { (*current_stack_location(irp)).FileObject };
+        if file.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL file object of a request to our device; CREATE set its
+        // context, or nothing did and it is NULL.
+        let context = unsafe { Self::of(file) };
+        (!context.is_null()).then_some(context)
+    }
+
     /// The context from a link in the device's active list (CONTAINING_RECORD).
     ///
     /// # Safety
@@ -71,12 +89,10 @@ pub unsafe fn irp_entry(irp: PIRP) -> PLIST_ENTRY {
 /// # Safety
 /// `entry` is the list entry of an IRP.
 pub unsafe fn irp_of(entry: PLIST_ENTRY) -> PIRP {
-    const OFFSET: usize = core::mem::offset_of!(crate::sys::IRP, Tail)
-        + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1, __bindgen_anon_2)
-        + core::mem::offset_of!(crate::sys::_IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_2, ListEntry);
-    let offset = OFFSET;
-    // SAFETY: guaranteed by the caller; Overlay is at offset 0 of the Tail union.
-    unsafe { entry.byte_sub(offset).cast() }
+    // A field path, not bindgen's numbered type names: those differ between header sets.
+    const OFFSET: usize = core::mem::offset_of!(crate::sys::IRP, Tail.Overlay.__bindgen_anon_2.ListEntry);
+    // SAFETY: guaranteed by the caller.
+    unsafe { entry.byte_sub(OFFSET).cast() }
 }
 
 /// `Irp->Tail.Overlay.DriverContext[0]`: the enqueue time, for the watchdog.

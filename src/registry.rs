@@ -72,9 +72,11 @@ fn sz_bytes(name: &Name, out: &mut [u8; 128]) -> usize {
 }
 
 /// Publishes `\Device\StageDrvK` → `\DosDevices\StageDrvK` for every device.
-/// PASSIVE_LEVEL.
+/// PASSIVE_LEVEL. Once the key exists, Unload (or DriverEntry's unwinding) deletes it,
+/// even if a value could not be written.
 pub fn publish_device_names(state: &DriverState) -> Result<(), NTSTATUS> {
     let key = Key::create(&PathBuf::from_ascii(DEVICEMAP_KEY), true)?;
+    state.device_names_published.set(true);
     let mut result = Ok(());
     for device in state.devices() {
         let extension = device.extension();

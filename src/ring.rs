@@ -1,7 +1,7 @@
 //! The per-device ring of sample records, in nonpaged pool. When full, the oldest
 //! record is overwritten and counted as dropped.
 
-use crate::pool::{PoolBuf, tag};
+use crate::pool::{Allocator, PoolBuf, tag};
 use crate::protocol::Record;
 
 pub struct Ring {
@@ -15,9 +15,9 @@ pub struct Ring {
 
 impl Ring {
     /// Allocates `capacity` (>= 1) slots. IRQL <= DISPATCH_LEVEL.
-    pub fn new(capacity: usize) -> Option<Self> {
+    pub fn new(allocator: Allocator, capacity: usize) -> Option<Self> {
         Some(Self {
-            slots: PoolBuf::zeroed(capacity.max(1), tag::RING)?,
+            slots: PoolBuf::zeroed(allocator, capacity.max(1), tag::RING)?,
             head: 0,
             len: 0,
             next_sequence: 0,

@@ -7,7 +7,7 @@ use crate::sys::{
     _MODE::KernelMode, ACL_REVISION, DACL_SECURITY_INFORMATION, GENERIC_ALL, GENERIC_READ, GENERIC_WRITE, HANDLE,
     NTSTATUS, OBJ_KERNEL_HANDLE, ObOpenObjectByPointer, PDEVICE_OBJECT, RtlAddAccessAllowedAce, RtlCreateAcl,
     RtlCreateSecurityDescriptor, RtlSetDaclSecurityDescriptor, SECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR_REVISION,
-    WRITE_DAC, ZwClose, ZwSetSecurityObject, nt_success,
+    WRITE_DAC, ZwClose, ZwSetSecurityObject, device_object_type, nt_success,
 };
 
 /// A SID with up to two sub-authorities, laid out as `SID` is.
@@ -57,14 +57,14 @@ pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> Result<(), NTSTA
         RtlSetDaclSecurityDescriptor((&raw mut descriptor).cast(), 1, acl_ptr, 0)
     })?;
     let mut handle: HANDLE = core::ptr::null_mut();
-    // SAFETY: our own device object; a kernel handle with WRITE_DAC.
+    // SAFETY: our own device object, checked to be one; a kernel handle with WRITE_DAC.
     check("ObOpenObjectByPointer", unsafe {
         ObOpenObjectByPointer(
             device.cast(),
             OBJ_KERNEL_HANDLE,
             core::ptr::null_mut(),
             WRITE_DAC,
-            core::ptr::null_mut(),
+            device_object_type(),
             KernelMode as i8,
             &raw mut handle,
         )

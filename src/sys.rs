@@ -14,6 +14,40 @@ pub use ntsim::wdk_sys::{ntddk::*, *};
 #[cfg(target_os = "windows")]
 pub use wdk_sys::{ntddk::*, *};
 
+/// bindgen writes its opaque-blob helper `__BindgenOpaqueArray` into each generated file
+/// that needs one. With the WDK's headers both `wdk_sys::ntddk` and the types at the
+/// root of `wdk_sys` get their own, so the two globs above would re-export that name
+/// ambiguously (`ambiguous_glob_reexports`, an error under `-D warnings`). A local item
+/// takes precedence over both globs, whichever of them defines the name (with
+/// mingw-w64's headers neither does); the driver never names the helper.
+#[cfg(target_os = "windows")]
+#[allow(hidden_glob_reexports, non_camel_case_types, dead_code)]
+struct __BindgenOpaqueArray;
+
+unsafe extern "C" {
+    /// The object type of device objects: a kernel export that no WDK header declares
+    /// (Microsoft's own sources declare it where they use it, as
+    /// `extern POBJECT_TYPE *IoDeviceObjectType;`). Like `PsThreadType`, the symbol is
+    /// the import-table slot holding the address of the kernel's variable, so its value
+    /// is read through one more dereference.
+    pub static IoDeviceObjectType: *mut POBJECT_TYPE;
+}
+
+/// `*PsThreadType`: the object type of threads, for ObReferenceObjectByHandle.
+#[must_use]
+pub fn thread_object_type() -> POBJECT_TYPE {
+    // SAFETY: the import slot points to the kernel's PsThreadType variable, set once
+    // at boot, before any driver loads.
+    unsafe { *PsThreadType }
+}
+
+/// `*IoDeviceObjectType`: the object type of device objects, for ObOpenObjectByPointer.
+#[must_use]
+pub fn device_object_type() -> POBJECT_TYPE {
+    // SAFETY: as for `thread_object_type`.
+    unsafe { *IoDeviceObjectType }
+}
+
 /// `NT_SUCCESS`: success and informational codes are non-negative.
 #[must_use]
 pub const fn nt_success(status: NTSTATUS) -> bool {

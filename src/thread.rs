@@ -10,7 +10,8 @@ use crate::queue::{Completions, HandleContext, dequeue};
 use crate::sys::{
     _KWAIT_REASON::Executive, _MODE::KernelMode, _WAIT_TYPE::WaitAny, HANDLE, KeWaitForMultipleObjects,
     KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID, PsCreateSystemThread, PsTerminateSystemThread,
-    STATUS_SUCCESS, THREAD_ALL_ACCESS, ZwClose, current_stack_location, dereference_object, nt_success,
+    STATUS_SUCCESS, STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS, ZwClose, ZwWaitForSingleObject, current_stack_location,
+    dereference_object, nt_success, thread_object_type,
 };
 
 /// The thread object, referenced, so Unload can wait for the thread to end.
@@ -40,29 +41,33 @@ impl ConsumerThread {
             return Err(status);
         }
         let mut object: PVOID = core::ptr::null_mut();
-        // SAFETY: a kernel handle we just received; the object type may be NULL.
+        // SAFETY: a kernel handle we just received, checked to be a thread's.
         let status = unsafe {
             ObReferenceObjectByHandle(
                 handle,
                 THREAD_ALL_ACCESS,
-                core::ptr::null_mut(),
+                thread_object_type(),
                 KernelMode as i8,
                 &raw mut object,
                 core::ptr::null_mut(),
             )
         };
-        // SAFETY: the handle is ours; the thread lives on through the reference (or ends
-        // by itself when told to stop below).
-        let _ = unsafe { ZwClose(handle) };
-        match NonNull::new(object) {
-            Some(object) if nt_success(status) => Ok(Self(object)),
-            _ => {
-                log!(Error, "ObReferenceObjectByHandle(thread) failed: {status:#x}");
-                // Without a reference it cannot be waited for; tell it to end now.
-                state.stop.set();
-                Err(status)
+        let referenced = NonNull::new(object).filter(|_| nt_success(status));
+        if referenced.is_none() {
+            log!(Error, "ObReferenceObjectByHandle(thread) failed: {status:#x}; stopping the thread");
+            // The thread waits on events in the driver state, which the caller frees once
+            // this fails, and runs code of an image about to be unloaded: tell it to end,
+            // and wait for it through the handle, the one thing left to wait on.
+            state.stop.set();
+            // SAFETY: PASSIVE_LEVEL; a kernel handle to our thread; no timeout.
+            let waited = unsafe { ZwWaitForSingleObject(handle, 0, core::ptr::null_mut()) };
+            if !nt_success(waited) {
+                log!(Error, "ZwWaitForSingleObject(thread) failed: {waited:#x}");
             }
         }
+        // SAFETY: the handle is ours; the thread lives on through the reference.
+        let _ = unsafe { ZwClose(handle) };
+        referenced.map(Self).ok_or(if nt_success(status) { STATUS_UNSUCCESSFUL } else { status })
     }
 
     /// Signals the thread, waits for it to call PsTerminateSystemThread, drops the

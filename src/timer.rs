@@ -8,8 +8,8 @@ use crate::device::DeviceExtension;
 use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
 use crate::sys::{
     _TIMER_TYPE::NotificationTimer, IoInitializeTimer, IoStartTimer, IoStopTimer, KDPC, KTIMER, KeCancelTimer,
-    KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, PDEVICE_OBJECT,
-    PKDPC, PVOID, STATUS_IO_TIMEOUT, nt_success,
+    KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, NTSTATUS,
+    PDEVICE_OBJECT, PKDPC, PVOID, STATUS_IO_TIMEOUT, nt_success,
 };
 
 /// KeQueryPerformanceCounter and its frequency.
@@ -111,16 +111,27 @@ impl Watchdog {
         Self { timeout_s, available: Cell::new(false), started: Cell::new(false) }
     }
 
-    /// IoInitializeTimer. Where the host does not implement it, the driver logs that
-    /// and runs without a watchdog. PASSIVE_LEVEL.
-    pub fn init(&self, device: PDEVICE_OBJECT) {
+    /// IoInitializeTimer. PASSIVE_LEVEL. If it fails (it allocates; Wine does not
+    /// implement it) and a read timeout is configured, the device cannot keep that
+    /// promise and the error fails DriverEntry; with no timeout the watchdog only
+    /// refreshes a counter that the statistics IOCTL computes anyway, so the driver
+    /// logs and runs without it.
+    pub fn init(&self, device: PDEVICE_OBJECT) -> Result<(), NTSTATUS> {
         // SAFETY: the device is ours and still initialising.
         let status = unsafe { IoInitializeTimer(device, Some(watchdog_tick), core::ptr::null_mut()) };
         if nt_success(status) {
             self.available.set(true);
+        } else if self.timeout_s > 0 {
+            log!(
+                Error,
+                "IoInitializeTimer failed ({status:#x}): no watchdog for ReadTimeoutSeconds={}",
+                self.timeout_s
+            );
+            return Err(status);
         } else {
             log!(Warning, "IoInitializeTimer failed ({status:#x}): running without the watchdog");
         }
+        Ok(())
     }
 
     pub fn start(&self, device: PDEVICE_OBJECT) {

@@ -74,7 +74,13 @@ stage "host tests"            cargo test --workspace
 stage "bindings up to date"   cargo run --quiet -p ntsim-gen -- --check
 stage "format"                cargo fmt --all --check
 stage "lints"                 cargo clippy --quiet --workspace --all-targets
+# Windows-built source names no bindgen anonymous type (their numbering differs
+# between header sets); then prove the check fires.
+stage "bindgen type names"    tests/check-bindgen-names.sh
+stage "bindgen names negative" tests/test-check-bindgen-names.sh
 stage "exploration (release)" env STAGEDRV_SCHEDULES=2000 cargo test --release --quiet --test explore
+# A wrong expected value in the layout contract (src/layout.rs) fails the build.
+stage "layout contract negative" tests/check-layout-negative.sh
 stage "re-introduced races"   tests/mutants.sh
 stage "cross-build .sys"      tests/cross/build-sys.sh
 stage "image check"           .venv/bin/python tests/cross/check_image.py --list-imports target/cross/stagedrv.sys

@@ -38,6 +38,23 @@ fn a_value_of_the_wrong_type_is_ignored_with_a_log_line() {
     unload_clean(&machine, driver);
 }
 
+/// A value too large for the query buffer (ZwQueryValueKey: STATUS_BUFFER_OVERFLOW) is
+/// ignored with the same log line as any other value of the wrong type or size.
+#[test]
+fn an_oversize_value_is_ignored_with_a_log_line() {
+    let machine = Machine::new(Config::seeded(3));
+    machine.registry().set(&parameters_key(), "DeviceCount", &Value::Binary(vec![3; 64]));
+    machine.registry().set(&parameters_key(), "RingCapacity", &Value::Binary(vec![0, 1, 0, 0, 0]));
+    let driver = load(&machine);
+    let log = machine.debug_output();
+    let logged = |line: &str| log.iter().any(|l| l.contains(line));
+    assert!(logged("DeviceCount is not a REG_DWORD (type 3, 64 bytes); using 2"), "{log:#?}");
+    assert!(logged("RingCapacity is not a REG_DWORD (type 3, 5 bytes); using 256"), "{log:#?}");
+    let process = machine.new_process();
+    assert!(process.open(r"\\.\StageDrv2", true).unwrap().is_err(), "default of 2 devices applies");
+    unload_clean(&machine, driver);
+}
+
 #[test]
 fn device_names_are_published_and_removed() {
     let machine = machine_with(3, &[]);
@@ -185,12 +202,24 @@ fn default_profile_calls_only_wine_safe_ddis() {
 }
 
 /// On kernels with ExAllocatePool2 the driver uses it; without, ExAllocatePoolWithTag
-/// (whose memory ntsim fills with 0xCD: the driver must zero it itself).
+/// (whose memory ntsim fills with 0xCD: the driver must zero it itself). Either way the
+/// routine may sit at an odd address (a kernel built with GCC packs its functions), so
+/// the driver must call exactly the address it was given.
 #[test]
 fn both_pool_allocators_work() {
-    for missing in [vec![], vec!["ExAllocatePool2".to_owned()]] {
+    let kernels = [
+        (vec![], false),
+        (vec!["ExAllocatePool2".to_owned()], false),
+        (vec![], true),
+        (vec!["ExAllocatePool2".to_owned()], true),
+    ];
+    for (missing, odd_routine_addresses) in kernels {
         let down_level = !missing.is_empty();
-        let machine = Machine::new(Config { missing_exports: missing, ..Config::seeded(8) });
+        let machine = Machine::new(Config {
+            missing_exports: missing,
+            hostile: Hostile { odd_routine_addresses, ..Hostile::default() },
+            ..Config::seeded(8)
+        });
         machine.registry().set(&parameters_key(), "SamplePeriodMs", &Value::Dword(10));
         let driver = load(&machine);
         let expected = if down_level { "WithTagDownLevel" } else { "Pool2" };
@@ -211,4 +240,69 @@ fn both_pool_allocators_work() {
         let allocator = if down_level { "ExAllocatePoolWithTag" } else { "ExAllocatePool2" };
         assert!(machine.trace().iter().any(|c| c.api == allocator));
     }
+}
+
+/// If the new thread's object cannot be referenced, DriverEntry tells the thread to
+/// stop and waits for it through its handle before it frees the events the thread
+/// waits on (and before the image could be unloaded under it), whichever runs first.
+#[test]
+fn a_thread_that_cannot_be_referenced_ends_before_driver_entry_fails() {
+    use ntsim::trace::Routine;
+    for seed in 0..16 {
+        // PCT gives the new thread a low priority in some runs: it is still to run when
+        // DriverEntry gives up on it.
+        let machine = Machine::new(Config { mode: ntsim::Mode::Pct { seed, depth: 2 }, ..Config::default() });
+        machine.faults().fail_nth("ObReferenceObjectByHandle", 1);
+        let (_driver, status) = machine
+            .load_driver("stagedrv", stagedrv::driver_entry)
+            .unwrap_or_else(|e| panic!("seed {seed}: DriverEntry: {e}"));
+        assert_eq!(machine.faults().injected(), vec!["ObReferenceObjectByHandle"]);
+        assert_eq!(status.cast_unsigned(), 0xC000_0008, "seed {seed}: STATUS_INVALID_HANDLE from the failed reference");
+        machine.verdict().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let trace = machine.trace();
+        let in_entry = |api: &str| trace.iter().rposition(|c| c.api == api && c.routine == Routine::DriverEntry);
+        let exit = trace.iter().position(|c| c.api == "PsTerminateSystemThread");
+        let (wait, state_freed) = (in_entry("ZwWaitForSingleObject"), in_entry("ExFreePoolWithTag"));
+        assert!(wait.is_some(), "seed {seed}: DriverEntry did not wait for the thread");
+        assert!(
+            exit.is_some_and(|exit| Some(exit) < state_freed),
+            "seed {seed}: thread exit {exit:?}, driver state freed {state_freed:?}"
+        );
+    }
+}
+
+/// The DEVICEMAP key is created, then one value per device is written: a write that
+/// fails half-way still leaves a key, which DriverEntry's unwinding deletes.
+#[test]
+fn a_half_published_devicemap_key_is_removed() {
+    let machine = machine_with(10, &[("DeviceCount", 3)]);
+    machine.faults().fail_nth("ZwSetValueKey", 2);
+    let (_driver, status) =
+        machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("DriverEntry: {e}"));
+    assert_eq!(machine.faults().injected(), vec!["ZwSetValueKey"]);
+    assert_eq!(status.cast_unsigned(), 0xC000_009A, "STATUS_INSUFFICIENT_RESOURCES from the failed write");
+    machine.verdict().unwrap();
+    assert!(machine.trace().iter().any(|c| c.api == "ZwDeleteKey"), "the key was deleted");
+    assert!(!machine.registry().key_exists(DEVICEMAP));
+}
+
+/// IoInitializeTimer can fail (it allocates the IO_TIMER). With a ReadTimeoutSeconds
+/// configured the driver could not honour it, so DriverEntry fails; without one the
+/// watchdog is not needed and the driver loads with a warning.
+#[test]
+fn a_read_timeout_without_an_io_timer_fails_driver_entry() {
+    let machine = machine_with(12, &[("ReadTimeoutSeconds", 1)]);
+    machine.faults().fail_nth("IoInitializeTimer", 1);
+    let (_driver, status) =
+        machine.load_driver("stagedrv", stagedrv::driver_entry).unwrap_or_else(|e| panic!("DriverEntry: {e}"));
+    assert_eq!(status.cast_unsigned(), 0xC000_009A, "the IoInitializeTimer failure");
+    machine.verdict().unwrap();
+    assert!(machine.debug_output().iter().any(|l| l.contains("no watchdog for ReadTimeoutSeconds=1")));
+    assert!(!machine.registry().key_exists(DEVICEMAP));
+
+    let machine = machine_with(12, &[]);
+    machine.faults().fail_nth("IoInitializeTimer", 1);
+    let driver = load(&machine);
+    assert!(machine.debug_output().iter().any(|l| l.contains("running without the watchdog")));
+    unload_clean(&machine, driver);
 }

@@ -44,10 +44,16 @@ fn pct_schedules() {
 }
 
 /// ntsim's hostile options on: IRP_MJ_CLOSE from inside IoCompleteRequest, the
-/// RegistryPath buffer poisoned after DriverEntry, DPCs re-queued onto another CPU.
+/// RegistryPath buffer poisoned after DriverEntry, DPCs re-queued onto another CPU,
+/// odd routine addresses.
 #[test]
 fn hostile_schedules() {
-    let hostile = ntsim::Hostile { close_inside_completion: true, poison_registry_path: true, dpc_on_two_cpus: true };
+    let hostile = ntsim::Hostile {
+        close_inside_completion: true,
+        poison_registry_path: true,
+        dpc_on_two_cpus: true,
+        odd_routine_addresses: true,
+    };
     for seed in 0..schedules() / 4 {
         let config = ntsim::Config { hostile: hostile.clone(), ..common::scenario::config(Mode::Seeded(seed)) };
         if let Err(error) = common::scenario::scenario_on(config) {

@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// `NAME` for every `#[unsafe(no_mangle)] pub unsafe extern "C" fn NAME` in ntsim,
-/// plus the C shim's variadic exports.
+/// `NAME` for every `#[unsafe(no_mangle)] pub unsafe extern "C" fn NAME` and
+/// `#[unsafe(no_mangle)] pub static mut NAME` (data exports) in ntsim, plus the C
+/// shim's variadic exports.
 fn ntsim_exports() -> BTreeSet<String> {
     fn walk(dir: &Path, out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -19,9 +20,13 @@ fn ntsim_exports() -> BTreeSet<String> {
                 while let Some(line) = lines.next() {
                     if line.trim() == "#[unsafe(no_mangle)]"
                         && let Some(next) = lines.peek()
-                        && let Some(rest) = next.trim().strip_prefix("pub unsafe extern \"C\" fn ")
+                        && let Some((rest, end)) = next
+                            .trim()
+                            .strip_prefix("pub unsafe extern \"C\" fn ")
+                            .map(|r| (r, '('))
+                            .or_else(|| next.trim().strip_prefix("pub static mut ").map(|r| (r, ':')))
                     {
-                        out.insert(rest.split('(').next().unwrap().to_owned());
+                        out.insert(rest.split(end).next().unwrap().to_owned());
                     }
                 }
             }
@@ -64,6 +69,7 @@ fn every_allowed_kernel_import_is_implemented_by_ntsim() {
 fn the_parsers_see_what_they_should() {
     let exports = ntsim_exports();
     assert!(exports.contains("IoCreateDevice") && exports.contains("DbgPrintEx"));
+    assert!(exports.contains("PsThreadType") && exports.contains("IoDeviceObjectType"), "data exports");
     assert!(!exports.contains("IoCreateDeviceSecure"), "a wdmsec.lib routine is no kernel export");
     assert!(allowed_imports().contains("IoCreateDevice"));
 }

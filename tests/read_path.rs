@@ -283,3 +283,31 @@ fn handles_take_turns_for_records() {
     process.close(b).unwrap();
     unload_clean(&machine, driver);
 }
+
+/// A kernel-mode caller can send a read or a cleanup with no file object, or with a
+/// file object that never went through IRP_MJ_CREATE (FsContext NULL): there is no
+/// handle to queue on or clean up, so the driver refuses them, and the stream file
+/// object's CLOSE still succeeds.
+#[test]
+fn requests_without_a_handle_context_are_refused() {
+    use ntsim::KernelFile;
+    use ntsim::wdk_sys::{IRP_MJ_CLEANUP, IRP_MJ_READ};
+    let machine = machine_with(11, &[]);
+    let driver = load(&machine);
+    for file in [KernelFile::None, KernelFile::Unopened] {
+        for major in [IRP_MJ_READ, IRP_MJ_CLEANUP] {
+            let result = machine
+                .kernel_request(r"\Device\StageDrv0", major, file, RECORD_SIZE)
+                .unwrap_or_else(|e| panic!("{file:?} major {major}: {e}"))
+                .expect("the device exists");
+            assert_eq!(result.status, STATUS_INVALID_DEVICE_REQUEST, "{file:?} major {major}");
+        }
+    }
+    let process = machine.new_process();
+    let handle = open(&process, 0);
+    let s = stats(&process, handle);
+    assert_eq!((s.reads_received, s.reads_rejected), (2, 2), "{s:?}");
+    assert_balanced(&s);
+    process.close(handle).unwrap();
+    unload_clean(&machine, driver);
+}

@@ -5,11 +5,15 @@
 use super::finish;
 use crate::device::DeviceExtension;
 use crate::queue::{Completions, HandleContext, drain};
-use crate::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
+use crate::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
 
 pub unsafe extern "C" fn dispatch_cleanup(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
-    // SAFETY: a valid cleanup IRP for a file object opened on our device.
-    let handle = unsafe { HandleContext::of((*current_stack_location(irp)).FileObject) };
+    // SAFETY: a valid cleanup IRP for our device.
+    let Some(handle) = (unsafe { HandleContext::of_request(irp) }) else {
+        // Not a handle this driver opened (a kernel caller's IRP).
+        // SAFETY: we own the IRP.
+        return unsafe { finish(irp, STATUS_INVALID_DEVICE_REQUEST, 0) };
+    };
     // SAFETY: the device is ours.
     let extension = unsafe { DeviceExtension::of(device) };
     let mut cancelled = Completions::new();

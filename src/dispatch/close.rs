@@ -9,10 +9,11 @@ use crate::queue::{Completions, HandleContext, drain};
 use crate::sys::{ExFreePoolWithTag, NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
 
 pub unsafe extern "C" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
-    // SAFETY: a valid close IRP for a file object opened on our device.
+    // SAFETY: a valid close IRP for our device.
     let file = unsafe { (*current_stack_location(irp)).FileObject };
-    // SAFETY: as above.
-    let handle = unsafe { HandleContext::of(file) };
+    // SAFETY: as above. A file object that never went through CREATE (a kernel
+    // caller's) has no context: nothing to release, and CLOSE still succeeds.
+    let handle = unsafe { HandleContext::of_request(irp) }.unwrap_or(core::ptr::null_mut());
     // SAFETY: the device is ours.
     let extension = unsafe { DeviceExtension::of(device) };
     let mut cancelled = Completions::new();

@@ -19,13 +19,13 @@ pub unsafe extern "C" fn dispatch_create(device: PDEVICE_OBJECT, irp: PIRP) -> N
         // SAFETY: we own the IRP and do not touch it afterwards.
         return unsafe { finish(irp, STATUS_OBJECT_PATH_NOT_FOUND, 0) };
     }
-    let Some(context) = PoolBuf::<HandleContext>::zeroed(1, tag::HANDLE) else {
+    // SAFETY: the device is ours.
+    let extension = unsafe { DeviceExtension::of(device) };
+    let Some(context) = PoolBuf::<HandleContext>::zeroed(extension.driver().allocator, 1, tag::HANDLE) else {
         // SAFETY: as above.
         return unsafe { finish(irp, STATUS_INSUFFICIENT_RESOURCES, 0) };
     };
     let handle = context.as_ptr();
-    // SAFETY: the device is ours.
-    let extension = unsafe { DeviceExtension::of(device) };
     {
         let shared = extension.shared.lock();
         if shared.stopping {

@@ -6,19 +6,27 @@ use crate::device::{DeviceExtension, Shared};
 use crate::protocol::RECORD_SIZE;
 use crate::queue::{Enqueued, HandleContext, enqueue};
 use crate::sys::{
-    NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING, STATUS_PENDING,
-    STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS, current_stack_location,
+    NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING,
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_PENDING, STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS, current_stack_location,
 };
 use crate::timer::performance_counter;
 
 pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: a valid read IRP for our device.
-    let (length, file) = unsafe {
-        let stack = current_stack_location(irp);
-        ((*stack).Parameters.Read.Length, (*stack).FileObject)
-    };
+    let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
     // SAFETY: the device is ours.
     let extension = unsafe { DeviceExtension::of(device) };
+    // SAFETY: as above.
+    let Some(handle) = (unsafe { HandleContext::of_request(irp) }) else {
+        // Not a handle this driver opened (a kernel caller's IRP): nothing to queue on.
+        {
+            let mut shared = extension.shared.lock();
+            crate::device::count(&mut shared.stats.reads_received);
+            crate::device::count(&mut shared.stats.reads_rejected);
+        }
+        // SAFETY: we own the IRP and never touch it again.
+        return unsafe { finish(irp, STATUS_INVALID_DEVICE_REQUEST, 0) };
+    };
     if length == 0 {
         // A zero-length read succeeds at once with nothing, as on any Windows device.
         {
@@ -29,8 +37,6 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
         // SAFETY: we own the IRP and never touch it again.
         return unsafe { finish(irp, STATUS_SUCCESS, 0) };
     }
-    // SAFETY: the file object was opened on this device, so CREATE set its context.
-    let handle = unsafe { HandleContext::of(file) };
     let (now, _) = performance_counter();
     let mut shared = extension.shared.lock();
     crate::device::count(&mut shared.stats.reads_received);

@@ -115,8 +115,10 @@ ln -s "$mingw_include" "$inc/shared"
 
 # make_def ARCHIVE DLLNAME [EXTRA_EXPORT...]: a .def listing every import in a
 # mingw-w64 import library. Exports with only an __imp_ pointer (no call thunk)
-# are data (PsThreadType, IoFileObjectType...) and are marked DATA so that the
-# import library gives no code symbol for them.
+# are data (PsThreadType, IoDeviceObjectType...) and are marked CONSTANT: the
+# import library then gives no code symbol for them, and the bare name is the
+# import-table slot, as in the WDK's ntoskrnl.lib, so that `*PsThreadType` (wdm.h:
+# `extern POBJECT_TYPE *PsThreadType;`, no dllimport) reads the kernel's variable.
 make_def() {
     local archive=$1 dll=$2; shift 2
     printf 'LIBRARY %s\nEXPORTS\n' "$dll"
@@ -124,7 +126,7 @@ make_def() {
         "llvm-nm-$llvm" --defined-only "$archive" | awk '
             $2 == "T" { code[$3] = 1 }
             $2 == "I" && $3 ~ /^__imp_/ { imp[substr($3, 7)] = 1 }
-            END { for (n in imp) print n (n in code ? "" : " DATA") }'
+            END { for (n in imp) print n (n in code ? "" : " CONSTANT") }'
         for extra in "$@"; do echo "$extra"; done
     } | LC_ALL=C sort -u
 }

@@ -95,7 +95,7 @@ sed 's/$/\r/' >"$c/stagetest/run.bat" <<EOF
 @echo off
 sc create stagedrv type= kernel start= demand binPath= C:\\windows\\system32\\drivers\\stagedrv.sys >nul
 echo run.bat: sc create exit %errorlevel%
-reg add HKLM\\System\\CurrentControlSet\\Services\\stagedrv\\Parameters /v ReadTimeoutSeconds /t REG_DWORD /d 2 /f >nul
+reg add HKLM\\System\\CurrentControlSet\\Services\\stagedrv\\Parameters /v StatisticsEveryTicks /t REG_DWORD /d 5 /f >nul
 echo run.bat: reg add exit %errorlevel%
 sc start stagedrv >nul
 echo run.bat: sc start exit %errorlevel%

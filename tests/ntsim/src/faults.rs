@@ -3,9 +3,10 @@
 //!
 //! Failable calls and what they return when failed: ExAllocatePool2 (NULL),
 //! IoCreateDevice, IoCreateSymbolicLink, PsCreateSystemThread, IoInitializeTimer,
-//! ZwCreateKey, ZwOpenKey, IoAllocateDriverObjectExtension, IoConnectInterrupt,
-//! IoReportResourceForDetection (STATUS_INSUFFICIENT_RESOURCES), IoAllocateWorkItem,
-//! MmMapIoSpace, IoCreateController (NULL).
+//! ZwCreateKey, ZwOpenKey, ZwSetValueKey, IoAllocateDriverObjectExtension,
+//! IoConnectInterrupt, IoReportResourceForDetection (STATUS_INSUFFICIENT_RESOURCES),
+//! ObReferenceObjectByHandle (STATUS_INVALID_HANDLE), IoAllocateWorkItem, MmMapIoSpace,
+//! IoCreateController (NULL).
 
 use crate::machine::Machine;
 

@@ -31,6 +31,7 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "ZwSetSecurityObject"
         | "ObOpenObjectByPointer"
         | "ObReferenceObjectByHandle"
+        | "ZwWaitForSingleObject"
         | "KeFlushQueuedDpcs"
         | "IoConnectInterrupt"
         | "IoDisconnectInterrupt"

@@ -47,6 +47,7 @@ impl Config {
 
 /// Options real kernels allow and careless drivers trip on.
 #[derive(Clone, Debug, Default)]
+#[allow(clippy::struct_excessive_bools, reason = "independent switches, each named for what it does")]
 pub struct Hostile {
     /// Drop the client's file-object reference while the last IRP completes, so that
     /// IRP_MJ_CLOSE arrives from inside `IoCompleteRequest`.
@@ -55,6 +56,10 @@ pub struct Hostile {
     pub poison_registry_path: bool,
     /// Run a re-queued DPC on another processor while it is still running.
     pub dpc_on_two_cpus: bool,
+    /// Hand out odd routine addresses (MmGetSystemRoutineAddress, the default
+    /// dispatch routines), as a kernel whose functions are not aligned does
+    /// (`thunk.rs`).
+    pub odd_routine_addresses: bool,
 }
 
 /// Why the machine stopped running driver code.

@@ -7,7 +7,7 @@ use crate::checker::{Violation, c4, code};
 use crate::machine::{Ctx, KResult, kcall};
 use crate::wdk_sys::{
     ACCESS_MASK, HANDLE, KPROCESSOR_MODE, LONG_PTR, NTSTATUS, PACCESS_STATE, PHANDLE, POBJECT_HANDLE_INFORMATION,
-    POBJECT_TYPE, PVOID, STATUS_INVALID_HANDLE, STATUS_SUCCESS, ULONG,
+    POBJECT_TYPE, PVOID, STATUS_INVALID_HANDLE, STATUS_OBJECT_TYPE_MISMATCH, STATUS_SUCCESS, ULONG,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +15,53 @@ pub(crate) enum Kind {
     Device,
     File,
     Thread,
+}
+
+/// An object type object. Drivers only compare and pass its address.
+#[repr(C)]
+struct TypeObject([u64; 2]);
+
+static DEVICE_TYPE: TypeObject = TypeObject([0; 2]);
+static FILE_TYPE: TypeObject = TypeObject([0; 2]);
+static THREAD_TYPE: TypeObject = TypeObject([0; 2]);
+
+// The kernel's own variables, each holding its type object's address.
+static mut DEVICE_TYPE_VARIABLE: POBJECT_TYPE = (&raw const DEVICE_TYPE).cast_mut().cast();
+static mut FILE_TYPE_VARIABLE: POBJECT_TYPE = (&raw const FILE_TYPE).cast_mut().cast();
+static mut THREAD_TYPE_VARIABLE: POBJECT_TYPE = (&raw const THREAD_TYPE).cast_mut().cast();
+
+// The exported data symbols, as the WDK's import libraries present them: the symbol is
+// the import-table slot, which holds the address of the kernel's variable, so drivers
+// write `*PsThreadType` (wdm.h: `extern POBJECT_TYPE *PsThreadType;`).
+/// `IoDeviceObjectType`, exported by ntoskrnl though declared in no WDK header.
+#[unsafe(no_mangle)]
+pub static mut IoDeviceObjectType: *mut POBJECT_TYPE = &raw mut DEVICE_TYPE_VARIABLE;
+/// `IoFileObjectType`.
+#[unsafe(no_mangle)]
+pub static mut IoFileObjectType: *mut POBJECT_TYPE = &raw mut FILE_TYPE_VARIABLE;
+/// `PsThreadType`.
+#[unsafe(no_mangle)]
+pub static mut PsThreadType: *mut POBJECT_TYPE = &raw mut THREAD_TYPE_VARIABLE;
+
+impl Kind {
+    /// The type object a driver passes for objects of this kind (`*PsThreadType`...).
+    fn type_object(self) -> POBJECT_TYPE {
+        let object = match self {
+            Kind::Device => &raw const DEVICE_TYPE,
+            Kind::File => &raw const FILE_TYPE,
+            Kind::Thread => &raw const THREAD_TYPE,
+        };
+        object.cast_mut().cast()
+    }
+}
+
+/// Whether an object of `kind` may be used where the caller asked for `wanted`: a NULL
+/// type accepts any object, as ReactOS's ObReferenceObjectByHandle and
+/// ObOpenObjectByPointer (ntoskrnl/ob/obref.c, obhandle.c) compare the object header's
+/// type only when one is given; Windows documents STATUS_OBJECT_TYPE_MISMATCH for the
+/// other case.
+fn type_matches(kind: Kind, wanted: POBJECT_TYPE) -> bool {
+    wanted.is_null() || wanted == kind.type_object()
 }
 
 pub(crate) struct Object {
@@ -115,19 +162,31 @@ pub unsafe extern "C" fn ObfReferenceObject(Object: PVOID) -> LONG_PTR {
 }
 const _: crate::wdk_sys::fnsig::ObfReferenceObject = ObfReferenceObject;
 
+/// The object behind a kernel handle and its kind.
+pub(crate) fn by_handle(ctx: &Ctx<'_>, handle: HANDLE) -> Option<(usize, Kind)> {
+    let &address = ctx.ob.kernel_handles.get(&(handle as u64))?;
+    Some((address, ctx.ob.objects.get(&address)?.kind))
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ObReferenceObjectByHandle(
     Handle: HANDLE,
     _DesiredAccess: ACCESS_MASK,
-    _ObjectType: POBJECT_TYPE,
+    ObjectType: POBJECT_TYPE,
     _AccessMode: KPROCESSOR_MODE,
     Object: *mut PVOID,
     _HandleInformation: POBJECT_HANDLE_INFORMATION,
 ) -> NTSTATUS {
     kcall("ObReferenceObjectByHandle", |ctx| {
-        let Some(&address) = ctx.ob.kernel_handles.get(&(Handle as u64)) else {
+        if ctx.should_fail() {
+            return Ok(STATUS_INVALID_HANDLE);
+        }
+        let Some((address, kind)) = by_handle(ctx, Handle) else {
             return Ok(STATUS_INVALID_HANDLE);
         };
+        if !type_matches(kind, ObjectType) {
+            return Ok(STATUS_OBJECT_TYPE_MISMATCH);
+        }
         reference(ctx, address);
         // SAFETY: the driver passed a writable pointer.
         unsafe { *Object = address as PVOID };
@@ -144,13 +203,16 @@ pub unsafe extern "C" fn ObOpenObjectByPointer(
     _HandleAttributes: ULONG,
     _PassedAccessState: PACCESS_STATE,
     _DesiredAccess: ACCESS_MASK,
-    _ObjectType: POBJECT_TYPE,
+    ObjectType: POBJECT_TYPE,
     _AccessMode: KPROCESSOR_MODE,
     Handle: PHANDLE,
 ) -> NTSTATUS {
     kcall("ObOpenObjectByPointer", |ctx| {
-        if !ctx.ob.objects.contains_key(&(Object as usize)) {
+        let Some(object) = ctx.ob.objects.get(&(Object as usize)) else {
             return Ok(crate::wdk_sys::STATUS_INVALID_PARAMETER);
+        };
+        if !type_matches(object.kind, ObjectType) {
+            return Ok(STATUS_OBJECT_TYPE_MISMATCH);
         }
         let handle = ctx.ob.open_kernel_handle(Object as usize);
         // SAFETY: the driver passed a writable HANDLE.

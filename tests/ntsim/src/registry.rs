@@ -227,6 +227,9 @@ pub unsafe extern "C" fn ZwSetValueKey(
     DataSize: ULONG,
 ) -> NTSTATUS {
     kcall("ZwSetValueKey", |ctx| {
+        if ctx.should_fail() {
+            return Ok(STATUS_INSUFFICIENT_RESOURCES);
+        }
         let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
             return Ok(STATUS_INVALID_HANDLE);
         };

@@ -47,6 +47,8 @@ pub struct Driver {
     pub(crate) object: usize,
 }
 
+type DispatchRoutine = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP) -> NTSTATUS;
+
 /// What a major function points to until the driver sets it: fail the request.
 unsafe extern "C" fn invalid_device_request(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the I/O manager passed a valid IRP we now complete.
@@ -93,8 +95,16 @@ impl Machine {
             object.Size = i16::try_from(size_of::<DRIVER_OBJECT>()).expect("small");
             object.DriverExtension = std::ptr::from_mut(extension.as_mut());
             object.DriverName = counted(&mut driver_name);
+            let default_dispatch: crate::wdk_sys::PDRIVER_DISPATCH = if state.hostile.odd_routine_addresses {
+                let odd = crate::thunk::odd_address(invalid_device_request as *const () as usize);
+                // SAFETY: the thunk jumps to `invalid_device_request`, so it is a function
+                // of the same signature (and not NULL).
+                Some(unsafe { std::mem::transmute::<usize, DispatchRoutine>(odd) })
+            } else {
+                Some(invalid_device_request)
+            };
             for slot in &mut object.MajorFunction {
-                *slot = Some(invalid_device_request);
+                *slot = default_dispatch;
             }
             let registry_path_string = Box::new(counted(&mut registry_path));
             state.registry.create_key(&service_key(name), false);

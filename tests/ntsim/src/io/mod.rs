@@ -6,6 +6,7 @@ pub(crate) mod device;
 pub mod driver;
 pub(crate) mod file;
 pub(crate) mod irp;
+pub mod kernel;
 
 use std::collections::HashMap;
 

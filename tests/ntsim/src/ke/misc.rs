@@ -91,7 +91,7 @@ fn routine_address(name: &str) -> Option<PVOID> {
 }
 
 /// Looks up a routine by name. `Config::missing_exports` simulates an older kernel
-/// (or Wine) that lacks some.
+/// (or Wine) that lacks some; `Hostile::odd_routine_addresses` returns odd addresses.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_STRING) -> PVOID {
     kcall("MmGetSystemRoutineAddress", |ctx| {
@@ -102,7 +102,10 @@ pub unsafe extern "C" fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_S
         if ctx.missing_exports.contains(&name) {
             return Ok(std::ptr::null_mut());
         }
-        Ok(routine_address(&name).unwrap_or(std::ptr::null_mut()))
+        let odd = ctx.hostile.odd_routine_addresses;
+        Ok(routine_address(&name).map_or(std::ptr::null_mut(), |routine| {
+            if odd { crate::thunk::odd_address(routine as usize) as PVOID } else { routine }
+        }))
     })
 }
 const _: crate::wdk_sys::fnsig::MmGetSystemRoutineAddress = MmGetSystemRoutineAddress;

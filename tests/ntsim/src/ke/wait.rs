@@ -5,8 +5,9 @@ use crate::checker::{Violation, c4, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::machine::{Ctx, KResult, State, kcall};
 use crate::wdk_sys::{
-    BOOLEAN, EVENT_TYPE, KPRIORITY, KPROCESSOR_MODE, KWAIT_REASON, LONG, NTSTATUS, PKWAIT_BLOCK, PLARGE_INTEGER,
-    PRKEVENT, PRKSEMAPHORE, PVOID, STATUS_SUCCESS, STATUS_TIMEOUT, ULONG, WAIT_TYPE,
+    BOOLEAN, EVENT_TYPE, HANDLE, KPRIORITY, KPROCESSOR_MODE, KWAIT_REASON, LONG, NTSTATUS, PKWAIT_BLOCK,
+    PLARGE_INTEGER, PRKEVENT, PRKSEMAPHORE, PVOID, STATUS_INVALID_HANDLE, STATUS_OBJECT_TYPE_MISMATCH, STATUS_SUCCESS,
+    STATUS_TIMEOUT, ULONG, WAIT_TYPE,
 };
 
 /// Whether `object` is signalled; if so and `consume`, takes the signal as a satisfied
@@ -233,3 +234,21 @@ pub unsafe extern "C" fn KeWaitForMultipleObjects(
     })
 }
 const _: crate::wdk_sys::fnsig::KeWaitForMultipleObjects = KeWaitForMultipleObjects;
+
+/// ZwWaitForSingleObject on a kernel handle. ntsim's waitable objects behind handles
+/// are threads (signalled when they end); waiting on a handle to anything else
+/// returns STATUS_OBJECT_TYPE_MISMATCH, as Windows does for objects without a
+/// dispatcher header (ReactOS ntoskrnl/ob/obwait.c, NtWaitForSingleObject).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ZwWaitForSingleObject(
+    Handle: HANDLE,
+    _Alertable: BOOLEAN,
+    Timeout: PLARGE_INTEGER,
+) -> NTSTATUS {
+    kcall("ZwWaitForSingleObject", |ctx| match crate::ob::by_handle(ctx, Handle) {
+        None => Ok(STATUS_INVALID_HANDLE),
+        Some((object, crate::ob::Kind::Thread)) => wait(ctx, vec![object], false, Timeout),
+        Some(_) => Ok(STATUS_OBJECT_TYPE_MISMATCH),
+    })
+}
+const _: crate::wdk_sys::fnsig::ZwWaitForSingleObject = ZwWaitForSingleObject;
