@@ -42,7 +42,7 @@ extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, _context
     };
     // try_lock: if this thread faulted inside ntsim while holding the lock, do not
     // deadlock; the machine then just stops making progress and the test sees a hang.
-    if let Ok(mut state) = machine.state.try_lock() {
+    if let Some(mut state) = machine.state.try_lock() {
         let thread = &state.threads[tid];
         let mut violation = Violation::new(
             0x50,

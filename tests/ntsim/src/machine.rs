@@ -1,7 +1,9 @@
 //! The simulated machine: its state, the kernel-call gateway, and the controller API a
 //! test uses (load a driver, move the clock, collect the verdict).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use parking_lot::{Condvar, MutexGuard};
 
 use crate::checker::{Violation, code, ntsim_rule};
 use crate::sched::{self, Mode, SimThread, Status, Tid, WaitCondition};
@@ -106,14 +108,15 @@ impl State {
 }
 
 pub(crate) struct Inner {
-    pub(crate) state: Mutex<State>,
+    /// parking_lot's mutex: a simulated thread that faults inside ntsim while holding
+    /// it can have it released by the fault handler (see `crash.rs`).
+    pub(crate) state: parking_lot::Mutex<State>,
     pub(crate) cv: Condvar,
 }
 
 impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock is an ntsim bug; keep going to report it.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock()
     }
 }
 
@@ -277,7 +280,7 @@ pub(crate) fn kcall<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResul
     }
 }
 
-fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Result<R, Arc<(Mutex<()>, Condvar)>> {
+fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Result<R, Arc<(Mutex<()>, std::sync::Condvar)>> {
     let result = ctx.yield_point().and_then(|()| {
         let (thread, irql, routine, time) = {
             let t = &ctx.threads[ctx.tid];
@@ -367,7 +370,7 @@ impl Machine {
             faults: crate::faults::Faults::default(),
             mailboxes: Vec::new(),
         };
-        let machine = Machine { inner: Arc::new(Inner { state: Mutex::new(state), cv: Condvar::new() }) };
+        let machine = Machine { inner: Arc::new(Inner { state: parking_lot::Mutex::new(state), cv: Condvar::new() }) };
         {
             let mut state = machine.inner.lock();
             for cpu in 0..cpus {

@@ -11,7 +11,9 @@
 //! When nothing can run, control returns to the test (the controller), which can move
 //! the simulated clock or report a hang.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use parking_lot::MutexGuard;
 
 use crate::machine::{Inner, State};
 
@@ -201,7 +203,7 @@ fn wait_for_turn<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>, tid: Ti
         return guard;
     }
     while guard.sched.baton != Some(tid) && !guard.halted() {
-        guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.cv.wait(&mut guard);
     }
     guard
 }
@@ -274,7 +276,7 @@ pub(crate) fn block_on<'a>(
             guard.threads[me].status = Status::Ready;
             return (guard, Some(result));
         }
-        guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.cv.wait(&mut guard);
     }
 }
 
@@ -297,13 +299,13 @@ pub(crate) fn run_until_idle<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, Sta
             guard.sched.baton = Some(next);
             inner.cv.notify_all();
             while guard.sched.baton.is_some() && !guard.halted() {
-                guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+                inner.cv.wait(&mut guard);
             }
         } else {
             if running_threads(&guard) == 0 {
                 return guard;
             }
-            guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner.cv.wait(&mut guard);
         }
     }
 }
