@@ -30,6 +30,8 @@ pub mod pool;
 pub mod registry;
 pub mod sched;
 pub mod se;
+pub(crate) mod special_pool;
+pub(crate) mod stack;
 pub mod trace;
 #[allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 #[allow(unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]

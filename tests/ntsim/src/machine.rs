@@ -145,6 +145,20 @@ pub(crate) struct Ctx<'a> {
     pub(crate) api: &'static str,
 }
 
+impl Drop for Ctx<'_> {
+    fn drop(&mut self) {
+        crate::crash::note_holds_state(false);
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn locked(inner: &'a Inner, tid: Tid, api: &'static str) -> Ctx<'a> {
+        let guard = inner.lock();
+        crate::crash::note_holds_state(true);
+        Ctx { inner, guard: Some(guard), tid, api }
+    }
+}
+
 impl std::ops::Deref for Ctx<'_> {
     type Target = State;
     fn deref(&self) -> &State {
@@ -162,17 +176,23 @@ impl Ctx<'_> {
     /// Runs `f` (usually a driver routine) with the machine unlocked.
     pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
         drop(self.guard.take());
+        crate::crash::note_holds_state(false);
         self.inner.cv.notify_all();
         let result = f();
         self.guard = Some(self.inner.lock());
+        crate::crash::note_holds_state(true);
         result
     }
 
-    /// Runs driver routine `f` marked as `routine` in the trace, unlocked.
+    /// Runs driver routine `f` marked as `routine` in the trace, unlocked, on its
+    /// kernel-stack budget.
     pub(crate) fn call_driver<R>(&mut self, routine: Routine, f: impl FnOnce() -> R) -> R {
         let tid = self.tid;
         self.threads[tid].routines.push(routine);
-        let result = self.unlocked(f);
+        if self.irql() >= crate::irql::DISPATCH_LEVEL {
+            crate::special_pool::trim_paged();
+        }
+        let result = self.unlocked(|| crate::stack::driver_routine(f));
         self.threads[tid].routines.pop();
         result
     }
@@ -190,6 +210,10 @@ impl Ctx<'_> {
         let guard = self.guard.take().expect("locked");
         let (guard, alive) = sched::yield_now(self.inner, guard, self.tid);
         self.guard = Some(guard);
+        // Other threads ran meanwhile and may have paged paged pool back in.
+        if self.irql() >= crate::irql::DISPATCH_LEVEL {
+            crate::special_pool::trim_paged();
+        }
         if alive { Ok(()) } else { Err(Stop::Halted) }
     }
 
@@ -206,6 +230,12 @@ impl Ctx<'_> {
     pub(crate) fn set_irql(&mut self, irql: u8) {
         let tid = self.tid;
         self.threads[tid].irql = irql;
+        crate::crash::note_irql(irql);
+        // Verifier's Force IRQL Checking trims paged memory whenever a driver raises
+        // to DISPATCH_LEVEL or above.
+        if irql >= crate::irql::DISPATCH_LEVEL {
+            crate::special_pool::trim_paged();
+        }
     }
 
     pub(crate) fn routine(&self) -> Routine {
@@ -237,9 +267,13 @@ impl Ctx<'_> {
 /// simulated thread. Unlike [`kcall`] it records no trace entry and returns `None`
 /// when the machine halted, so the thread can leave its loop.
 pub(crate) fn service<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Option<R> {
+    crate::stack::ntsim_work(|| service_locked(api, f))
+}
+
+fn service_locked<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Option<R> {
     let (arc, tid) = sched::current().expect("simulated thread");
     let inner: &Inner = &arc;
-    let mut ctx = Ctx { inner, guard: Some(inner.lock()), tid, api };
+    let mut ctx = Ctx::locked(inner, tid, api);
     match f(&mut ctx) {
         Ok(value) => Some(value),
         Err(stop) => {
@@ -266,13 +300,23 @@ fn current_arc() -> Arc<Inner> {
 /// parks the calling thread; the test receives the verdict.
 pub(crate) fn kcall<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> R {
     let Some((arc, tid)) = sched::current() else { off_machine(api) };
+    let (from_driver, overflow) = crate::stack::enter_kernel();
     let outcome = {
         let inner: &Inner = &arc;
-        let mut ctx = Ctx { inner, guard: Some(inner.lock()), tid, api };
-        run_call(&mut ctx, f)
+        let mut ctx = Ctx::locked(inner, tid, api);
+        match overflow {
+            Some(overflow) => {
+                let stop = stack_overflow(&ctx, &overflow);
+                run_call(&mut ctx, |_| Err::<R, Stop>(stop))
+            }
+            None => run_call(&mut ctx, f),
+        }
     };
     match outcome {
-        Ok(value) => value,
+        Ok(value) => {
+            crate::stack::leave_kernel(from_driver);
+            value
+        }
         Err(parking) => {
             drop(arc);
             sched::park_forever(parking)
@@ -280,7 +324,10 @@ pub(crate) fn kcall<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResul
     }
 }
 
-fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Result<R, Arc<(Mutex<()>, std::sync::Condvar)>> {
+fn run_call<R>(
+    ctx: &mut Ctx<'_>,
+    f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>,
+) -> Result<R, Arc<(Mutex<()>, std::sync::Condvar)>> {
     let result = ctx.yield_point().and_then(|()| {
         let (thread, irql, routine, time) = {
             let t = &ctx.threads[ctx.tid];
@@ -309,6 +356,23 @@ fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) ->
             Err(parking)
         }
     }
+}
+
+/// The driver called the kernel already deeper into its stack than its budget: on
+/// Windows the kernel's frames would run off the stack (0x7F, double fault).
+fn stack_overflow(ctx: &Ctx<'_>, overflow: &crate::stack::Overflow) -> Stop {
+    ctx.violation(Violation::new(
+        0x7F,
+        [8, 0, 0, 0],
+        "UNEXPECTED_KERNEL_MODE_TRAP",
+        format!(
+            "kernel stack overflow (double fault): the driver called {} {} bytes below the routine's entry; the budget is {} bytes (Windows x64 kernel stacks are {} bytes).",
+            ctx.api,
+            overflow.used,
+            overflow.allowed,
+            crate::stack::KERNEL_STACK_SIZE
+        ),
+    ))
 }
 
 /// A kernel export called from a thread ntsim did not create: the test called driver

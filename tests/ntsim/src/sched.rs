@@ -179,6 +179,8 @@ pub(crate) fn spawn(
         .name(name)
         .stack_size(512 * 1024)
         .spawn(move || {
+            let signal_stack = crate::stack::thread_started();
+            crate::crash::note_irql(irql);
             CURRENT.with(|c| *c.borrow_mut() = Some((Arc::clone(&machine), tid)));
             {
                 let guard = machine.lock();
@@ -192,6 +194,8 @@ pub(crate) fn spawn(
             drop(guard);
             machine.cv.notify_all();
             CURRENT.with(|c| c.borrow_mut().take());
+            crate::stack::thread_ending();
+            drop(signal_stack);
         })
         .expect("spawn simulated thread");
     tid

@@ -51,7 +51,10 @@ impl Kind {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
-    Live { paged: bool, resident: bool },
+    Live {
+        paged: bool,
+        resident: bool,
+    },
     Freed,
     /// Out of quarantine, waiting in a free list.
     Unused,
@@ -175,6 +178,12 @@ pub(crate) fn live_block(pointer: *const u8) -> Option<(usize, Kind)> {
     let arena = arena();
     let (_, slot) = arena.slot_at(pointer as usize)?;
     (slot.data == pointer as usize && matches!(slot.state, State::Live { .. })).then_some((slot.size, slot.kind))
+}
+
+/// Whether `pointer` is the start of a block freed since (still in quarantine).
+pub(crate) fn was_freed(pointer: *const u8) -> bool {
+    let arena = arena();
+    arena.slot_at(pointer as usize).is_some_and(|(_, slot)| slot.data == pointer as usize && slot.state == State::Freed)
 }
 
 /// Frees the block at `pointer`: its pages lose their contents and become
