@@ -173,13 +173,6 @@ pub(crate) enum FreeError {
     Twice,
 }
 
-/// A live block's size and kind, if `pointer` is the start of one.
-pub(crate) fn live_block(pointer: *const u8) -> Option<(usize, Kind)> {
-    let arena = arena();
-    let (_, slot) = arena.slot_at(pointer as usize)?;
-    (slot.data == pointer as usize && matches!(slot.state, State::Live { .. })).then_some((slot.size, slot.kind))
-}
-
 /// Whether `pointer` is the start of a block freed since (still in quarantine).
 pub(crate) fn was_freed(pointer: *const u8) -> bool {
     let arena = arena();
@@ -307,6 +300,39 @@ impl Block {
 
     pub(crate) fn size(&self) -> usize {
         self.size
+    }
+}
+
+/// A `T` in special pool, zero-initialised (for plain-data kernel structures such as
+/// FILE_OBJECT, for which all-zero is a valid value).
+pub(crate) struct Object<T> {
+    block: Block,
+    _type: std::marker::PhantomData<T>,
+}
+
+impl<T> Object<T> {
+    pub(crate) fn zeroed(kind: Kind) -> Object<T> {
+        const { assert!(align_of::<T>() <= ALIGN) };
+        Object { block: Block::new(size_of::<T>(), kind), _type: std::marker::PhantomData }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.block.as_ptr().cast()
+    }
+}
+
+impl<T> std::ops::Deref for Object<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the block holds a T (zeroed or written since) and lives as long as self.
+        unsafe { &*self.as_ptr() }
+    }
+}
+
+impl<T> std::ops::DerefMut for Object<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above; `&mut self` gives exclusive access.
+        unsafe { &mut *self.as_ptr() }
     }
 }
 

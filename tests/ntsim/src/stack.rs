@@ -215,6 +215,15 @@ pub(crate) fn leave_kernel(to_driver: bool) {
     }
 }
 
+/// Runs `f`, ntsim's stand-in for an inline DDI (`wdm.h` code compiled into the
+/// driver), as driver code: a fault in it is the driver's.
+pub(crate) fn as_driver_code<R>(f: impl FnOnce() -> R) -> R {
+    let was_in_driver = IN_DRIVER.replace(true);
+    let result = f();
+    IN_DRIVER.set(was_in_driver);
+    result
+}
+
 /// Whether the thread is in driver code, for the fault handler.
 pub(crate) fn in_driver() -> bool {
     IN_DRIVER.get()

@@ -8,8 +8,8 @@ use crate::checker::{Violation, c9, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::ke::spinlock::{self, CANCEL_LOCK};
 use crate::machine::{Ctx, KResult, kcall, service};
-use crate::trace::Routine;
 use crate::special_pool::{Block, Kind};
+use crate::trace::Routine;
 use crate::wdk_sys::{
     CCHAR, IO_STACK_LOCATION, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ,
     IRP_MJ_WRITE, KAPC, NTSTATUS, PDEVICE_OBJECT, PDRIVER_CANCEL, PIRP, PKNORMAL_ROUTINE, PVOID, SL_PENDING_RETURNED,
@@ -531,6 +531,14 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, irp: usize) -> KResult<bool> {
     let old_irql = ctx.irql();
     ctx.set_irql(DISPATCH_LEVEL);
     spinlock::acquire(ctx, CANCEL_LOCK)?;
+    // Waiting for the lock let other threads run: the IRP may have completed. On
+    // Windows the canceller keeps it from being freed meanwhile (CancelIo runs at
+    // APC_LEVEL, so the completion APC waits); IoCancelIrp then finds no routine.
+    if ctx.io.irps.live.get(&irp).is_none_or(|i| i.phase == Phase::Completed) {
+        spinlock::release(ctx, CANCEL_LOCK)?;
+        ctx.set_irql(old_irql);
+        return Ok(false);
+    }
     // SAFETY: the IRP is outstanding, so its memory is valid.
     let routine: PDRIVER_CANCEL = unsafe {
         (*raw).CancelIrql = old_irql;
