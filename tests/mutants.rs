@@ -10,11 +10,17 @@
 //!   its cancel routine, so a read cancelled while being queued stays queued: 0xC4/0x135,
 //!   a cancelled IRP not completed in time;
 //! - `no_dpc_flush`: Unload skips KeFlushQueuedDpcs, so a timer DPC queued before
-//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID.
+//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID;
+//! - `link_after_complete`: the completion chain reads an IRP's next link after
+//!   completing it. The IRP is freed by its completion APC (0xD5
+//!   DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL), or the APC's KAPC already overwrote the
+//!   link with NULL and the rest of the chain is never completed (a hang, or 0xC4/0x135
+//!   for cancelled reads).
 #![cfg(any(
     stagedrv_mutant = "complete_after_null",
     stagedrv_mutant = "skip_cancel_recheck",
-    stagedrv_mutant = "no_dpc_flush"
+    stagedrv_mutant = "no_dpc_flush",
+    stagedrv_mutant = "link_after_complete"
 ))]
 
 mod common;
@@ -40,6 +46,14 @@ fn exploration_catches_the_reintroduced_bug() {
         &["MULTIPLE_IRP_COMPLETE_REQUESTS", "PAGE_FAULT_IN_NONPAGED_AREA"]
     } else if cfg!(stagedrv_mutant = "no_dpc_flush") {
         &["TIMER_OR_DPC_INVALID", "PAGE_FAULT_IN_NONPAGED_AREA"]
+    } else if cfg!(stagedrv_mutant = "link_after_complete") {
+        &[
+            "DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL",
+            "DRIVER_IRQL_NOT_LESS_OR_EQUAL",
+            "hang",
+            "never completed",
+            "was cancelled",
+        ]
     } else {
         &["was cancelled"]
     };

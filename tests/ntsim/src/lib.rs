@@ -44,6 +44,6 @@ pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
 pub use ke::misc::PERFORMANCE_FREQUENCY;
 pub use ke::timer::SECOND;
-pub use machine::{Config, Hostile, Machine, Stopped};
+pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped};
 pub use registry::Value;
 pub use sched::Mode;

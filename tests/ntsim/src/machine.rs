@@ -25,6 +25,23 @@ pub struct Config {
     pub slow_cancel: u64,
     /// Routines MmGetSystemRoutineAddress reports as absent (an older kernel, Wine).
     pub missing_exports: Vec<String>,
+    /// When a pended IRP's completion APC runs and frees it.
+    pub completion_apc: CompletionApc,
+}
+
+/// When the completion APC of an IRP completed asynchronously runs. IofCompleteRequest
+/// queues it to the issuing thread; it frees the IRP. On Windows it may run at once (the
+/// thread is at PASSIVE_LEVEL on another processor) or later; until it runs, the
+/// driver sees the KAPC in `Irp->Tail`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompletionApc {
+    /// The schedule chooses at each completion (in `Mode::Free`: at once).
+    #[default]
+    Explored,
+    /// Before IoCompleteRequest returns.
+    AtOnce,
+    /// On the issuing thread's next turn.
+    Later,
 }
 
 impl Default for Config {
@@ -37,6 +54,7 @@ impl Default for Config {
             hostile: Hostile::default(),
             slow_cancel: 5 * crate::ke::timer::SECOND,
             missing_exports: Vec::new(),
+            completion_apc: CompletionApc::default(),
         }
     }
 }
@@ -84,6 +102,7 @@ pub(crate) struct State {
     pub(crate) hostile: Hostile,
     pub(crate) slow_cancel: u64,
     pub(crate) missing_exports: Vec<String>,
+    pub(crate) completion_apc: CompletionApc,
     pub(crate) pool: crate::pool::Pool,
     pub(crate) ob: crate::ob::Objects,
     pub(crate) ke: crate::ke::Ke,
@@ -426,6 +445,7 @@ impl Machine {
             hostile: config.hostile.clone(),
             slow_cancel: config.slow_cancel,
             missing_exports: config.missing_exports.clone(),
+            completion_apc: config.completion_apc,
             pool: crate::pool::Pool::default(),
             ob: crate::ob::Objects::default(),
             ke: crate::ke::Ke::default(),

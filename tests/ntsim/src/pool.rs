@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use crate::checker::{Violation, code};
-use crate::irql::{APC_LEVEL, DISPATCH_LEVEL};
+use crate::checker::{Violation, c4, code};
+use crate::irql::APC_LEVEL;
 use crate::machine::{Ctx, KResult};
 use crate::special_pool::{self, Kind};
 use crate::wdk_sys::{KDPC, KTIMER};
@@ -122,21 +122,19 @@ impl Drop for Pool {
     }
 }
 
-/// The checks Verifier makes on ExFreePool(WithTag) before the block goes: the IRQL
-/// its pool type allows (0xC4/0x11 paged above APC_LEVEL, 0xC4/0x12 nonpaged above
-/// DISPATCH_LEVEL: bug check 0xC4's parameter table), then a timer or DPC still live
-/// inside the block (0xC7).
+/// The checks Verifier makes on ExFreePool(WithTag) before the block goes: paged pool
+/// freed above APC_LEVEL (0xC4/0x11: P2 IRQL, P3 pool type, P4 address, in bug check
+/// 0xC4's parameter table), then a timer or DPC still live inside the block (0xC7).
+/// Above DISPATCH_LEVEL the DDI's own IRQL rule (`irql.rs`) fires first.
 pub(crate) fn check_free(ctx: &Ctx<'_>, api: &str, pointer: *mut u8) -> KResult<()> {
     let Some(block) = ctx.pool.live.get(&(pointer as usize)) else { return Ok(()) };
     let irql = ctx.irql();
-    let (limit, rule, what) =
-        if block.paged() { (APC_LEVEL, 0x11, "paged") } else { (DISPATCH_LEVEL, 0x12, "nonpaged") };
-    if irql > limit {
+    if block.paged() && irql > APC_LEVEL {
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [rule, u64::from(irql), u64::from(block.pool_type), pointer as u64],
+            [c4::FREE_PAGED_POOL_IRQL, u64::from(irql), u64::from(block.pool_type), pointer as u64],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
-            format!("{api} of {what} pool {pointer:p} at IRQL {irql}: {what} pool may be freed at IRQL <= {limit}."),
+            format!("{api} of paged pool {pointer:p} at IRQL {irql}: paged pool may be freed at IRQL <= APC_LEVEL."),
         )));
     }
     check_timers_and_dpcs(ctx, pointer as usize, block.size, api)

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::checker::{Violation, c9, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::ke::spinlock::{self, CANCEL_LOCK};
-use crate::machine::{Ctx, KResult, kcall, service};
+use crate::machine::{CompletionApc, Ctx, KResult, kcall, service};
 use crate::special_pool::{Block, Kind};
 use crate::trace::Routine;
 use crate::wdk_sys::{
@@ -383,7 +383,11 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
             ),
         ));
     }
-    let apc_now = !ctx.sched.mode.is_serial() || ctx.sched.rng.below(2) == 0;
+    let apc_now = match ctx.completion_apc {
+        CompletionApc::AtOnce => true,
+        CompletionApc::Later => false,
+        CompletionApc::Explored => !ctx.sched.mode.is_serial() || ctx.sched.rng.below(2) == 0,
+    };
     let info = ctx.io.irps.live.get_mut(&irp).expect("checked");
     info.phase = Phase::Completed;
     let take = usize::try_from(information).unwrap_or(usize::MAX).min(info.buffer_len);
