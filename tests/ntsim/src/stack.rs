@@ -54,7 +54,7 @@ thread_local! {
 }
 
 /// The current stack pointer.
-#[inline(always)]
+#[inline]
 fn sp() -> usize {
     let sp: usize;
     #[cfg(target_arch = "x86_64")]

@@ -90,6 +90,7 @@ pub unsafe extern "C" fn IoCreateDevice(
         let address = memory.address();
         // SAFETY: a fresh zeroed block, large enough; DEVICE_OBJECT is plain data for
         // which all-zero is its initial state.
+        #[allow(clippy::cast_ptr_alignment, reason = "special pool blocks are 16-byte aligned")]
         let object = unsafe { &mut *memory.as_ptr().cast::<DEVICE_OBJECT>() };
         object.Type = 3;
         object.Size =

@@ -35,6 +35,7 @@ pub(crate) enum Phase {
     Completed,
 }
 
+#[allow(clippy::struct_excessive_bools, reason = "independent facts about one request")]
 pub(crate) struct IrpInfo {
     pub(crate) phase: Phase,
     pub(crate) major: u8,
@@ -142,6 +143,7 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
     // I/O Verification allocates IRPs from special pool; system buffers come from
     // (special) nonpaged pool too.
     let memory = Block::new(irp_size, Kind::Irp);
+    #[allow(clippy::cast_ptr_alignment, reason = "special pool blocks are 16-byte aligned")]
     let irp = memory.as_ptr().cast::<IRP>();
     let buffer_len = request.buffer_len.max(request.input.len());
     let buffer = (buffer_len > 0).then(|| {
@@ -226,26 +228,21 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let dispatch = crate::io::device::dispatch_routine(ctx, device, major);
     let before = ctx.irql();
     let raw = irp as PIRP;
-    let returned = match dispatch {
-        Some(routine) => {
-            ctx.io.irps.live.get_mut(&irp).expect("outstanding").in_dispatch = true;
-            let returned = ctx.call_driver(Routine::Dispatch(major), || {
-                // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
-                unsafe { routine(device as PDEVICE_OBJECT, raw) }
-            });
-            let info = ctx.io.irps.live.get_mut(&irp).expect("kept while its dispatch routine runs");
-            info.in_dispatch = false;
-            if info.free_after_dispatch {
-                // The I/O manager's own completion of a request completed inline.
-                free_memory(info);
-            }
-            returned
-        }
-        None => {
-            complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
-            return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);
-        }
+    let Some(routine) = dispatch else {
+        complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
+        return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);
     };
+    ctx.io.irps.live.get_mut(&irp).expect("outstanding").in_dispatch = true;
+    let returned = ctx.call_driver(Routine::Dispatch(major), || {
+        // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
+        unsafe { routine(device as PDEVICE_OBJECT, raw) }
+    });
+    let info = ctx.io.irps.live.get_mut(&irp).expect("kept while its dispatch routine runs");
+    info.in_dispatch = false;
+    if info.free_after_dispatch {
+        // The I/O manager's own completion of a request completed inline.
+        free_memory(info);
+    }
     let after = ctx.irql();
     let name = major_name(major);
     if after != before {
