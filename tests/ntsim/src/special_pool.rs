@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The x64 page size.
 pub const PAGE: usize = 4096;
@@ -98,6 +99,10 @@ static ARENA: Mutex<Arena> = Mutex::new(Arena {
     resident_paged: BTreeSet::new(),
 });
 
+/// How many paged blocks are resident, so the common case (none) trims without the
+/// arena's lock.
+static RESIDENT_PAGED: AtomicUsize = AtomicUsize::new(0);
+
 fn arena() -> std::sync::MutexGuard<'static, Arena> {
     ARENA.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -161,6 +166,7 @@ pub(crate) fn allocate(size: usize, kind: Kind, paged: bool) -> *mut u8 {
     arena.slots.insert(start, Slot { pages, data, size, kind, state: State::Live { paged, resident: true } });
     if paged {
         arena.resident_paged.insert(start);
+        RESIDENT_PAGED.store(arena.resident_paged.len(), Ordering::Release);
     }
     data as *mut u8
 }
@@ -199,6 +205,7 @@ pub(crate) fn free(pointer: *mut u8) -> Result<(), FreeError> {
     protect(first, len, false);
     arena.slots.get_mut(&start).expect("found").state = State::Freed;
     arena.resident_paged.remove(&start);
+    RESIDENT_PAGED.store(arena.resident_paged.len(), Ordering::Release);
     arena.quarantine.push_back(start);
     if arena.quarantine.len() > QUARANTINE {
         let old = arena.quarantine.pop_front().expect("non-empty");
@@ -213,11 +220,12 @@ pub(crate) fn free(pointer: *mut u8) -> Result<(), FreeError> {
 /// Verifier's Force IRQL Checking: a thread reached DISPATCH_LEVEL, so every paged
 /// block is trimmed from the working set.
 pub(crate) fn trim_paged() {
-    let mut arena = arena();
-    if arena.resident_paged.is_empty() {
+    if RESIDENT_PAGED.load(Ordering::Acquire) == 0 {
         return;
     }
+    let mut arena = arena();
     let resident = std::mem::take(&mut arena.resident_paged);
+    RESIDENT_PAGED.store(0, Ordering::Release);
     for start in resident {
         let slot = arena.slots.get_mut(&start).expect("resident slot");
         if let State::Live { paged: true, resident } = &mut slot.state {
@@ -265,6 +273,7 @@ pub(crate) fn fault(address: usize, irql_allows_paging: bool) -> Fault {
             protect(first, len, true);
             arena.slots.get_mut(&start).expect("found").state = State::Live { paged: true, resident: true };
             arena.resident_paged.insert(start);
+            RESIDENT_PAGED.store(arena.resident_paged.len(), Ordering::Release);
             Fault::PagedIn
         }
         State::Live { paged: true, resident: false } => Fault::PagedOut { block, kind },
