@@ -232,17 +232,21 @@ impl Completions {
             let irp = next;
             // SAFETY: every IRP on the chain was pushed by `push` and is still ours; the
             // link is read before completion hands the IRP back.
-            let (link, status, information) = unsafe {
+            let (mut link, status, information) = unsafe {
                 ((*irp_entry(irp)).Flink, (*irp).IoStatus.__bindgen_anon_1.Status, (*irp).IoStatus.Information)
             };
+            // SAFETY: we own the IRP and never touch it again (but see the mutant).
+            unsafe { complete_request(irp, status, information) };
+            if READ_LINK_AFTER_COMPLETE {
+                // SAFETY: none: the IRP was handed back; the mutant's bug.
+                link = unsafe { (*irp_entry(irp)).Flink };
+            }
             next = if link.is_null() {
                 core::ptr::null_mut()
             } else {
                 // SAFETY: a non-NULL link is the entry of the next pushed IRP.
                 unsafe { irp_of(link) }
             };
-            // SAFETY: we own the IRP and never touch it again.
-            unsafe { complete_request(irp, status, information) };
         }
     }
 }
@@ -281,3 +285,8 @@ unsafe extern "C" fn cancel_read(device: PDEVICE_OBJECT, irp: PIRP) {
     // SAFETY: the cancel routine owns the IRP once IoCancelIrp took the routine.
     unsafe { complete_request(irp, STATUS_CANCELLED, 0) };
 }
+
+/// Mutant `link_after_complete` (tests/mutants.rs): [`Completions::complete_all`]
+/// reads the next link from an IRP it already completed. Windows reuses `Irp->Tail`
+/// for the completion APC (the link reads NULL) or has freed the IRP.
+const READ_LINK_AFTER_COMPLETE: bool = cfg!(stagedrv_mutant = "link_after_complete");

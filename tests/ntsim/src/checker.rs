@@ -82,6 +82,7 @@ pub mod code {
 pub mod c4 {
     pub const ZERO_SIZE_ALLOCATION: u64 = 0x00;
     pub const FREE_UNKNOWN_POOL: u64 = 0x10;
+    pub const FREE_PAGED_POOL_IRQL: u64 = 0x11;
     pub const DOUBLE_FREE: u64 = 0x14;
     pub const SPIN_LOCK_RELEASE_IRQL: u64 = 0x32;
     pub const SPIN_LOCK_AT_DPC_BELOW_DISPATCH: u64 = 0x35;

@@ -21,8 +21,9 @@ pub fn KeGetCurrentIrql() -> KIRQL {
 #[allow(non_snake_case)]
 pub unsafe fn IoSetCancelRoutine(irp: PIRP, routine: PDRIVER_CANCEL) -> PDRIVER_CANCEL {
     kcall("IoSetCancelRoutine", |_ctx| {
-        // SAFETY: the machine lock makes this exchange atomic with IoCancelIrp's.
-        Ok(unsafe { std::mem::replace(&mut (*irp).CancelRoutine, routine) })
+        // SAFETY: the machine lock makes this exchange atomic with IoCancelIrp's. On
+        // Windows this is the driver's own (inline) code: so is a fault in it.
+        Ok(crate::stack::as_driver_code(|| unsafe { std::mem::replace(&mut (*irp).CancelRoutine, routine) }))
     })
 }
 
@@ -32,5 +33,5 @@ pub unsafe fn IoSetCancelRoutine(irp: PIRP, routine: PDRIVER_CANCEL) -> PDRIVER_
 /// `irp` must point to a valid IRP.
 pub unsafe fn irp_cancel_requested(irp: PIRP) -> bool {
     // SAFETY: guaranteed by the caller.
-    kcall("Irp->Cancel", |_ctx| Ok(unsafe { (*irp).Cancel } != 0))
+    kcall("Irp->Cancel", |_ctx| Ok(crate::stack::as_driver_code(|| unsafe { (*irp).Cancel } != 0)))
 }

@@ -32,6 +32,8 @@ pub mod registry;
 pub mod sched;
 pub mod se;
 mod thunk;
+pub(crate) mod special_pool;
+pub(crate) mod stack;
 pub mod trace;
 #[allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 #[allow(unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]
@@ -46,6 +48,6 @@ pub use ke::interrupt::{RegisterWrite, Resource};
 pub use io::kernel::KernelFile;
 pub use ke::misc::PERFORMANCE_FREQUENCY;
 pub use ke::timer::SECOND;
-pub use machine::{Config, Hostile, Machine, Stopped};
+pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped};
 pub use registry::Value;
 pub use sched::Mode;

@@ -1,7 +1,9 @@
 //! The simulated machine: its state, the kernel-call gateway, and the controller API a
 //! test uses (load a driver, move the clock, collect the verdict).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use parking_lot::{Condvar, MutexGuard};
 
 use crate::checker::{Violation, code, ntsim_rule};
 use crate::sched::{self, Mode, SimThread, Status, Tid, WaitCondition};
@@ -23,6 +25,23 @@ pub struct Config {
     pub slow_cancel: u64,
     /// Routines MmGetSystemRoutineAddress reports as absent (an older kernel, Wine).
     pub missing_exports: Vec<String>,
+    /// When a pended IRP's completion APC runs and frees it.
+    pub completion_apc: CompletionApc,
+}
+
+/// When the completion APC of an IRP completed asynchronously runs. IofCompleteRequest
+/// queues it to the issuing thread; it frees the IRP. On Windows it may run at once (the
+/// thread is at PASSIVE_LEVEL on another processor) or later; until it runs, the
+/// driver sees the KAPC in `Irp->Tail`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompletionApc {
+    /// The schedule chooses at each completion (in `Mode::Free`: at once).
+    #[default]
+    Explored,
+    /// Before IoCompleteRequest returns.
+    AtOnce,
+    /// On the issuing thread's next turn.
+    Later,
 }
 
 impl Default for Config {
@@ -35,6 +54,7 @@ impl Default for Config {
             hostile: Hostile::default(),
             slow_cancel: 5 * crate::ke::timer::SECOND,
             missing_exports: Vec::new(),
+            completion_apc: CompletionApc::default(),
         }
     }
 }
@@ -87,6 +107,7 @@ pub(crate) struct State {
     pub(crate) hostile: Hostile,
     pub(crate) slow_cancel: u64,
     pub(crate) missing_exports: Vec<String>,
+    pub(crate) completion_apc: CompletionApc,
     pub(crate) pool: crate::pool::Pool,
     pub(crate) ob: crate::ob::Objects,
     pub(crate) ke: crate::ke::Ke,
@@ -111,14 +132,15 @@ impl State {
 }
 
 pub(crate) struct Inner {
-    pub(crate) state: Mutex<State>,
+    /// parking_lot's mutex: a simulated thread that faults inside ntsim while holding
+    /// it can have it released by the fault handler (see `crash.rs`).
+    pub(crate) state: parking_lot::Mutex<State>,
     pub(crate) cv: Condvar,
 }
 
 impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock is an ntsim bug; keep going to report it.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock()
     }
 }
 
@@ -147,6 +169,20 @@ pub(crate) struct Ctx<'a> {
     pub(crate) api: &'static str,
 }
 
+impl Drop for Ctx<'_> {
+    fn drop(&mut self) {
+        crate::crash::note_holds_state(false);
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn locked(inner: &'a Inner, tid: Tid, api: &'static str) -> Ctx<'a> {
+        let guard = inner.lock();
+        crate::crash::note_holds_state(true);
+        Ctx { inner, guard: Some(guard), tid, api }
+    }
+}
+
 impl std::ops::Deref for Ctx<'_> {
     type Target = State;
     fn deref(&self) -> &State {
@@ -164,17 +200,23 @@ impl Ctx<'_> {
     /// Runs `f` (usually a driver routine) with the machine unlocked.
     pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
         drop(self.guard.take());
+        crate::crash::note_holds_state(false);
         self.inner.cv.notify_all();
         let result = f();
         self.guard = Some(self.inner.lock());
+        crate::crash::note_holds_state(true);
         result
     }
 
-    /// Runs driver routine `f` marked as `routine` in the trace, unlocked.
+    /// Runs driver routine `f` marked as `routine` in the trace, unlocked, on its
+    /// kernel-stack budget.
     pub(crate) fn call_driver<R>(&mut self, routine: Routine, f: impl FnOnce() -> R) -> R {
         let tid = self.tid;
         self.threads[tid].routines.push(routine);
-        let result = self.unlocked(f);
+        if self.irql() >= crate::irql::DISPATCH_LEVEL {
+            crate::special_pool::trim_paged();
+        }
+        let result = self.unlocked(|| crate::stack::driver_routine(f));
         self.threads[tid].routines.pop();
         result
     }
@@ -192,6 +234,10 @@ impl Ctx<'_> {
         let guard = self.guard.take().expect("locked");
         let (guard, alive) = sched::yield_now(self.inner, guard, self.tid);
         self.guard = Some(guard);
+        // Other threads ran meanwhile and may have paged paged pool back in.
+        if self.irql() >= crate::irql::DISPATCH_LEVEL {
+            crate::special_pool::trim_paged();
+        }
         if alive { Ok(()) } else { Err(Stop::Halted) }
     }
 
@@ -208,6 +254,12 @@ impl Ctx<'_> {
     pub(crate) fn set_irql(&mut self, irql: u8) {
         let tid = self.tid;
         self.threads[tid].irql = irql;
+        crate::crash::note_irql(irql);
+        // Verifier's Force IRQL Checking trims paged memory whenever a driver raises
+        // to DISPATCH_LEVEL or above.
+        if irql >= crate::irql::DISPATCH_LEVEL {
+            crate::special_pool::trim_paged();
+        }
     }
 
     pub(crate) fn routine(&self) -> Routine {
@@ -239,9 +291,13 @@ impl Ctx<'_> {
 /// simulated thread. Unlike [`kcall`] it records no trace entry and returns `None`
 /// when the machine halted, so the thread can leave its loop.
 pub(crate) fn service<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Option<R> {
+    crate::stack::ntsim_work(|| service_locked(api, f))
+}
+
+fn service_locked<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Option<R> {
     let (arc, tid) = sched::current().expect("simulated thread");
     let inner: &Inner = &arc;
-    let mut ctx = Ctx { inner, guard: Some(inner.lock()), tid, api };
+    let mut ctx = Ctx::locked(inner, tid, api);
     match f(&mut ctx) {
         Ok(value) => Some(value),
         Err(stop) => {
@@ -268,13 +324,23 @@ fn current_arc() -> Arc<Inner> {
 /// parks the calling thread; the test receives the verdict.
 pub(crate) fn kcall<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> R {
     let Some((arc, tid)) = sched::current() else { off_machine(api) };
+    let (from_driver, overflow) = crate::stack::enter_kernel();
     let outcome = {
         let inner: &Inner = &arc;
-        let mut ctx = Ctx { inner, guard: Some(inner.lock()), tid, api };
-        run_call(&mut ctx, f)
+        let mut ctx = Ctx::locked(inner, tid, api);
+        match overflow {
+            Some(overflow) => {
+                let stop = stack_overflow(&ctx, &overflow);
+                run_call(&mut ctx, |_| Err::<R, Stop>(stop))
+            }
+            None => run_call(&mut ctx, f),
+        }
     };
     match outcome {
-        Ok(value) => value,
+        Ok(value) => {
+            crate::stack::leave_kernel(from_driver);
+            value
+        }
         Err(parking) => {
             drop(arc);
             sched::park_forever(parking)
@@ -282,7 +348,10 @@ pub(crate) fn kcall<R>(api: &'static str, f: impl FnOnce(&mut Ctx<'_>) -> KResul
     }
 }
 
-fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> Result<R, Arc<(Mutex<()>, Condvar)>> {
+fn run_call<R>(
+    ctx: &mut Ctx<'_>,
+    f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>,
+) -> Result<R, Arc<(Mutex<()>, std::sync::Condvar)>> {
     let result = ctx.yield_point().and_then(|()| {
         let (thread, irql, routine, time) = {
             let t = &ctx.threads[ctx.tid];
@@ -311,6 +380,23 @@ fn run_call<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) ->
             Err(parking)
         }
     }
+}
+
+/// The driver called the kernel already deeper into its stack than its budget: on
+/// Windows the kernel's frames would run off the stack (0x7F, double fault).
+fn stack_overflow(ctx: &Ctx<'_>, overflow: &crate::stack::Overflow) -> Stop {
+    ctx.violation(Violation::new(
+        0x7F,
+        [8, 0, 0, 0],
+        "UNEXPECTED_KERNEL_MODE_TRAP",
+        format!(
+            "kernel stack overflow (double fault): the driver called {} {} bytes below the routine's entry; the budget is {} bytes (Windows x64 kernel stacks are {} bytes).",
+            ctx.api,
+            overflow.used,
+            overflow.allowed,
+            crate::stack::KERNEL_STACK_SIZE
+        ),
+    ))
 }
 
 /// A kernel export called from a thread ntsim did not create: the test called driver
@@ -364,6 +450,7 @@ impl Machine {
             hostile: config.hostile.clone(),
             slow_cancel: config.slow_cancel,
             missing_exports: config.missing_exports.clone(),
+            completion_apc: config.completion_apc,
             pool: crate::pool::Pool::default(),
             ob: crate::ob::Objects::default(),
             ke: crate::ke::Ke::default(),
@@ -372,7 +459,7 @@ impl Machine {
             faults: crate::faults::Faults::default(),
             mailboxes: Vec::new(),
         };
-        let machine = Machine { inner: Arc::new(Inner { state: Mutex::new(state), cv: Condvar::new() }) };
+        let machine = Machine { inner: Arc::new(Inner { state: parking_lot::Mutex::new(state), cv: Condvar::new() }) };
         {
             let mut state = machine.inner.lock();
             for cpu in 0..cpus {

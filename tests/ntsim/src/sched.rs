@@ -11,7 +11,9 @@
 //! When nothing can run, control returns to the test (the controller), which can move
 //! the simulated clock or report a hang.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use parking_lot::MutexGuard;
 
 use crate::machine::{Inner, State};
 
@@ -177,6 +179,8 @@ pub(crate) fn spawn(
         .name(name)
         .stack_size(512 * 1024)
         .spawn(move || {
+            let signal_stack = crate::stack::thread_started();
+            crate::crash::note_irql(irql);
             CURRENT.with(|c| *c.borrow_mut() = Some((Arc::clone(&machine), tid)));
             {
                 let guard = machine.lock();
@@ -190,6 +194,8 @@ pub(crate) fn spawn(
             drop(guard);
             machine.cv.notify_all();
             CURRENT.with(|c| c.borrow_mut().take());
+            crate::stack::thread_ending();
+            drop(signal_stack);
         })
         .expect("spawn simulated thread");
     tid
@@ -201,7 +207,7 @@ fn wait_for_turn<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>, tid: Ti
         return guard;
     }
     while guard.sched.baton != Some(tid) && !guard.halted() {
-        guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.cv.wait(&mut guard);
     }
     guard
 }
@@ -274,7 +280,7 @@ pub(crate) fn block_on<'a>(
             guard.threads[me].status = Status::Ready;
             return (guard, Some(result));
         }
-        guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.cv.wait(&mut guard);
     }
 }
 
@@ -297,13 +303,13 @@ pub(crate) fn run_until_idle<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, Sta
             guard.sched.baton = Some(next);
             inner.cv.notify_all();
             while guard.sched.baton.is_some() && !guard.halted() {
-                guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+                inner.cv.wait(&mut guard);
             }
         } else {
             if running_threads(&guard) == 0 {
                 return guard;
             }
-            guard = inner.cv.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner.cv.wait(&mut guard);
         }
     }
 }

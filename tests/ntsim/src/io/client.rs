@@ -544,8 +544,7 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     if let Some(denied) = super::driver::access_check(ctx, device, pid) {
         return Ok(Err(denied));
     }
-    // SAFETY: FILE_OBJECT is plain data; all-zero is a valid start.
-    let mut object: Box<FILE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
+    let mut object = crate::special_pool::Object::<FILE_OBJECT>::zeroed(crate::special_pool::Kind::FileObject);
     let mut name: Vec<u16> = remainder.encode_utf16().collect();
     object.Type = 5;
     object.Size = i16::try_from(size_of::<FILE_OBJECT>()).expect("small");
@@ -556,7 +555,7 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
         MaximumLength: bytes,
         Buffer: if name.is_empty() { std::ptr::null_mut() } else { name.as_mut_ptr() },
     };
-    let file = std::ptr::from_mut(object.as_mut()) as usize;
+    let file = object.as_ptr() as usize;
     ctx.io.files.insert(
         file,
         super::file::FileInfo { device, handles: 0, outstanding: 0, overlapped, _object: object, _name: name },

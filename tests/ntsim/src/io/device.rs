@@ -3,6 +3,7 @@
 use crate::checker::{Violation, c9, code, ntsim_rule};
 use crate::machine::{Ctx, KResult, kcall};
 use crate::ob::{Kind, Named};
+use crate::special_pool::{self, Block};
 use crate::wdk_sys::{
     BOOLEAN, DEVICE_OBJECT, DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, NTSTATUS, PDEVICE_OBJECT, PDRIVER_DISPATCH,
     PDRIVER_OBJECT, PUNICODE_STRING, STATUS_INSUFFICIENT_RESOURCES, STATUS_OBJECT_NAME_COLLISION,
@@ -18,9 +19,9 @@ pub(crate) struct DeviceInfo {
     pub(crate) seq: u64,
     /// The DACL applied with ZwSetSecurityObject, if any.
     pub(crate) dacl: Option<Vec<crate::se::Ace>>,
-    /// The memory behind the device object and its extension.
-    _object: Box<DEVICE_OBJECT>,
-    _extension: Box<[u128]>,
+    /// The device object with its extension right after it, in one special-pool block
+    /// (no-access once freed).
+    memory: Block,
 }
 
 /// Reads a counted UTF-16 string.
@@ -83,10 +84,14 @@ pub unsafe extern "C" fn IoCreateDevice(
                 return Ok(STATUS_OBJECT_NAME_COLLISION);
             }
         }
-        // SAFETY: DEVICE_OBJECT is plain data; all-zero is its initial state.
-        let mut object: Box<DEVICE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
-        let mut extension = vec![0u128; (DeviceExtensionSize as usize).div_ceil(16)].into_boxed_slice();
-        let address = std::ptr::from_mut(object.as_mut()) as usize;
+        // One allocation, device object then extension, as IoCreateDevice makes it.
+        let object_size = size_of::<DEVICE_OBJECT>().next_multiple_of(16);
+        let memory = Block::new(object_size + DeviceExtensionSize as usize, special_pool::Kind::DeviceObject);
+        let address = memory.address();
+        // SAFETY: a fresh zeroed block, large enough; DEVICE_OBJECT is plain data for
+        // which all-zero is its initial state.
+        #[allow(clippy::cast_ptr_alignment, reason = "special pool blocks are 16-byte aligned")]
+        let object = unsafe { &mut *memory.as_ptr().cast::<DEVICE_OBJECT>() };
         object.Type = 3;
         object.Size =
             u16::try_from(size_of::<DEVICE_OBJECT>()).expect("small") + u16::try_from(DeviceExtensionSize).unwrap_or(0);
@@ -95,7 +100,8 @@ pub unsafe extern "C" fn IoCreateDevice(
         // SAFETY: the driver object is valid.
         object.NextDevice = unsafe { (*DriverObject).DeviceObject };
         object.DeviceExtension =
-            if DeviceExtensionSize == 0 { std::ptr::null_mut() } else { extension.as_mut_ptr().cast() };
+            // SAFETY: the extension's bytes follow the device object in the block.
+            if DeviceExtensionSize == 0 { std::ptr::null_mut() } else { unsafe { memory.as_ptr().add(object_size) }.cast() };
         object.DeviceType = DeviceType;
         object.Characteristics = DeviceCharacteristics;
         object.Flags = DO_DEVICE_INITIALIZING | if Exclusive != 0 { DO_EXCLUSIVE } else { 0 };
@@ -109,15 +115,7 @@ pub unsafe extern "C" fn IoCreateDevice(
         let seq = ctx.io.devices.len() as u64 + ctx.io.irps.issued_total;
         ctx.io.devices.insert(
             address,
-            DeviceInfo {
-                driver: DriverObject as usize,
-                name,
-                deleted: false,
-                seq,
-                dacl: None,
-                _object: object,
-                _extension: extension,
-            },
+            DeviceInfo { driver: DriverObject as usize, name, deleted: false, seq, dacl: None, memory },
         );
         // SAFETY: the driver passed a writable pointer.
         unsafe { *DeviceObject = address as PDEVICE_OBJECT };
@@ -192,11 +190,14 @@ const _: crate::wdk_sys::fnsig::IoDeleteDevice = IoDeleteDevice;
 /// The device object's last reference is gone: its memory is freed.
 pub(crate) fn last_reference(ctx: &mut Ctx<'_>, address: usize) -> KResult<()> {
     let mut driver = None;
-    if ctx.io.devices.get(&address).is_some_and(|d| d.deleted)
-        && let Some(info) = ctx.io.devices.remove(&address)
-    {
+    if let Some(info) = ctx.io.devices.get(&address).filter(|d| d.deleted) {
+        // The extension goes with the device object: Verifier checks the block for
+        // live timers and DPCs as for any pool free.
+        let api = ctx.api;
+        crate::pool::check_timers_and_dpcs(ctx, info.memory.address(), info.memory.size(), api)?;
+        let info = ctx.io.devices.remove(&address).expect("found");
         driver = Some(info.driver);
-        crate::io::quarantine(ctx, Box::new(info));
+        drop(info);
     }
     crate::io::driver::maybe_finish_unload(ctx)?;
     match driver {

@@ -10,8 +10,8 @@ pub(crate) struct FileInfo {
     /// IRPs holding a reference on this file object.
     pub(crate) outstanding: u32,
     pub(crate) overlapped: bool,
-    /// The memory behind the file object and its FileName.
-    pub(crate) _object: Box<FILE_OBJECT>,
+    /// The file object (in special pool: no-access once freed) and its FileName.
+    pub(crate) _object: crate::special_pool::Object<FILE_OBJECT>,
     pub(crate) _name: Vec<u16>,
 }
 
@@ -48,9 +48,8 @@ pub(crate) fn last_reference(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
     send_sync(ctx, file, IRP_MJ_CLOSE)?;
     let info = ctx.io.files.remove(&file);
     let device = info.as_ref().map_or(0, |f| f.device);
-    if let Some(info) = info {
-        crate::io::quarantine(ctx, Box::new(info));
-    }
+    // Freed, as the object manager frees it after IRP_MJ_CLOSE.
+    drop(info);
     crate::ob::dereference(ctx, device)?;
     Ok(())
 }

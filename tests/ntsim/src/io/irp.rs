@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use crate::checker::{Violation, c9, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::ke::spinlock::{self, CANCEL_LOCK};
-use crate::machine::{Ctx, KResult, kcall};
+use crate::machine::{CompletionApc, Ctx, KResult, kcall, service};
+use crate::special_pool::{Block, Kind};
 use crate::trace::Routine;
 use crate::wdk_sys::{
     CCHAR, IO_STACK_LOCATION, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ,
-    IRP_MJ_WRITE, NTSTATUS, PDEVICE_OBJECT, PDRIVER_CANCEL, PIRP, SL_PENDING_RETURNED, STATUS_PENDING,
+    IRP_MJ_WRITE, KAPC, NTSTATUS, PDEVICE_OBJECT, PDRIVER_CANCEL, PIRP, PKNORMAL_ROUTINE, PVOID, SL_PENDING_RETURNED,
+    STATUS_PENDING,
 };
 
 /// What the client gets back for one request.
@@ -33,6 +35,7 @@ pub(crate) enum Phase {
     Completed,
 }
 
+#[allow(clippy::struct_excessive_bools, reason = "independent facts about one request")]
 pub(crate) struct IrpInfo {
     pub(crate) phase: Phase,
     pub(crate) major: u8,
@@ -50,13 +53,51 @@ pub(crate) struct IrpInfo {
     pub(crate) holds_file_ref: bool,
     /// When IoCancelIrp was called for it (simulated time).
     pub(crate) cancelled_at: Option<u64>,
-    /// The memory behind the IRP and its stack location.
-    _memory: Box<[u64]>,
-    buffer: Vec<u8>,
+    /// Its dispatch routine is running.
+    in_dispatch: bool,
+    /// SL_PENDING_RETURNED at completion (IofCompleteRequest's Irp->PendingReturned).
+    pending_returned: bool,
+    /// Completed inside its own dispatch routine without being marked pending: the I/O
+    /// manager finishes it (and frees it) once the routine returns.
+    free_after_dispatch: bool,
+    /// The IRP with its stack location, and its system buffer, in special pool; `None`
+    /// once freed, as Windows frees them in the completion APC.
+    memory: Option<Block>,
+    buffer: Option<Block>,
+    buffer_len: usize,
 }
 
-/// Completed IRPs are kept (up to a bound) so that a second completion is still
-/// recognised instead of touching freed memory.
+impl IrpInfo {
+    fn buffer(&self) -> &[u8] {
+        match &self.buffer {
+            // SAFETY: the block holds `buffer_len` bytes and is live while owned here.
+            Some(block) => unsafe { std::slice::from_raw_parts(block.as_ptr(), self.buffer_len) },
+            None => &[],
+        }
+    }
+}
+
+/// What a read's system buffer holds before the driver writes it: Windows gives the
+/// driver uninitialised nonpaged pool, not zeros, so stale bytes a driver reports in
+/// Information show up to the caller.
+pub const SYSTEM_BUFFER_FILL: u8 = 0xCD;
+
+/// KOBJECTS' ApcObject, the Type of an initialised KAPC.
+const APC_OBJECT: u8 = 0x12;
+
+/// The completion APC's KernelRoutine: ntsim's stand-in for IopCompleteRequest. Its
+/// address marks a completed IRP's Tail; ntsim never calls it.
+unsafe extern "C" fn complete_request_apc(
+    _apc: *mut KAPC,
+    _normal_routine: *mut PKNORMAL_ROUTINE,
+    _normal_context: *mut PVOID,
+    _argument1: *mut PVOID,
+    _argument2: *mut PVOID,
+) {
+}
+
+/// Completed IRPs' bookkeeping is kept (up to a bound) so that a second completion is
+/// still recognised.
 const QUARANTINE: usize = 4096;
 
 #[derive(Default)]
@@ -99,10 +140,21 @@ pub(crate) struct Request {
 /// Allocates an IRP with one stack location, set up for the device's driver.
 pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) {
     let irp_size = size_of::<IRP>() + size_of::<IO_STACK_LOCATION>();
-    let mut memory = vec![0u64; irp_size.div_ceil(8)].into_boxed_slice();
-    let irp = memory.as_mut_ptr().cast::<IRP>();
-    let mut buffer = request.input;
-    buffer.resize(request.buffer_len.max(buffer.len()), 0);
+    // I/O Verification allocates IRPs from special pool; system buffers come from
+    // (special) nonpaged pool too.
+    let memory = Block::new(irp_size, Kind::Irp);
+    #[allow(clippy::cast_ptr_alignment, reason = "special pool blocks are 16-byte aligned")]
+    let irp = memory.as_ptr().cast::<IRP>();
+    let buffer_len = request.buffer_len.max(request.input.len());
+    let buffer = (buffer_len > 0).then(|| {
+        let block = Block::new(buffer_len, Kind::SystemBuffer);
+        // SAFETY: a fresh block of `buffer_len` bytes.
+        unsafe {
+            std::ptr::write_bytes(block.as_ptr(), SYSTEM_BUFFER_FILL, buffer_len);
+            std::ptr::copy_nonoverlapping(request.input.as_ptr(), block.as_ptr(), request.input.len());
+        }
+        block
+    });
     let result: ResultSlot = Arc::new(Mutex::new(None));
     // SAFETY: `memory` is zeroed and large enough for the IRP and its stack location.
     unsafe {
@@ -114,8 +166,8 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
         (*irp).RequestorMode = 1;
         (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation = stack;
         (*irp).Tail.Overlay.OriginalFileObject = request.file as _;
-        if !buffer.is_empty() {
-            (*irp).AssociatedIrp.SystemBuffer = buffer.as_mut_ptr().cast();
+        if let Some(buffer) = &buffer {
+            (*irp).AssociatedIrp.SystemBuffer = buffer.as_ptr().cast();
         }
         (*stack).MajorFunction = request.major;
         (*stack).DeviceObject = request.device as PDEVICE_OBJECT;
@@ -146,8 +198,12 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
             seq,
             holds_file_ref: request.holds_file_ref,
             cancelled_at: None,
-            _memory: memory,
+            in_dispatch: false,
+            pending_returned: false,
+            free_after_dispatch: false,
+            memory: Some(memory),
             buffer,
+            buffer_len,
         },
     );
     (address, result)
@@ -172,16 +228,21 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let dispatch = crate::io::device::dispatch_routine(ctx, device, major);
     let before = ctx.irql();
     let raw = irp as PIRP;
-    let returned = match dispatch {
-        Some(routine) => ctx.call_driver(Routine::Dispatch(major), || {
-            // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
-            unsafe { routine(device as PDEVICE_OBJECT, raw) }
-        }),
-        None => {
-            complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
-            return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);
-        }
+    let Some(routine) = dispatch else {
+        complete(ctx, irp, crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST, 0)?;
+        return Ok(crate::wdk_sys::STATUS_INVALID_DEVICE_REQUEST);
     };
+    ctx.io.irps.live.get_mut(&irp).expect("outstanding").in_dispatch = true;
+    let returned = ctx.call_driver(Routine::Dispatch(major), || {
+        // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
+        unsafe { routine(device as PDEVICE_OBJECT, raw) }
+    });
+    let info = ctx.io.irps.live.get_mut(&irp).expect("kept while its dispatch routine runs");
+    info.in_dispatch = false;
+    if info.free_after_dispatch {
+        // The I/O manager's own completion of a request completed inline.
+        free_memory(info);
+    }
     let after = ctx.irql();
     let name = major_name(major);
     if after != before {
@@ -195,9 +256,9 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     }
     let info = &ctx.io.irps.live[&irp];
     let completed = info.phase == Phase::Completed;
-    // The stack location stays readable: completed IRPs are quarantined, not freed.
-    // SAFETY: the IRP memory is owned by ntsim and still allocated.
-    let marked = unsafe { (*raw.add(1).cast::<IO_STACK_LOCATION>()).Control } & (SL_PENDING_RETURNED as u8) != 0;
+    // A completed IRP may be freed already: what IofCompleteRequest saw is kept.
+    // SAFETY: an outstanding IRP's memory is live.
+    let marked = if completed { info.pending_returned } else { unsafe { pending_marked(raw) } };
     if returned == STATUS_PENDING {
         if !marked {
             return Err(c9(
@@ -208,9 +269,9 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
                 format!("the {name} dispatch routine returned STATUS_PENDING without calling IoMarkIrpPending."),
             ));
         }
-        // SAFETY: as above.
-        let routine_set = unsafe { (*raw).CancelRoutine.is_some() };
-        if info.cancelled_at.is_some() && !completed && routine_set {
+        // SAFETY: read only while outstanding, so live.
+        let routine_set = !completed && unsafe { (*raw).CancelRoutine.is_some() };
+        if info.cancelled_at.is_some() && routine_set {
             return Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
                 [crate::checker::c4::SLOW_CANCEL, irp as u64, 0, 0],
@@ -319,13 +380,49 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
             ),
         ));
     }
+    let apc_now = match ctx.completion_apc {
+        CompletionApc::AtOnce => true,
+        CompletionApc::Later => false,
+        CompletionApc::Explored => !ctx.sched.mode.is_serial() || ctx.sched.rng.below(2) == 0,
+    };
     let info = ctx.io.irps.live.get_mut(&irp).expect("checked");
     info.phase = Phase::Completed;
-    let take = usize::try_from(information).unwrap_or(usize::MAX).min(info.buffer.len());
-    let data = if crate::wdk_sys::NT_SUCCESS(status) { info.buffer[..take].to_vec() } else { Vec::new() };
+    let take = usize::try_from(information).unwrap_or(usize::MAX).min(info.buffer_len);
+    let data = if crate::wdk_sys::NT_SUCCESS(status) { info.buffer()[..take].to_vec() } else { Vec::new() };
     *info.result.lock().expect("slot") = Some(IoResult { status, information, data });
+    // SAFETY: the IRP is still live: it is freed below at the earliest.
+    info.pending_returned = unsafe { pending_marked(raw) };
     let file = if info.holds_file_ref { info.file } else { 0 };
     let thread = info.thread;
+    let seq = info.seq;
+    if info.in_dispatch && !info.pending_returned {
+        // Completed inline: the I/O manager finishes it after the dispatch routine
+        // returns (IRP_DEFER_IO_COMPLETION, ReactOS IofCompleteRequest).
+        info.free_after_dispatch = true;
+    } else if info.holds_file_ref {
+        // IofCompleteRequest queues the completion APC to the issuing thread, reusing
+        // Irp->Tail for the KAPC (ReactOS IofCompleteRequest: KeInitializeApc and
+        // KeInsertQueueApc on Irp->Tail.Apc); the APC frees the IRP. It may run at once
+        // (the thread is at PASSIVE_LEVEL on another processor) or later: the schedule
+        // decides.
+        // SAFETY: the IRP is live until the APC runs.
+        unsafe { queue_completion_apc(raw) };
+        if apc_now {
+            free_memory(info);
+        } else {
+            ctx.mailboxes[thread].push_back(Box::new(move || {
+                service("completion-apc", |ctx| {
+                    if let Some(info) = ctx.io.irps.live.get_mut(&irp).filter(|i| i.seq == seq) {
+                        free_memory(info);
+                    }
+                    Ok(())
+                });
+            }));
+        }
+    } else {
+        // CREATE, CLEANUP and CLOSE: the waiting I/O manager frees it.
+        free_memory(info);
+    }
     ctx.io.irps.completed_total += 1;
     ctx.io.irps.quarantine.push_back(irp);
     if ctx.io.irps.quarantine.len() > QUARANTINE {
@@ -353,13 +450,65 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
     Ok(())
 }
 
+/// Whether the IRP's (only) stack location is marked SL_PENDING_RETURNED.
+///
+/// # Safety
+/// `irp` is an IRP built by [`build`] whose memory is live.
+unsafe fn pending_marked(irp: PIRP) -> bool {
+    // SAFETY: guaranteed by the caller; the stack location follows the IRP.
+    unsafe { (*irp.add(1).cast::<IO_STACK_LOCATION>()).Control & (SL_PENDING_RETURNED as u8) != 0 }
+}
+
+/// Writes the completion KAPC over `Irp->Tail` as KeInitializeApc and KeInsertQueueApc
+/// do: KernelRoutine lands on Tail.Overlay.Thread, NormalRoutine (NULL) on
+/// ListEntry.Flink, SystemArgument1 (the file object) on CurrentStackLocation, and
+/// Type/Size/Thread/ApcListEntry on DriverContext.
+///
+/// # Safety
+/// `irp` is a live IRP built by [`build`].
+unsafe fn queue_completion_apc(irp: PIRP) {
+    // SAFETY: guaranteed by the caller; Tail is a union of Overlay and Apc.
+    unsafe {
+        let thread = (*irp).Tail.Overlay.Thread;
+        let file = (*irp).Tail.Overlay.OriginalFileObject;
+        let apc = &raw mut (*irp).Tail.Apc;
+        (*apc).Type = APC_OBJECT;
+        (*apc).SpareByte0 = 0;
+        (*apc).Size = u8::try_from(size_of::<KAPC>()).expect("small");
+        (*apc).SpareByte1 = 0;
+        (*apc).SpareLong0 = 0;
+        (*apc).Thread = thread.cast();
+        // Inserted in the thread's APC queue; ntsim has none, so it links to itself.
+        let entry = &raw mut (*apc).ApcListEntry;
+        (*entry).Flink = entry;
+        (*entry).Blink = entry;
+        (*apc).KernelRoutine = Some(complete_request_apc);
+        (*apc).RundownRoutine = None;
+        (*apc).NormalRoutine = None;
+        (*apc).NormalContext = std::ptr::null_mut();
+        (*apc).SystemArgument1 = file.cast();
+        (*apc).SystemArgument2 = std::ptr::null_mut();
+        (*apc).ApcStateIndex = 0;
+        (*apc).ApcMode = 0;
+        (*apc).Inserted = 1;
+    }
+}
+
+/// The completion APC ran (or the I/O manager finished the request): the IRP and its
+/// system buffer go back to special pool, no-access from now on.
+fn free_memory(info: &mut IrpInfo) {
+    info.memory = None;
+    info.buffer = None;
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IofCompleteRequest(Irp: PIRP, _PriorityBoost: CCHAR) {
     kcall("IofCompleteRequest", |ctx| {
         let irp = Irp as usize;
-        let (status, information) = if ctx.io.irps.live.contains_key(&irp) {
-            // SAFETY: a known IRP (outstanding or quarantined) is readable; an unknown one
-            // is reported by `complete` before anything is touched.
+        let outstanding = ctx.io.irps.live.get(&irp).is_some_and(|i| i.phase == Phase::Outstanding);
+        let (status, information) = if outstanding {
+            // SAFETY: an outstanding IRP's memory is live; any other is reported by
+            // `complete` before anything is touched.
             unsafe { ((*Irp).IoStatus.__bindgen_anon_1.Status, (*Irp).IoStatus.Information) }
         } else {
             (0, 0)
@@ -383,6 +532,14 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, irp: usize) -> KResult<bool> {
     let old_irql = ctx.irql();
     ctx.set_irql(DISPATCH_LEVEL);
     spinlock::acquire(ctx, CANCEL_LOCK)?;
+    // Waiting for the lock let other threads run: the IRP may have completed. On
+    // Windows the canceller keeps it from being freed meanwhile (CancelIo runs at
+    // APC_LEVEL, so the completion APC waits); IoCancelIrp then finds no routine.
+    if ctx.io.irps.live.get(&irp).is_none_or(|i| i.phase == Phase::Completed) {
+        spinlock::release(ctx, CANCEL_LOCK)?;
+        ctx.set_irql(old_irql);
+        return Ok(false);
+    }
     // SAFETY: the IRP is outstanding, so its memory is valid.
     let routine: PDRIVER_CANCEL = unsafe {
         (*raw).CancelIrql = old_irql;

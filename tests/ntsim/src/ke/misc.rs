@@ -34,7 +34,14 @@ pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_
             ctx.pool.note_failure();
             return Ok(std::ptr::null_mut());
         }
-        Ok(ctx.pool.allocate(usize::try_from(NumberOfBytes).expect("size"), Tag).cast())
+        let pool_type = if Flags & POOL_FLAG_PAGED != 0 {
+            crate::pool::pool_type::PAGED
+        } else if Flags & POOL_FLAG_NON_PAGED != 0 {
+            crate::pool::pool_type::NON_PAGED_NX
+        } else {
+            crate::pool::pool_type::NON_PAGED
+        };
+        Ok(ctx.pool.allocate(usize::try_from(NumberOfBytes).expect("size"), Tag, pool_type).cast())
     })
 }
 const _: crate::wdk_sys::fnsig::ExAllocatePool2 = ExAllocatePool2;
@@ -72,7 +79,7 @@ pub unsafe extern "C" fn ExAllocatePoolWithTag(PoolType: i32, NumberOfBytes: SIZ
             return Ok(std::ptr::null_mut());
         }
         let size = usize::try_from(NumberOfBytes).expect("size");
-        let block = ctx.pool.allocate(size, Tag);
+        let block = ctx.pool.allocate(size, Tag, PoolType as u32);
         // SAFETY: a fresh block of `size` bytes.
         unsafe { std::ptr::write_bytes(block, 0xCD, size) };
         Ok(block.cast())
@@ -126,6 +133,7 @@ fn free(api: &'static str, pointer: PVOID, tag: Option<ULONG>) {
                 ),
             )));
         }
+        crate::pool::check_free(ctx, api, pointer.cast())?;
         match ctx.pool.free(pointer.cast()) {
             Ok(()) => Ok(()),
             Err(FreeError::Twice) => Err(ctx.violation(Violation::new(

@@ -19,7 +19,7 @@ pub const SECOND: u64 = 10_000_000;
 pub(crate) struct SetTimer {
     due: u64,
     period: u64,
-    dpc: usize,
+    pub(crate) dpc: usize,
     /// Set order: timers due at the same moment expire in this order, never in
     /// hash-map order (which differs between runs and would break seed replay).
     seq: u64,
