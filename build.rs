@@ -10,6 +10,12 @@
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    // A mutant build (tests/mutants.sh) re-introduces one classic bug. Only this
+    // package gets the cfg, so every mutant shares the dependencies' builds.
+    println!("cargo::rerun-if-env-changed=STAGEDRV_MUTANT");
+    if let Ok(mutant) = std::env::var("STAGEDRV_MUTANT") {
+        println!("cargo::rustc-cfg=stagedrv_mutant=\"{mutant}\"");
+    }
     // `cfg!(windows)` would describe the host; the target comes from cargo.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {
         configure_driver_link();
