@@ -3,13 +3,13 @@
 //! Every value is optional. A value of the wrong type or size is ignored with a log
 //! line (the default applies); a DWORD outside its range is clamped with a log line.
 
-use crate::name::Name;
-use crate::sys::{
+use crate::kernel::sys::{
     _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation, HANDLE, KEY_READ, KEY_VALUE_PARTIAL_INFORMATION,
     NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD,
     STATUS_BUFFER_OVERFLOW, STATUS_OBJECT_NAME_NOT_FOUND, UNICODE_STRING, ZwClose, ZwOpenKey, ZwQueryValueKey,
     nt_success,
 };
+use crate::name::Name;
 
 /// A bounded DWORD parameter.
 pub struct Bounded {
@@ -77,14 +77,14 @@ impl Config {
         if let Some(hw) = &hardware {
             if hw.register_base == 0 {
                 log!(Error, "Parameters: InterruptVector is set but RegisterBaseLow/High is not");
-                return Err(crate::sys::STATUS_INVALID_PARAMETER);
+                return Err(crate::kernel::sys::STATUS_INVALID_PARAMETER);
             }
             if cfg!(target_os = "windows") && get(&HARDWARE_OPT_IN) == 0 {
                 log!(
                     Error,
                     "Parameters: the hardware profile needs HardwareProfileOptIn=1 (legacy drivers get no interrupt on x64 Windows)"
                 );
-                return Err(crate::sys::STATUS_NOT_SUPPORTED);
+                return Err(crate::kernel::sys::STATUS_NOT_SUPPORTED);
             }
         }
         Ok(Config {

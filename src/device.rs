@@ -3,16 +3,16 @@
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicU64;
 
+use crate::kernel::error::{NtError, NtResult, to_result};
+use crate::kernel::sys::{
+    DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
+    IoCreateDevice, IoDeleteDevice, LIST_ENTRY, PDEVICE_OBJECT, ULONG,
+};
 use crate::link::SymbolicLink;
 use crate::name::Name;
 use crate::protocol::{FILE_DEVICE_STAGEDRV, Stats};
 use crate::ring::Ring;
 use crate::sync::SpinLock;
-use crate::sys::{
-    DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
-    IoCreateDevice, IoDeleteDevice, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, STATUS_INSUFFICIENT_RESOURCES, ULONG,
-    nt_success,
-};
 use crate::timer::{Producer, Watchdog};
 use crate::work::StatisticsWork;
 
@@ -99,11 +99,7 @@ impl Device {
     /// `IoCreateDevice` for `\Device\StageDrv<index>` (buffered I/O, secure open) and
     /// the extension's initialisation. The ring is allocated here; the timer, DPC,
     /// work item and link are set up by their own stages. PASSIVE_LEVEL.
-    pub fn create(
-        driver: &mut DRIVER_OBJECT,
-        index: u32,
-        state: &crate::driver::DriverState,
-    ) -> Result<Self, NTSTATUS> {
+    pub fn create(driver: &mut DRIVER_OBJECT, index: u32, state: &crate::driver::DriverState) -> NtResult<Self> {
         let device_name = Name::indexed(DEVICE_PREFIX, index);
         let mut unicode = device_name.as_unicode_string();
         let mut object: PDEVICE_OBJECT = core::ptr::null_mut();
@@ -122,11 +118,8 @@ impl Device {
                 &raw mut object,
             )
         };
-        if !nt_success(status) {
-            log!(Error, "IoCreateDevice({index}) failed: {status:#x}");
-            return Err(status);
-        }
-        let device = Self(NonNull::new(object).ok_or(STATUS_INSUFFICIENT_RESOURCES)?);
+        to_result(status).inspect_err(|error| log!(Error, "IoCreateDevice({index}) failed: {error}"))?;
+        let device = Self(NonNull::new(object).ok_or(NtError::INSUFFICIENT_RESOURCES)?);
         let config = &state.config;
         let ring = Ring::new(state.allocator, config.ring_capacity as usize);
         let ring_missing = ring.is_none();
@@ -161,7 +154,7 @@ impl Device {
         unsafe { (*device.0.as_ptr()).Flags |= DO_BUFFERED_IO };
         if ring_missing {
             device.delete();
-            return Err(STATUS_INSUFFICIENT_RESOURCES);
+            return Err(NtError::INSUFFICIENT_RESOURCES);
         }
         Ok(device)
     }

@@ -5,13 +5,12 @@ use core::cell::Cell;
 
 use crate::config::Config;
 use crate::device::Device;
+use crate::kernel::error::{NtError, NtResult};
+use crate::kernel::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_SUCCESS};
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
 use crate::pool::{Allocator, PoolBuf, tag};
 use crate::sync::Event;
-use crate::sys::{
-    DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
-};
 use crate::thread::ConsumerThread;
 use crate::{dispatch, hardware, registry, security, unload};
 
@@ -77,14 +76,14 @@ pub unsafe extern "C" fn driver_entry(driver: PDRIVER_OBJECT, registry_path: PCU
     driver_object.DriverUnload = Some(unload::driver_unload);
     let Some(allocator) = Allocator::resolve() else {
         log!(Error, "DriverEntry: the kernel exports no pool allocator");
-        return crate::sys::STATUS_NOT_SUPPORTED;
+        return NtError::NOT_SUPPORTED.into();
     };
     log!(Info, "DriverEntry: pool allocator {}", allocator.name());
     let state = match allocate_state(registry_path, allocator) {
         Ok(state) => state,
-        Err(status) => {
-            log!(Error, "DriverEntry: no driver state: {status:#x}");
-            return status;
+        Err(error) => {
+            log!(Error, "DriverEntry: no driver state: {error}");
+            return error.into();
         }
     };
     // SAFETY: just allocated and initialised; freed only below or by Unload.
@@ -96,25 +95,25 @@ pub unsafe extern "C" fn driver_entry(driver: PDRIVER_OBJECT, registry_path: PCU
             let _ = state.into_raw();
             STATUS_SUCCESS
         }
-        Err(status) => {
-            log!(Error, "DriverEntry: failed with {status:#x}; releasing what was acquired");
+        Err(error) => {
+            log!(Error, "DriverEntry: failed with {error}; releasing what was acquired");
             unload::release(state_ref);
             state.free();
-            status
+            error.into()
         }
     }
 }
 
 /// Stage 0: the driver state in pool, the registry path copy and the parameters.
-fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> Result<PoolBuf<DriverState>, NTSTATUS> {
-    let config = Config::read(registry_path)?;
+fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> NtResult<PoolBuf<DriverState>> {
+    let config = Config::read(registry_path).map_err(NtError::from_failed)?;
     let mut copy = PathBuf::new();
     // SAFETY: DriverEntry's RegistryPath is valid during DriverEntry.
     if !copy.push_unicode(unsafe { &*registry_path }) {
         log!(Error, "DriverEntry: registry path too long");
-        return Err(crate::sys::STATUS_NAME_TOO_LONG);
+        return Err(NtError::NAME_TOO_LONG);
     }
-    let block = PoolBuf::<DriverState>::zeroed(allocator, 1, tag::STATE).ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+    let block = PoolBuf::<DriverState>::zeroed(allocator, 1, tag::STATE).ok_or(NtError::INSUFFICIENT_RESOURCES)?;
     let state = block.as_ptr();
     // SAFETY: the block is fresh, suitably aligned (pool is 16-byte aligned) memory of
     // the right size; writing initialises it.
@@ -139,17 +138,17 @@ fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> Resu
 }
 
 /// Stages 1..: hardware claims, devices, names, the thread, the interrupt, then start.
-fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> Result<(), NTSTATUS> {
-    hardware::claim(driver, state)?;
+fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> NtResult {
+    hardware::claim(driver, state).map_err(NtError::from_failed)?;
     for index in 0..state.config.device_count {
         let device = create_device(driver, index, state)?;
         if let Some(slot) = state.devices.get(index as usize) {
             slot.set(Some(device));
         }
     }
-    registry::publish_device_names(state)?;
-    state.thread.set(Some(ConsumerThread::start(state)?));
-    hardware::connect(state)?;
+    registry::publish_device_names(state).map_err(NtError::from_failed)?;
+    state.thread.set(Some(ConsumerThread::start(state).map_err(NtError::from_failed)?));
+    hardware::connect(state).map_err(NtError::from_failed)?;
     for device in state.devices() {
         let extension = device.extension();
         extension.producer.start(state.config.sample_period_ms);
@@ -161,23 +160,23 @@ fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> Result<()
 
 /// One device with everything in its extension and its link. On failure nothing of
 /// it remains.
-fn create_device(driver: &mut DRIVER_OBJECT, index: u32, state: &DriverState) -> Result<Device, NTSTATUS> {
+fn create_device(driver: &mut DRIVER_OBJECT, index: u32, state: &DriverState) -> NtResult<Device> {
     let device = Device::create(driver, index, state)?;
     let result = (|| {
         security::apply(device.as_raw(), state.config.open_to_everyone)?;
         let extension = device.extension();
         extension.producer.init(device.as_raw());
-        extension.watchdog.init(device.as_raw())?;
+        extension.watchdog.init(device.as_raw()).map_err(NtError::from_failed)?;
         if !extension.statistics.allocate(device.as_raw()) {
-            return Err(STATUS_INSUFFICIENT_RESOURCES);
+            return Err(NtError::INSUFFICIENT_RESOURCES);
         }
         let link = SymbolicLink::create(index, &extension.device_name)?;
         device.extension_mut().link = Some(link);
         Ok(())
     })();
-    if let Err(status) = result {
+    if let Err(error) = result {
         unload::release_device(device);
-        return Err(status);
+        return Err(error);
     }
     Ok(device)
 }

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::REGISTER_WINDOW;
 use crate::driver::DriverState;
-use crate::sys::{
+use crate::kernel::sys::{
     _KINTERRUPT_MODE::Latched, _MEMORY_CACHING_TYPE::MmNonCached, BOOLEAN, CM_PARTIAL_RESOURCE_DESCRIPTOR,
     CM_RESOURCE_LIST, CmResourceTypeInterrupt, CmResourceTypeMemory, DRIVER_OBJECT, IoConnectInterrupt,
     IoCreateController, IoDeleteController, IoDisconnectInterrupt, IoReportResourceForDetection, KAFFINITY, KDPC,
@@ -179,11 +179,11 @@ impl ResourceList {
         full.PartialResourceList.Count = 2;
         let memory = &mut full.PartialResourceList.PartialDescriptors[0];
         memory.Type = CmResourceTypeMemory as u8;
-        memory.ShareDisposition = crate::sys::_CM_SHARE_DISPOSITION::CmResourceShareDeviceExclusive as u8;
+        memory.ShareDisposition = crate::kernel::sys::_CM_SHARE_DISPOSITION::CmResourceShareDeviceExclusive as u8;
         memory.u.Memory.Start = PHYSICAL_ADDRESS { QuadPart: raw.register_base as i64 };
         memory.u.Memory.Length = REGISTER_WINDOW as u32;
         this.second.Type = CmResourceTypeInterrupt as u8;
-        this.second.ShareDisposition = crate::sys::_CM_SHARE_DISPOSITION::CmResourceShareDeviceExclusive as u8;
+        this.second.ShareDisposition = crate::kernel::sys::_CM_SHARE_DISPOSITION::CmResourceShareDeviceExclusive as u8;
         this.second.u.Interrupt.Level = raw.level;
         this.second.u.Interrupt.Vector = raw.vector;
         // Raw interrupts name no processors yet: any.

@@ -4,7 +4,7 @@
 //!
 //! The same source builds as `stagedrv.sys` for Windows (on the windows-drivers-rs
 //! crates) and, on a Linux host, as a library that the `ntsim` kernel simulator loads
-//! in `cargo test`. [`sys`] is the only module that knows which one it is.
+//! in `cargo test`. [`kernel::sys`] is the only module that knows which one it is.
 
 #![no_std]
 // C constants arrive from the bindings as u32/i32 while the DDIs take UCHAR, CCHAR,
@@ -34,7 +34,7 @@ mod device;
 mod dispatch;
 mod driver;
 mod hardware;
-mod layout;
+pub mod kernel;
 mod link;
 mod list;
 mod name;
@@ -47,7 +47,6 @@ mod registry;
 mod ring;
 mod security;
 mod sync;
-pub mod sys;
 mod thread;
 mod timer;
 mod unload;

@@ -1,7 +1,8 @@
 //! The user-visible name `\DosDevices\StageDrvK` for `\Device\StageDrvK`.
 
+use crate::kernel::error::{NtResult, to_result};
+use crate::kernel::sys::{IoCreateSymbolicLink, IoDeleteSymbolicLink};
 use crate::name::Name;
-use crate::sys::{IoCreateSymbolicLink, IoDeleteSymbolicLink, NTSTATUS, nt_success};
 
 /// Object-manager prefix of every link name.
 pub const LINK_PREFIX: &str = "\\DosDevices\\StageDrv";
@@ -14,18 +15,14 @@ pub struct SymbolicLink {
 
 impl SymbolicLink {
     /// `IoCreateSymbolicLink`. PASSIVE_LEVEL.
-    pub fn create(index: u32, device_name: &Name) -> Result<Self, NTSTATUS> {
+    pub fn create(index: u32, device_name: &Name) -> NtResult<Self> {
         let name = Name::indexed(LINK_PREFIX, index);
         let mut link = name.as_unicode_string();
         let mut target = device_name.as_unicode_string();
         // SAFETY: both strings are valid for the call and only read.
         let status = unsafe { IoCreateSymbolicLink(&raw mut link, &raw mut target) };
-        if nt_success(status) {
-            Ok(Self { name })
-        } else {
-            log!(Error, "IoCreateSymbolicLink({index}) failed: {status:#x}");
-            Err(status)
-        }
+        to_result(status).inspect_err(|error| log!(Error, "IoCreateSymbolicLink({index}) failed: {error}"))?;
+        Ok(Self { name })
     }
 
     /// `IoDeleteSymbolicLink`. PASSIVE_LEVEL.
@@ -33,8 +30,8 @@ impl SymbolicLink {
         let mut link = self.name.as_unicode_string();
         // SAFETY: the name is valid for the call; the link exists because we created it.
         let status = unsafe { IoDeleteSymbolicLink(&raw mut link) };
-        if !nt_success(status) {
-            log!(Warning, "IoDeleteSymbolicLink failed: {status:#x}");
+        if let Err(error) = to_result(status) {
+            log!(Warning, "IoDeleteSymbolicLink failed: {error}");
         }
     }
 }

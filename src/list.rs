@@ -1,7 +1,7 @@
 //! `LIST_ENTRY` helpers (`InitializeListHead`, `InsertTailList`, `RemoveEntryList` are
 //! inline in `wdm.h`). The caller holds the lock guarding the list.
 
-use crate::sys::{LIST_ENTRY, PLIST_ENTRY};
+use crate::kernel::sys::{LIST_ENTRY, PLIST_ENTRY};
 
 /// `InitializeListHead`: an empty list, or an entry linked to nothing.
 ///

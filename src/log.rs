@@ -7,7 +7,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::sys::{
+use crate::kernel::sys::{
     _DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID, DPFLTR_ERROR_LEVEL, DPFLTR_INFO_LEVEL, DPFLTR_WARNING_LEVEL, DbgPrintEx, ULONG,
 };
 

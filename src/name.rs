@@ -1,6 +1,6 @@
 //! Object-manager and registry names built without allocation.
 
-use crate::sys::{PWCH, UNICODE_STRING, USHORT};
+use crate::kernel::sys::{PWCH, UNICODE_STRING, USHORT};
 
 /// A UTF-16 string stored inline (so it can live in an extension) with room for `N`
 /// units. Pushing past the end fails and leaves the string unchanged.

@@ -10,12 +10,14 @@
 
 use core::ptr::NonNull;
 
+use crate::kernel::sys::{
+    ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG,
+};
 use crate::name::Name;
-use crate::sys::{ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG};
 
 /// Pool tags, written so that debuggers show them as the quoted text.
 pub mod tag {
-    use crate::sys::ULONG;
+    use crate::kernel::sys::ULONG;
     /// "SdRg": record rings.
     pub const RING: ULONG = u32::from_le_bytes(*b"SdRg");
     /// "SdHc": per-handle contexts.

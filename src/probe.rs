@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLock};
 
 use crate::device::DeviceExtension;
-use crate::sys::PDEVICE_OBJECT;
+use crate::kernel::sys::PDEVICE_OBJECT;
 
 /// Runs the pass it is given (exactly once) and may observe it.
 pub type DeliveryObserver = fn(&mut dyn FnMut());

@@ -18,11 +18,11 @@
 //! consumer and the watchdog walk only that list, so idle handles cost them nothing.
 
 use crate::device::{DeviceExtension, Shared};
-use crate::list;
-use crate::sys::{
+use crate::kernel::sys::{
     IoReleaseCancelSpinLock, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_CANCELLED,
     complete_request, current_stack_location, irp_cancel_requested, mark_irp_pending, set_cancel_routine,
 };
+use crate::list;
 
 /// Per-handle state, in pool from IRP_MJ_CREATE to IRP_MJ_CLOSE.
 #[repr(C)]
@@ -90,7 +90,7 @@ pub unsafe fn irp_entry(irp: PIRP) -> PLIST_ENTRY {
 /// `entry` is the list entry of an IRP.
 pub unsafe fn irp_of(entry: PLIST_ENTRY) -> PIRP {
     // A field path, not bindgen's numbered type names: those differ between header sets.
-    const OFFSET: usize = core::mem::offset_of!(crate::sys::IRP, Tail.Overlay.__bindgen_anon_2.ListEntry);
+    const OFFSET: usize = core::mem::offset_of!(crate::kernel::sys::IRP, Tail.Overlay.__bindgen_anon_2.ListEntry);
     // SAFETY: guaranteed by the caller.
     unsafe { entry.byte_sub(OFFSET).cast() }
 }

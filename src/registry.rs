@@ -4,12 +4,12 @@
 
 use crate::config::object_attributes;
 use crate::driver::DriverState;
-use crate::name::{Name, PathBuf};
-use crate::protocol::Stats;
-use crate::sys::{
+use crate::kernel::sys::{
     HANDLE, KEY_ALL_ACCESS, NTSTATUS, REG_BINARY, REG_OPTION_VOLATILE, REG_SZ, ZwClose, ZwCreateKey, ZwDeleteKey,
     ZwOpenKey, ZwSetValueKey, nt_success,
 };
+use crate::name::{Name, PathBuf};
+use crate::protocol::Stats;
 
 const DEVICEMAP_KEY: &str = "\\Registry\\Machine\\HARDWARE\\DEVICEMAP\\StageDrv";
 

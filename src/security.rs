@@ -3,11 +3,12 @@
 //! it lives in the static library wdmsec.lib, so the descriptor is built here and
 //! applied through a kernel handle while the device is still initialising.
 
-use crate::sys::{
+use crate::kernel::error::{NtResult, to_result};
+use crate::kernel::sys::{
     _MODE::KernelMode, ACL_REVISION, DACL_SECURITY_INFORMATION, GENERIC_ALL, GENERIC_READ, GENERIC_WRITE, HANDLE,
     NTSTATUS, OBJ_KERNEL_HANDLE, ObOpenObjectByPointer, PDEVICE_OBJECT, RtlAddAccessAllowedAce, RtlCreateAcl,
     RtlCreateSecurityDescriptor, RtlSetDaclSecurityDescriptor, SECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR_REVISION,
-    WRITE_DAC, ZwClose, ZwSetSecurityObject, device_object_type, nt_success,
+    WRITE_DAC, ZwClose, ZwSetSecurityObject, device_object_type,
 };
 
 /// A SID with up to two sub-authorities, laid out as `SID` is.
@@ -32,7 +33,7 @@ const EVERYONE: Sid = sid(1, 1, [0, 0]);
 
 /// Builds the DACL and sets it on `device`. PASSIVE_LEVEL, before
 /// DO_DEVICE_INITIALIZING is cleared.
-pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> Result<(), NTSTATUS> {
+pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> NtResult {
     let mut descriptor = SECURITY_DESCRIPTOR::default();
     // Room for an ACL header and three ACEs with their SIDs.
     let mut acl = [0u64; 16];
@@ -76,11 +77,6 @@ pub fn apply(device: PDEVICE_OBJECT, open_to_everyone: bool) -> Result<(), NTSTA
     check("ZwSetSecurityObject", status)
 }
 
-fn check(what: &str, status: NTSTATUS) -> Result<(), NTSTATUS> {
-    if nt_success(status) {
-        Ok(())
-    } else {
-        log!(Error, "{what} failed: {status:#x}");
-        Err(status)
-    }
+fn check(what: &str, status: NTSTATUS) -> NtResult {
+    to_result(status).inspect_err(|error| log!(Error, "{what} failed: {error}"))
 }

@@ -4,7 +4,7 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 
-use crate::sys::{
+use crate::kernel::sys::{
     KIRQL, KSPIN_LOCK, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock,
     KeReleaseSpinLockFromDpcLevel,
 };
@@ -77,7 +77,7 @@ impl<T> Drop for Guard<'_, T> {
 }
 
 /// A KEVENT stored in nonpaged memory that never moves once initialised.
-pub struct Event(UnsafeCell<crate::sys::KEVENT>);
+pub struct Event(UnsafeCell<crate::kernel::sys::KEVENT>);
 
 // SAFETY: KEVENTs are made to be signalled and waited on from any thread.
 unsafe impl Sync for Event {}
@@ -91,41 +91,41 @@ impl Event {
         Self(UnsafeCell::new(unsafe { core::mem::zeroed() }))
     }
 
-    pub fn as_ptr(&self) -> *mut crate::sys::KEVENT {
+    pub fn as_ptr(&self) -> *mut crate::kernel::sys::KEVENT {
         self.0.get()
     }
 
     /// KeInitializeEvent(NotificationEvent or SynchronizationEvent, signalled).
     pub fn init(&self, synchronization: bool, signalled: bool) {
         let kind = if synchronization {
-            crate::sys::_EVENT_TYPE::SynchronizationEvent
+            crate::kernel::sys::_EVENT_TYPE::SynchronizationEvent
         } else {
-            crate::sys::_EVENT_TYPE::NotificationEvent
+            crate::kernel::sys::_EVENT_TYPE::NotificationEvent
         };
         // SAFETY: the event is at its final address and not yet in use.
-        unsafe { crate::sys::KeInitializeEvent(self.as_ptr(), kind, u8::from(signalled)) };
+        unsafe { crate::kernel::sys::KeInitializeEvent(self.as_ptr(), kind, u8::from(signalled)) };
     }
 
     /// KeSetEvent. IRQL <= DISPATCH_LEVEL.
     pub fn set(&self) {
         // SAFETY: the event was initialised.
-        unsafe { crate::sys::KeSetEvent(self.as_ptr(), 0, 0) };
+        unsafe { crate::kernel::sys::KeSetEvent(self.as_ptr(), 0, 0) };
     }
 
     /// KeClearEvent. IRQL <= DISPATCH_LEVEL.
     pub fn clear(&self) {
         // SAFETY: the event was initialised.
-        unsafe { crate::sys::KeClearEvent(self.as_ptr()) };
+        unsafe { crate::kernel::sys::KeClearEvent(self.as_ptr()) };
     }
 
     /// KeWaitForSingleObject with no timeout. PASSIVE_LEVEL.
     pub fn wait(&self) {
         // SAFETY: the event was initialised and outlives the wait.
         let _ = unsafe {
-            crate::sys::KeWaitForSingleObject(
+            crate::kernel::sys::KeWaitForSingleObject(
                 self.as_ptr().cast(),
-                crate::sys::_KWAIT_REASON::Executive,
-                crate::sys::_MODE::KernelMode as i8,
+                crate::kernel::sys::_KWAIT_REASON::Executive,
+                crate::kernel::sys::_MODE::KernelMode as i8,
                 0,
                 core::ptr::null_mut(),
             )

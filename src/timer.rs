@@ -5,12 +5,12 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::Ordering;
 
 use crate::device::DeviceExtension;
-use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
-use crate::sys::{
+use crate::kernel::sys::{
     _TIMER_TYPE::NotificationTimer, IoInitializeTimer, IoStartTimer, IoStopTimer, KDPC, KTIMER, KeCancelTimer,
     KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, NTSTATUS,
     PDEVICE_OBJECT, PKDPC, PVOID, STATUS_IO_TIMEOUT, nt_success,
 };
+use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
 
 /// KeQueryPerformanceCounter and its frequency.
 pub fn performance_counter() -> (i64, i64) {

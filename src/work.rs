@@ -5,11 +5,11 @@
 use core::cell::Cell;
 
 use crate::device::DeviceExtension;
-use crate::sync::Event;
-use crate::sys::{
+use crate::kernel::sys::{
     _WORK_QUEUE_TYPE::DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT,
     PIO_WORKITEM, PVOID,
 };
+use crate::sync::Event;
 
 pub struct StatisticsWork {
     item: Cell<PIO_WORKITEM>,

@@ -146,7 +146,10 @@ fn refused(machine: &ntsim::Machine) -> Vec<String> {
     assert!(!machine.register_window_mapped(BASE));
     assert!(machine.connected_interrupts().is_empty());
     let errors = machine.debug_output_at(DPFLTR_ERROR_LEVEL);
-    assert!(errors.iter().any(|l| l.contains("DriverEntry: failed with 0xc00000bb")), "{errors:?}");
+    assert!(
+        errors.iter().any(|l| l.contains("DriverEntry: failed with STATUS_NOT_SUPPORTED (0xc00000bb)")),
+        "{errors:?}"
+    );
     errors.into_iter().filter(|l| l.contains("hardware profile")).collect()
 }
 

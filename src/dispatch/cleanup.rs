@@ -4,8 +4,8 @@
 
 use super::finish;
 use crate::device::DeviceExtension;
+use crate::kernel::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
 use crate::queue::{Completions, HandleContext, drain};
-use crate::sys::{NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
 
 pub unsafe extern "C" fn dispatch_cleanup(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: a valid cleanup IRP for our device.

@@ -4,9 +4,9 @@
 
 use super::finish;
 use crate::device::DeviceExtension;
+use crate::kernel::sys::{ExFreePoolWithTag, NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
 use crate::pool::tag;
 use crate::queue::{Completions, HandleContext, drain};
-use crate::sys::{ExFreePoolWithTag, NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_SUCCESS, current_stack_location};
 
 pub unsafe extern "C" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: a valid close IRP for our device.

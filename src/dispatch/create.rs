@@ -2,13 +2,13 @@
 
 use super::finish;
 use crate::device::DeviceExtension;
-use crate::list;
-use crate::pool::{PoolBuf, tag};
-use crate::queue::HandleContext;
-use crate::sys::{
+use crate::kernel::sys::{
     NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_DELETE_PENDING, STATUS_INSUFFICIENT_RESOURCES, STATUS_OBJECT_PATH_NOT_FOUND,
     STATUS_SUCCESS, current_stack_location,
 };
+use crate::list;
+use crate::pool::{PoolBuf, tag};
+use crate::queue::HandleContext;
 
 pub unsafe extern "C" fn dispatch_create(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the I/O manager passes a valid IRP whose stack location names a file object.

@@ -2,11 +2,11 @@
 
 use super::finish;
 use crate::device::DeviceExtension;
-use crate::protocol::{IOCTL_STAGEDRV_GET_STATS, Stats};
-use crate::sys::{
+use crate::kernel::sys::{
     NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS,
     current_stack_location,
 };
+use crate::protocol::{IOCTL_STAGEDRV_GET_STATS, Stats};
 
 pub unsafe extern "C" fn dispatch_device_control(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: a valid IOCTL IRP.

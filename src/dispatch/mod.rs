@@ -7,7 +7,7 @@ mod create;
 mod ioctl;
 pub mod read;
 
-use crate::sys::{
+use crate::kernel::sys::{
     DRIVER_OBJECT, IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS,
     PDRIVER_DISPATCH, PIRP, complete_request,
 };

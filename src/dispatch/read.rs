@@ -3,12 +3,12 @@
 
 use super::finish;
 use crate::device::{DeviceExtension, Shared};
-use crate::protocol::RECORD_SIZE;
-use crate::queue::{Enqueued, HandleContext, enqueue};
-use crate::sys::{
+use crate::kernel::sys::{
     NTSTATUS, PDEVICE_OBJECT, PIRP, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING,
     STATUS_INVALID_DEVICE_REQUEST, STATUS_PENDING, STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS, current_stack_location,
 };
+use crate::protocol::RECORD_SIZE;
+use crate::queue::{Enqueued, HandleContext, enqueue};
 use crate::timer::performance_counter;
 
 pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
@@ -80,7 +80,7 @@ pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
         Enqueued::CancelledEarly => {
             drop(shared);
             // SAFETY: we took the cancel routine back, so the IRP is ours to complete.
-            unsafe { crate::sys::complete_request(irp, STATUS_CANCELLED, 0) };
+            unsafe { crate::kernel::sys::complete_request(irp, STATUS_CANCELLED, 0) };
         }
     }
     STATUS_PENDING

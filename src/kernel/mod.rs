@@ -1,0 +1,11 @@
+//! The kernel layer: every wrapper around the kernel's FFI objects and DDIs lives under
+//! this module, so that the driver's policy above it can be written in safe Rust.
+//!
+//! - [`sys`]: the bindings seam (wdk-sys on Windows, ntsim on the host) and the
+//!   equivalents of `wdm.h`'s inline DDIs;
+//! - [`error`]: NTSTATUS failures as a typed error;
+//! - `layout`: the compile-time layout contract of the structures the driver reads.
+
+pub mod error;
+mod layout;
+pub mod sys;
