@@ -17,10 +17,13 @@
 //! one is unlinked, by [`dequeue`] or by [`cancel_read`], both under the guard. The
 //! consumer and the watchdog walk only that list, so idle handles cost them nothing.
 
+use core::ptr::NonNull;
+
 use crate::device::{DeviceExtension, Shared};
+use crate::kernel::irp::{Irp, Pending};
 use crate::kernel::sys::{
     IoReleaseCancelSpinLock, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_CANCELLED,
-    complete_request, current_stack_location, irp_cancel_requested, mark_irp_pending, set_cancel_routine,
+    current_stack_location, irp_cancel_requested, set_cancel_routine,
 };
 use crate::list;
 
@@ -49,19 +52,10 @@ impl HandleContext {
 
     /// The context of the file object a request was sent for, if it has one: a
     /// kernel-mode caller can send an IRP with no FileObject, or with a file object that
-    /// never went through IRP_MJ_CREATE (FsContext NULL).
-    ///
-    /// # Safety
-    /// `irp` is a valid IRP sent to one of this driver's devices.
-    pub unsafe fn of_request(irp: PIRP) -> Option<*mut HandleContext> {
-        // SAFETY: guaranteed by the caller.
-        let file = unsafe { (*current_stack_location(irp)).FileObject };
-        if file.is_null() {
-            return None;
-        }
-        // SAFETY: a non-NULL file object of a request to our device; CREATE set its
-        // context, or nothing did and it is NULL.
-        let context = unsafe { Self::of(file) };
+    /// never went through IRP_MJ_CREATE (FsContext NULL). CREATE is the only writer of a
+    /// non-NULL context of our file objects.
+    pub fn of_request(irp: &Irp) -> Option<*mut HandleContext> {
+        let context = irp.file_context().cast::<HandleContext>();
         (!context.is_null()).then_some(context)
     }
 
@@ -104,37 +98,40 @@ pub unsafe fn enqueue_time(irp: PIRP) -> *mut i64 {
     unsafe { (&raw mut (*irp).Tail.Overlay.__bindgen_anon_1.__bindgen_anon_1.DriverContext[0]).cast() }
 }
 
-/// What happened to a read handed to [`enqueue`].
-pub enum Enqueued {
-    Queued,
-    /// It was cancelled before it could be queued; the caller completes it as cancelled.
-    CancelledEarly,
-}
-
 /// Queues `irp` on `handle` (guard held). Marks it pending first, so the caller returns
-/// STATUS_PENDING in every case.
+/// STATUS_PENDING in every case: the [`Pending`] token is how it does. A read cancelled
+/// before it could be queued goes to `cancelled_early`, for the caller to complete
+/// after releasing the guard.
 ///
 /// # Safety
-/// The caller holds the device guard, owns `irp`, and `handle` is the IRP's context.
-pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP, now: i64) -> Enqueued {
-    // SAFETY: the caller owns the IRP.
-    unsafe {
-        mark_irp_pending(irp);
-        *enqueue_time(irp) = now;
-    }
+/// The caller holds the device guard, and `handle` is the IRP's context.
+pub unsafe fn enqueue(
+    shared: &mut Shared,
+    handle: *mut HandleContext,
+    mut irp: Irp,
+    now: i64,
+    cancelled_early: &mut Completions,
+) -> Pending {
+    let pending = irp.mark_pending();
+    let irp_ref = irp.as_raw();
+    // SAFETY: we own the IRP; its driver context is ours while we do.
+    unsafe { *enqueue_time(irp_ref) = now };
     // SAFETY: as above; from here the cancel routine may run, and it takes the guard
     // (held by the caller) before touching the list.
-    unsafe { set_cancel_routine(irp, Some(cancel_read)) };
+    unsafe { set_cancel_routine(irp_ref, Some(cancel_read)) };
     // IoCancelIrp sets Cancel before it takes the routine: if it ran before we set ours,
     // it found none, and the cancel is ours to carry out.
     // SAFETY: the IRP is not completed (the cancel routine needs the guard we hold).
-    let cancelled = !cfg!(stagedrv_mutant = "skip_cancel_recheck") && unsafe { irp_cancel_requested(irp) };
+    let cancelled = !cfg!(stagedrv_mutant = "skip_cancel_recheck") && unsafe { irp_cancel_requested(irp_ref) };
     // SAFETY: as above.
-    if cancelled && unsafe { set_cancel_routine(irp, None) }.is_some() {
+    if cancelled && unsafe { set_cancel_routine(irp_ref, None) }.is_some() {
         // Cancelled before queued and the routine was not called: ours to complete.
         crate::device::count(&mut shared.stats.reads_cancelled);
-        return Enqueued::CancelledEarly;
+        cancelled_early.push(irp, STATUS_CANCELLED, 0);
+        return pending;
     }
+    // The queue owns the IRP from here; `dequeue` or the cancel routine gives it back.
+    let irp = irp.into_raw().as_ptr();
     // Linked even if the cancel routine is about to run: its unlink then finds it.
     // SAFETY: the guard protects the handle's list and the active list; the entry is
     // the driver's now.
@@ -146,7 +143,7 @@ pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP
         (*handle).pending_count = (*handle).pending_count.saturating_add(1);
     }
     crate::device::count(&mut shared.stats.reads_pending);
-    Enqueued::Queued
+    pending
 }
 
 /// Removes the oldest pending read of `handle` that the caller can own, if `take`
@@ -154,7 +151,7 @@ pub unsafe fn enqueue(shared: &mut Shared, handle: *mut HandleContext, irp: PIRP
 ///
 /// # Safety
 /// The caller holds the device guard and `handle` is a live context of that device.
-pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: impl Fn(PIRP) -> bool) -> Option<PIRP> {
+pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: impl Fn(PIRP) -> bool) -> Option<Irp> {
     loop {
         // SAFETY: the guard protects the list.
         let head = unsafe { &raw mut (*handle).pending };
@@ -172,7 +169,8 @@ pub unsafe fn dequeue(shared: &mut Shared, handle: *mut HandleContext, take: imp
         // SAFETY: the IRP is not completed: only its cancel routine could complete it,
         // and that needs the routine we are about to take.
         if unsafe { set_cancel_routine(irp, None) }.is_some() || cfg!(stagedrv_mutant = "complete_after_null") {
-            return Some(irp);
+            // SAFETY: unlinked and its cancel routine taken back: the IRP is ours again.
+            return NonNull::new(irp).map(|irp| unsafe { Irp::from_raw(irp) });
         }
         // The cancel routine is running or about to: it owns the IRP.
     }
@@ -208,8 +206,9 @@ impl Completions {
         Self { first: core::ptr::null_mut(), last: core::ptr::null_mut() }
     }
 
-    /// Adds an IRP the caller owns (cancel routine cleared), with its final status.
-    pub fn push(&mut self, irp: PIRP, status: NTSTATUS, information: u64) {
+    /// Adds an IRP, with its final status. The list owns it until `complete_all`.
+    pub fn push(&mut self, irp: Irp, status: NTSTATUS, information: u64) {
+        let irp = irp.into_raw().as_ptr();
         // SAFETY: the caller owns the IRP; its IoStatus and list entry are ours to use.
         unsafe {
             (*irp).IoStatus.__bindgen_anon_1.Status = status;
@@ -235,8 +234,10 @@ impl Completions {
             let (mut link, status, information) = unsafe {
                 ((*irp_entry(irp)).Flink, (*irp).IoStatus.__bindgen_anon_1.Status, (*irp).IoStatus.Information)
             };
-            // SAFETY: we own the IRP and never touch it again (but see the mutant).
-            unsafe { complete_request(irp, status, information) };
+            if let Some(owned) = NonNull::new(irp) {
+                // SAFETY: pushed as an owned `Irp`, given back once (but see the mutant).
+                let _ = unsafe { Irp::from_raw(owned) }.complete(status, information);
+            }
             if READ_LINK_AFTER_COMPLETE {
                 // SAFETY: none: the IRP was handed back; the mutant's bug.
                 link = unsafe { (*irp_entry(irp)).Flink };
@@ -282,8 +283,10 @@ unsafe extern "C" fn cancel_read(device: PDEVICE_OBJECT, irp: PIRP) {
         }
         crate::device::count(&mut shared.stats.reads_cancelled);
     }
-    // SAFETY: the cancel routine owns the IRP once IoCancelIrp took the routine.
-    unsafe { complete_request(irp, STATUS_CANCELLED, 0) };
+    if let Some(owned) = NonNull::new(irp) {
+        // SAFETY: the cancel routine owns the IRP once IoCancelIrp took the routine.
+        let _ = unsafe { Irp::from_raw(owned) }.complete(STATUS_CANCELLED, 0);
+    }
 }
 
 /// Mutant `link_after_complete` (tests/mutants.rs): [`Completions::complete_all`]

@@ -9,8 +9,8 @@ use crate::driver::DriverState;
 use crate::kernel::sys::{
     _KWAIT_REASON::Executive, _MODE::KernelMode, _WAIT_TYPE::WaitAny, HANDLE, KeWaitForMultipleObjects,
     KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID, PsCreateSystemThread, PsTerminateSystemThread,
-    STATUS_SUCCESS, STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS, ZwClose, ZwWaitForSingleObject, current_stack_location,
-    dereference_object, nt_success, thread_object_type,
+    STATUS_SUCCESS, STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS, ZwClose, ZwWaitForSingleObject, dereference_object,
+    nt_success, thread_object_type,
 };
 use crate::queue::{Completions, HandleContext, dequeue};
 
@@ -137,7 +137,7 @@ fn deliver(device: Device) {
             // SAFETY: as above; every node on the active list is a live handle's.
             let handle = unsafe { HandleContext::from_active(first) };
             // SAFETY: as above.
-            let Some(irp) = (unsafe { dequeue(&mut shared, handle, |_| true) }) else {
+            let Some(mut irp) = (unsafe { dequeue(&mut shared, handle, |_| true) }) else {
                 // Each of its reads was being cancelled, so its queue emptied and it
                 // left the list. Removing it again is harmless and guarantees that the
                 // loop moves on.
@@ -145,9 +145,7 @@ fn deliver(device: Device) {
                 unsafe { crate::list::remove(first) };
                 continue;
             };
-            // SAFETY: the dequeued IRP is ours; its stack location is valid.
-            let length = unsafe { (*current_stack_location(irp)).Parameters.Read.Length };
-            let bytes = crate::dispatch::read::fill(&mut shared, irp, length);
+            let bytes = crate::dispatch::read::copy_records(&mut shared, &mut irp);
             crate::device::count(&mut shared.stats.reads_completed);
             done.push(irp, STATUS_SUCCESS, bytes);
             // SAFETY: as above; a handle still on the list moves to its tail.

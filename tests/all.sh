@@ -78,6 +78,9 @@ stage "lints"                 cargo clippy --quiet --workspace --all-targets
 # between header sets); then prove the check fires.
 stage "bindgen type names"    tests/check-bindgen-names.sh
 stage "bindgen names negative" tests/test-check-bindgen-names.sh
+# `unsafe` outside the kernel layer (src/kernel/) may not grow (a ratchet towards 0).
+stage "unsafe outside kernel" tests/check-unsafe.sh
+stage "unsafe check negative" tests/test-check-unsafe.sh
 stage "exploration (release)" env STAGEDRV_SCHEDULES=2000 cargo test --release --quiet --test explore
 # A wrong expected value in the layout contract (src/layout.rs) fails the build.
 stage "layout contract negative" tests/check-layout-negative.sh

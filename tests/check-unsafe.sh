@@ -12,13 +12,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-MAX_OUTSIDE=999
+MAX_OUTSIDE=208
 src=${1:-src}
 
 # count FILE...: occurrences of the keyword `unsafe` outside `//` comments.
 count() {
     (($#)) || { echo 0; return; }
-    sed -e 's://.*$::' "$@" | grep -oE '(^|[^A-Za-z0-9_])unsafe([^A-Za-z0-9_]|$)' | wc -l
+    sed -e 's://.*$::' "$@" | { grep -oE '(^|[^A-Za-z0-9_])unsafe([^A-Za-z0-9_]|$)' || true; } | wc -l
 }
 
 mapfile -t inside < <(find "$src/kernel" -name '*.rs' 2>/dev/null | sort)

@@ -4,8 +4,10 @@
 //! - [`sys`]: the bindings seam (wdk-sys on Windows, ntsim on the host) and the
 //!   equivalents of `wdm.h`'s inline DDIs;
 //! - [`error`]: NTSTATUS failures as a typed error;
+//! - [`irp`]: the owned IRP and the dispatch adapter;
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
 pub mod error;
+pub mod irp;
 mod layout;
 pub mod sys;

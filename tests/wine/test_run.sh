@@ -76,8 +76,8 @@ for variant in "${variants[@]}"; do
         read-never-completes)
             # Every read is marked pending and dropped: no queue, no cancel routine.
             patch src/dispatch/read.rs \
-                "pub unsafe extern \"C\" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {"$'\n' \
-                "pub unsafe extern \"C\" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {"$'\n'"    // SAFETY: broken on purpose: every read is marked pending and forgotten."$'\n'"    unsafe { crate::kernel::sys::mark_irp_pending(irp) };"$'\n'"    if !device.is_null() {"$'\n'"        return crate::kernel::sys::STATUS_PENDING;"$'\n'"    }"$'\n'
+                "pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {"$'\n' \
+                "pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {"$'\n'"    // Broken on purpose: every read is marked pending and forgotten."$'\n'"    if core::hint::black_box(true) {"$'\n'"        let pending = irp.mark_pending();"$'\n'"        let _ = irp.into_raw();"$'\n'"        return pending.into();"$'\n'"    }"$'\n'
             # The app gives up on the first read that never completes.
             expect='did not finish within'
             app_args=(--scenario-timeout 5)
