@@ -73,6 +73,9 @@ pub mod code {
     pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
     pub const DRIVER_RETURNED_HOLDING_CANCEL_LOCK: u32 = 0x11B;
     pub const BAD_POOL_CALLER: u32 = 0xC2;
+    pub const INVALID_KERNEL_HANDLE: u32 = 0x93;
+    pub const WORKER_INVALID: u32 = 0xE4;
+    pub const DPC_WATCHDOG_VIOLATION: u32 = 0x133;
     /// ntsim's own rules, where Verifier has none.
     pub const NTSIM_RULE: u32 = 0x4E54_0000;
 }
@@ -91,7 +94,6 @@ pub mod c4 {
     pub const WAIT_ABOVE_DISPATCH: u64 = 0x120;
     pub const WAIT_AT_DISPATCH_WITH_TIMEOUT: u64 = 0x121;
     pub const WAIT_AT_DISPATCH_INFINITE: u64 = 0x122;
-    pub const FREE_POOL_WITH_QUEUED_WORK_ITEM: u64 = 0x131;
     pub const SLOW_CANCEL: u64 = 0x135;
     pub const RECURSIVE_SPIN_LOCK: u64 = 0x1000;
     /// A DDI called above the highest IRQL its documentation allows.
@@ -103,6 +105,7 @@ pub mod c9 {
     pub const IRQL_CHANGED_BY_DISPATCH: u64 = 0x05;
     pub const COMPLETED_WITH_PENDING_STATUS: u64 = 0x06;
     pub const COMPLETED_WITH_CANCEL_ROUTINE: u64 = 0x07;
+    pub const TIMER_ALREADY_INITIALIZED: u64 = 0x0A;
     pub const COMPLETED_ABOVE_DISPATCH: u64 = 0x0E;
     pub const RETURNED_STATUS_MISMATCH: u64 = 0x224;
     pub const NEITHER_COMPLETED_NOR_PENDING: u64 = 0x226;
@@ -110,6 +113,13 @@ pub mod c9 {
     pub const MARKED_BUT_NOT_PENDING: u64 = 0x23E;
     pub const DEVICE_DELETED_TWICE: u64 = 0x240;
     pub const INFORMATION_TOO_LARGE: u64 = 0x312;
+}
+
+/// Rule numbers (first parameter) under [`code::WORKER_INVALID`].
+pub mod e4 {
+    pub const ACTIVE_ITEM_QUEUED: u64 = 0x1;
+    pub const QUEUED_IO_ITEM_FREED: u64 = 0x2;
+    pub const INVALID_ROUTINE: u64 = 0x7;
 }
 
 /// Resource kinds (first parameter) under [`code::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`]
@@ -123,7 +133,6 @@ pub mod unload {
     pub const INTERRUPT: u64 = 6;
     pub const IO_SPACE_MAPPING: u64 = 7;
     pub const REGISTRY_KEY: u64 = 8;
-    pub const IO_TIMER_RUNNING: u64 = 9;
     pub const CONTROLLER_OBJECT: u64 = 10;
     pub const RESOURCE_CLAIM: u64 = 11;
 }

@@ -94,8 +94,6 @@ pub(crate) fn dereference(ctx: &mut Ctx<'_>, address: usize) -> KResult<i64> {
             Kind::File => crate::io::file::last_reference(ctx, address)?,
             Kind::Device => crate::io::device::last_reference(ctx, address)?,
         }
-    } else if kind == Kind::Device {
-        crate::io::driver::maybe_finish_unload(ctx)?;
     }
     Ok(refs)
 }

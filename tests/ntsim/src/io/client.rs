@@ -563,6 +563,7 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     );
     ctx.ob.insert(file, Kind::File, 0);
     crate::ob::reference(ctx, device);
+    super::device::add_open(ctx, device);
     let request = Request {
         major: u8::try_from(IRP_MJ_CREATE).expect("code"),
         file,
@@ -582,6 +583,7 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
         // A failed open gets neither CLEANUP nor CLOSE.
         ctx.io.files.remove(&file);
         ctx.ob.objects.remove(&file);
+        super::device::drop_open(ctx, device);
         crate::ob::dereference(ctx, device)?;
         return Ok(Err(status));
     }

@@ -51,6 +51,7 @@ pub(crate) fn last_reference(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
     if let Some(info) = info {
         crate::io::quarantine(ctx, Box::new(info));
     }
+    super::device::drop_open(ctx, device);
     crate::ob::dereference(ctx, device)?;
     Ok(())
 }

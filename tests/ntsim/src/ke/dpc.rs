@@ -74,10 +74,11 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
             let (routine, context, arg1, arg2) = unsafe {
                 ((*raw).DeferredRoutine, (*raw).DeferredContext, (*raw).SystemArgument1, (*raw).SystemArgument2)
             };
-            if let Some(routine) = routine {
-                // SAFETY: calling the driver's DPC routine with its documented arguments.
-                ctx.call_driver(routine_kind, || unsafe { routine(raw, context, arg1, arg2) });
-            }
+            // A NULL routine (a KDPC never initialised, or initialised with NULL) is a
+            // call to address 0 at DISPATCH_LEVEL.
+            let Some(routine) = routine else { return Err(null_routine_called(ctx, "DPC")) };
+            // SAFETY: calling the driver's DPC routine with its documented arguments.
+            ctx.call_driver(routine_kind, || unsafe { routine(raw, context, arg1, arg2) });
             after_routine(ctx, routine_kind)?;
             if let Some(count) = ctx.ke.dpcs.running.get_mut(&dpc) {
                 *count -= 1;
@@ -93,11 +94,31 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
     Ok(())
 }
 
-/// A DISPATCH_LEVEL callback must return at DISPATCH_LEVEL holding no spin lock.
+/// The kernel called a NULL routine pointer at the caller's IRQL: an instruction
+/// fetch from address 0, bug check 0x0A with P3 = 8 (execute), as the docs' example of
+/// a NULL DPC routine shows.
+pub(crate) fn null_routine_called(ctx: &Ctx<'_>, what: &str) -> crate::machine::Stop {
+    let irql = ctx.irql();
+    ctx.violation(Violation::new(
+        code::IRQL_NOT_LESS_OR_EQUAL,
+        [0, u64::from(irql), 8, 0],
+        "IRQL_NOT_LESS_OR_EQUAL",
+        format!("the kernel called a NULL {what} routine (never initialised, or initialised with NULL)."),
+    ))
+}
+
+/// A DISPATCH_LEVEL callback must return at DISPATCH_LEVEL holding no spin lock (an
+/// IoTimer routine returns holding only IopTimerLock, which the kernel took).
 pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> {
     let irql = ctx.irql();
     let me = ctx.tid;
-    let held: Vec<usize> = ctx.ke.lock_owner.iter().filter(|(_, t)| **t == me).map(|(l, _)| *l).collect();
+    let held: Vec<usize> = ctx
+        .ke
+        .lock_owner
+        .iter()
+        .filter(|(l, t)| **t == me && !(routine == Routine::IoTimer && **l == crate::ke::timer::IO_TIMER_LOCK))
+        .map(|(l, _)| *l)
+        .collect();
     if irql != DISPATCH_LEVEL || !held.is_empty() {
         let text = if held.is_empty() {
             format!("{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL.")
@@ -115,12 +136,30 @@ pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> 
     Ok(())
 }
 
+/// KOBJECTS' DpcObject, the Type KeInitializeDpc writes.
+const DPC_OBJECT: u8 = 0x13;
+/// MediumImportance.
+const MEDIUM_IMPORTANCE: u8 = 1;
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeInitializeDpc(Dpc: PRKDPC, DeferredRoutine: PKDEFERRED_ROUTINE, DeferredContext: PVOID) {
-    kcall("KeInitializeDpc", |_ctx| {
+    kcall("KeInitializeDpc", |ctx| {
+        let dpc = Dpc as usize;
+        if ctx.ke.dpcs.inserted.contains_key(&dpc) {
+            // Re-initialising a queued KDPC rewrites the links of the processor's DPC
+            // queue: Verifier reports the DPC object in memory where it may not be.
+            return Err(ctx.violation(Violation::new(
+                code::TIMER_OR_DPC_INVALID,
+                [1, dpc as u64, dpc as u64, (dpc + size_of::<KDPC>()) as u64],
+                "TIMER_OR_DPC_INVALID",
+                format!("KeInitializeDpc on {dpc:#x}, which is still queued: KeRemoveQueueDpc (or let it run) first."),
+            )));
+        }
         // SAFETY: the driver passed a KDPC to initialise; zeroing is a valid state.
         unsafe {
             core::ptr::write_bytes(Dpc, 0, 1);
+            (*Dpc).Type = DPC_OBJECT;
+            (*Dpc).Importance = MEDIUM_IMPORTANCE;
             (*Dpc).DeferredRoutine = DeferredRoutine;
             (*Dpc).DeferredContext = DeferredContext;
         }

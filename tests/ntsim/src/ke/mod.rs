@@ -19,6 +19,8 @@ use crate::sched::Tid;
 pub(crate) struct Ke {
     /// Spin lock address → owning thread.
     pub(crate) lock_owner: HashMap<usize, Tid>,
+    /// Thread → the spin lock it is waiting for (to find deadlock cycles).
+    pub(crate) spinning: HashMap<Tid, usize>,
     pub(crate) timers: timer::Timers,
     pub(crate) dpcs: dpc::Dpcs,
     pub(crate) work: work::WorkQueue,

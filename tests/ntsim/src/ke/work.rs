@@ -1,11 +1,13 @@
 //! Work items: IoAllocateWorkItem / IoQueueWorkItem / IoFreeWorkItem, run at
-//! PASSIVE_LEVEL on worker threads. A queued item holds a reference on its device
-//! object until its routine returns, which is what defers an unload.
+//! PASSIVE_LEVEL on worker threads. A queued item holds an object reference on its
+//! device until its routine returns (ReactOS `iowork.c`): that keeps the device
+//! object and the driver image, but does not defer DriverUnload. Misuse is bug check
+//! 0xE4 WORKER_INVALID with the documented P1.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::checker::{Violation, code, ntsim_rule};
+use crate::checker::{Violation, code, e4, ntsim_rule};
 use crate::irql::PASSIVE_LEVEL;
 use crate::machine::{Ctx, Inner, KResult, State, kcall, service};
 use crate::trace::Routine;
@@ -38,6 +40,11 @@ pub(crate) struct WorkQueue {
 impl WorkQueue {
     pub(crate) fn outstanding(&self) -> usize {
         self.queue.len() + self.running.len()
+    }
+
+    /// The routine `item` is queued with (0 if it is not queued).
+    fn routine_of(&self, item: usize) -> usize {
+        self.queue.iter().find(|q| q.item == item).and_then(|q| q.routine).map_or(0, |r| r as usize)
     }
 }
 
@@ -102,6 +109,11 @@ pub unsafe extern "C" fn IoAllocateWorkItem(DeviceObject: PDEVICE_OBJECT) -> PIO
 }
 const _: crate::wdk_sys::fnsig::IoAllocateWorkItem = IoAllocateWorkItem;
 
+/// Bug check 0xE4 WORKER_INVALID, whose P1 says what was wrong with the work item.
+fn worker_invalid(ctx: &Ctx<'_>, params: [u64; 4], text: String) -> crate::machine::Stop {
+    ctx.violation(Violation::new(code::WORKER_INVALID, params, "WORKER_INVALID", text))
+}
+
 fn work_item_rule(ctx: &Ctx<'_>, item: usize, text: String) -> crate::machine::Stop {
     ctx.violation(Violation::new(
         code::NTSIM_RULE,
@@ -115,7 +127,7 @@ fn work_item_rule(ctx: &Ctx<'_>, item: usize, text: String) -> crate::machine::S
 pub unsafe extern "C" fn IoQueueWorkItem(
     IoWorkItem: PIO_WORKITEM,
     WorkerRoutine: PIO_WORKITEM_ROUTINE,
-    _QueueType: WORK_QUEUE_TYPE,
+    QueueType: WORK_QUEUE_TYPE,
     Context: PVOID,
 ) {
     kcall("IoQueueWorkItem", |ctx| {
@@ -129,14 +141,23 @@ pub unsafe extern "C" fn IoQueueWorkItem(
                 ));
             }
             Some(i) if i.queued => {
-                return Err(work_item_rule(
+                let queue = u64::from(QueueType.cast_unsigned());
+                return Err(worker_invalid(
                     ctx,
-                    item,
+                    [e4::ACTIVE_ITEM_QUEUED, item as u64, queue, 0],
                     format!("IoQueueWorkItem on {item:#x}, which is already queued."),
                 ));
             }
             Some(i) => i.device,
         };
+        if WorkerRoutine.is_none() {
+            let queue = u64::from(QueueType.cast_unsigned());
+            return Err(worker_invalid(
+                ctx,
+                [e4::INVALID_ROUTINE, item as u64, queue, 0],
+                format!("IoQueueWorkItem on {item:#x} with a NULL worker routine."),
+            ));
+        }
         crate::ob::reference(ctx, device);
         ctx.ke.work.items.get_mut(&item).expect("checked").queued = true;
         ctx.ke.work.queue.push_back(Queued { item, device, routine: WorkerRoutine, context: Context as usize });
@@ -156,12 +177,14 @@ pub unsafe extern "C" fn IoFreeWorkItem(IoWorkItem: PIO_WORKITEM) {
                 item,
                 format!("IoFreeWorkItem on {item:#x}, which is not an allocated work item (freed twice?)."),
             )),
-            Some(i) if i.queued => Err(ctx.violation(Violation::new(
-                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-                [crate::checker::c4::FREE_POOL_WITH_QUEUED_WORK_ITEM, item as u64, 0, 0],
-                "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                format!("IoFreeWorkItem on {item:#x} while it is still queued."),
-            ))),
+            Some(i) if i.queued => {
+                let routine = ctx.ke.work.routine_of(item);
+                Err(worker_invalid(
+                    ctx,
+                    [e4::QUEUED_IO_ITEM_FREED, item as u64, routine as u64, 0],
+                    format!("IoFreeWorkItem on {item:#x} while it is still queued: wait for its routine first."),
+                ))
+            }
             Some(_) => {
                 ctx.ke.work.items.remove(&item);
                 Ok(())

@@ -1,0 +1,480 @@
+//! The I/O manager and dispatcher semantics Windows is strict about: what defers
+//! DriverUnload, the IoTimer and its lock, uninitialised kernel objects, CancelIo and
+//! synchronous handles, handle tables. Each mistake is a small driver that breaks on
+//! Windows, caught here with the bug-check code and parameters Windows reports.
+
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::doc_markdown,
+    reason = "kernel names in docs; IRP_MJ_* and KPROCESSOR_MODE constants narrowed as wdm.h does"
+)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{
+    LINK, PATH, State, assert_check, assert_clean, bugcheck, complete, delete_link, driver_state, entry_with, load,
+    machine, print, print_value, printed, setup, state,
+};
+use ntsim::wdk_sys::ntddk::{
+    IoAllocateWorkItem, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoStartTimer, IoStopTimer,
+    KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeQueryPerformanceCounter, KeReleaseSpinLock,
+    KeReleaseSpinLockFromDpcLevel, ObfDereferenceObject, ObfReferenceObject,
+};
+use ntsim::wdk_sys::{
+    _WORK_QUEUE_TYPE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT,
+    PDRIVER_OBJECT, PIRP, PVOID, STATUS_SUCCESS,
+};
+use ntsim::{Config, DriverState, Machine, Mode};
+
+const C9: u32 = 0xC9;
+const DPC_WATCHDOG_VIOLATION: u32 = 0x133;
+const WORKER_INVALID: u32 = 0xE4;
+
+fn mark() {
+    // SAFETY: a NULL frequency pointer is allowed.
+    unsafe { KeQueryPerformanceCounter(std::ptr::null_mut()) };
+}
+
+/// DriverEntry: [`setup`], then `body` with the device and its state.
+macro_rules! entry_then {
+    ($entry:ident, |$d:ident, $s:ident| $body:block) => {
+        unsafe extern "C" fn $entry(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+            // SAFETY: DriverEntry's driver object.
+            let $d = match unsafe { setup(driver) } {
+                Ok(d) => d,
+                Err(status) => return status,
+            };
+            // SAFETY: our device's state.
+            let $s: *mut State = unsafe { state($d) };
+            let _ = ($d, $s);
+            $body
+            STATUS_SUCCESS
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------
+// What defers DriverUnload: open handles (DEVICE_OBJECT.ReferenceCount), nothing else
+// ---------------------------------------------------------------------------------
+
+unsafe extern "C" fn work_noop(_device: PDEVICE_OBJECT, _context: PVOID) {}
+
+unsafe extern "C" fn unload_frees_queued_item(driver: PDRIVER_OBJECT) {
+    // SAFETY: the state and item DriverEntry made; freeing the item without waiting for
+    // its routine is the bug.
+    unsafe {
+        IoFreeWorkItem((*driver_state(driver)).work_item.load(Ordering::SeqCst));
+        common::unload_clean(driver);
+    }
+}
+
+entry_then!(entry_item_queued_at_stop, |device, s| {
+    // SAFETY: our device's work item, queued; Unload does not wait for it.
+    unsafe {
+        (*(*device).DriverObject).DriverUnload = Some(unload_frees_queued_item);
+        let item = IoAllocateWorkItem(device);
+        print_value("item", item as u64);
+        (*s).work_item.store(item, Ordering::SeqCst);
+        IoQueueWorkItem(item, Some(work_noop), _WORK_QUEUE_TYPE::DelayedWorkQueue, std::ptr::null_mut());
+    }
+});
+
+/// Windows calls DriverUnload while a work item is still queued (the item's reference
+/// keeps the device object, not the driver): an Unload that frees it without waiting
+/// is 0xE4/0x2 (a queued I/O work item freed).
+#[test]
+fn unload_freeing_a_still_queued_work_item_is_e4_2() {
+    // No worker threads: the item stays queued.
+    let machine = Machine::new(Config { workers: 0, ..Config::seeded(1) });
+    let driver = load(&machine, entry_item_queued_at_stop);
+    let v = bugcheck(machine.stop_driver(driver));
+    assert_check(&v, WORKER_INVALID, 2);
+    assert_eq!(v.params[1], printed(&machine, "item"));
+    assert_eq!(v.params[2], work_noop as *const () as u64);
+    assert_eq!(v.routine, ntsim::trace::Routine::Unload);
+}
+
+unsafe extern "C" fn unload_drops_own_reference(driver: PDRIVER_OBJECT) {
+    // SAFETY: our only device; its memory stays until our own reference goes.
+    unsafe {
+        let device = (*driver).DeviceObject;
+        common::unload_clean(driver);
+        ObfDereferenceObject(device.cast());
+    }
+    print("unload");
+}
+
+entry_then!(entry_keeps_device_reference, |device, _s| {
+    // SAFETY: our device; the driver keeps an object reference on it until Unload.
+    unsafe {
+        (*(*device).DriverObject).DriverUnload = Some(unload_drops_own_reference);
+        ObfReferenceObject(device.cast());
+    }
+});
+
+/// An object reference on the device (ObReferenceObject) does not hold DriverUnload
+/// back: only opens do.
+#[test]
+fn a_device_object_reference_does_not_defer_unload() {
+    let machine = machine();
+    let driver = load(&machine, entry_keeps_device_reference);
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    assert_eq!(machine.debug_output(), vec!["unload"]);
+    assert_clean(&machine);
+}
+
+unsafe extern "C" fn create_reports_reference_count(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the device the I/O manager is opening.
+    print_value("references", u64::from(unsafe { (*device).ReferenceCount }.cast_unsigned()));
+    // SAFETY: forwarded.
+    unsafe { common::dispatch_basic(device, irp) }
+}
+
+unsafe extern "C" fn ioctl_deletes_device(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: our device, deleted while a handle is open (allowed: the device goes
+    // delete-pending); the IRP is ours.
+    unsafe {
+        delete_link(LINK);
+        IoDeleteDevice(device);
+        print_value("still listed", u64::from((*(*device).DriverObject).DeviceObject == device));
+        complete(irp, STATUS_SUCCESS, 0);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn unload_after_delete(driver: PDRIVER_OBJECT) {
+    // SAFETY: the driver object; its device was deleted by the IOCTL.
+    print_value("listed at unload", u64::from(unsafe { !(*driver).DeviceObject.is_null() }));
+}
+
+unsafe extern "C" fn entry_deletes_in_ioctl(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    let majors = [
+        (ntsim::wdk_sys::IRP_MJ_CREATE, Some(create_reports_reference_count as _)),
+        (IRP_MJ_DEVICE_CONTROL, Some(ioctl_deletes_device as _)),
+    ];
+    // SAFETY: DriverEntry's driver object.
+    unsafe { entry_with(driver, &majors, Some(unload_after_delete)) }
+}
+
+/// A device deleted while a handle is open stays on its driver's list, delete-pending,
+/// and defers DriverUnload until its last CLOSE (ReactOS `IoDeleteDevice`,
+/// `IopUnloadDevice`): CLEANUP and CLOSE never arrive after DriverUnload.
+#[test]
+fn a_deleted_device_with_an_open_handle_defers_unload() {
+    let machine = machine();
+    let driver = load(&machine, entry_deletes_in_ioctl);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    assert_eq!(printed(&machine, "references"), 1, "ReferenceCount is raised before CREATE");
+    let ioctl = process.ioctl(handle, 1, &[], 0).unwrap().done().unwrap();
+    assert_eq!(ioctl.status, STATUS_SUCCESS);
+    assert_eq!(printed(&machine, "still listed"), 1, "delete-pending, still on DriverObject->DeviceObject");
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::UnloadPending);
+    process.close(handle).unwrap();
+    machine.wait_unloaded(driver).unwrap();
+    assert_eq!(printed(&machine, "listed at unload"), 0, "unlinked once its last CLOSE was sent");
+    let output = machine.debug_output();
+    let at = |line: &str| output.iter().position(|l| l.starts_with(line)).unwrap();
+    assert!(at("close") < at("listed at unload"), "{output:#?}");
+    assert_clean(&machine);
+}
+
+unsafe extern "C" fn ioctl_deletes_every_device(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: our driver object. The loop assumes IoDeleteDevice unlinks at once, which
+    // it does not while a handle is open: the second iteration deletes the same device.
+    unsafe {
+        let driver = (*device).DriverObject;
+        delete_link(LINK);
+        print_value("device", device as u64);
+        while !(*driver).DeviceObject.is_null() {
+            IoDeleteDevice((*driver).DeviceObject);
+        }
+        complete(irp, STATUS_SUCCESS, 0);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn entry_delete_loop(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: DriverEntry's driver object.
+    unsafe { entry_with(driver, &[(IRP_MJ_DEVICE_CONTROL, Some(ioctl_deletes_every_device))], None) }
+}
+
+#[test]
+fn deleting_devices_until_the_list_is_empty_with_a_handle_open_is_c9_240() {
+    let machine = machine();
+    load(&machine, entry_delete_loop);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let v = bugcheck(process.ioctl(handle, 1, &[], 0));
+    assert_check(&v, C9, 0x240);
+    assert_eq!(v.params[1], printed(&machine, "device"));
+}
+
+// ---------------------------------------------------------------------------------
+// The IoTimer and IopTimerLock
+// ---------------------------------------------------------------------------------
+
+unsafe extern "C" fn io_timer_stops_itself(device: PDEVICE_OBJECT, _context: PVOID) {
+    print("tick");
+    // SAFETY: our device's IoTimer; stopping it from its own routine is the bug.
+    unsafe { IoStopTimer(device) };
+}
+
+entry_then!(entry_io_timer_stops_itself, |device, _s| {
+    // SAFETY: our device's IoTimer.
+    unsafe {
+        let _ = IoInitializeTimer(device, Some(io_timer_stops_itself), std::ptr::null_mut());
+        IoStartTimer(device);
+    }
+});
+
+/// IoTimer routines run holding IopTimerLock, which IoStopTimer takes: the processor
+/// spins on a lock it holds, and the DPC watchdog fires (0x133, P1 = 0: a single DPC).
+#[test]
+fn io_stop_timer_inside_the_io_timer_routine_is_0x133() {
+    let machine = machine();
+    load(&machine, entry_io_timer_stops_itself);
+    let v = bugcheck(machine.advance_ms(1_500));
+    assert_eq!((v.code, v.params), (DPC_WATCHDOG_VIOLATION, [0, 0, 0, 0]), "{v}");
+    assert_eq!(v.routine, ntsim::trace::Routine::IoTimer);
+    assert!(v.explanation.contains("IopTimerLock"), "{v}");
+    assert_eq!(machine.debug_output(), vec!["tick"]);
+}
+
+unsafe extern "C" fn io_timer_takes_lock(device: PDEVICE_OBJECT, _context: PVOID) {
+    // SAFETY: our state's lock, at DISPATCH_LEVEL.
+    unsafe {
+        let s = state(device);
+        KeAcquireSpinLockAtDpcLevel(&raw mut (*s).lock);
+        KeReleaseSpinLockFromDpcLevel(&raw mut (*s).lock);
+    }
+}
+
+unsafe extern "C" fn read_stops_timer_under_lock(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: our state's lock and IoTimer; IoStopTimer under the lock the IoTimer
+    // routine takes is the bug (ABBA with IopTimerLock).
+    unsafe {
+        let s = state(device);
+        let old = KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
+        IoStopTimer(device);
+        KeReleaseSpinLock(&raw mut (*s).lock, old);
+        complete(irp, STATUS_SUCCESS, 0);
+    }
+    STATUS_SUCCESS
+}
+
+entry_then!(entry_stop_timer_under_lock, |device, _s| {
+    // SAFETY: our device's IoTimer and read routine.
+    unsafe {
+        (*(*device).DriverObject).MajorFunction[IRP_MJ_READ as usize] = Some(read_stops_timer_under_lock);
+        let _ = IoInitializeTimer(device, Some(io_timer_takes_lock), std::ptr::null_mut());
+        IoStartTimer(device);
+    }
+});
+
+/// One schedule of a read racing the IoTimer tick: `Ok` or the bug check.
+fn tick_races_read(mode: Mode) -> Result<(), ntsim::Stopped> {
+    let machine = Machine::new(Config { mode, ..Config::default() });
+    load(&machine, entry_stop_timer_under_lock);
+    let thread = machine.new_process().main();
+    let handle = thread.open(PATH, true)?.unwrap();
+    machine.tick(ntsim::SECOND);
+    let read = thread.post_read(handle, 4);
+    machine.run_until_idle();
+    machine.verdict()?;
+    assert_eq!(read.completion().map(|r| r.status), Some(STATUS_SUCCESS));
+    Ok(())
+}
+
+/// IoStopTimer while holding a lock that the IoTimer routine takes: the tick holds
+/// IopTimerLock and spins on the driver's lock, the reader holds the driver's lock and
+/// spins on IopTimerLock. Caught on the schedules where both got their first lock, as
+/// 0x133 with P1 = 0 (the tick is a DPC); the other schedules are clean.
+#[test]
+fn io_stop_timer_under_a_lock_the_io_timer_routine_takes_is_0x133() {
+    let mut caught = 0;
+    for seed in 0..200 {
+        match tick_races_read(Mode::Seeded(seed)) {
+            Ok(()) => {}
+            Err(ntsim::Stopped::BugCheck(v)) => {
+                assert_eq!((v.code, v.params), (DPC_WATCHDOG_VIOLATION, [0, 0, 0, 0]), "seed {seed}: {v}");
+                assert!(v.explanation.contains("IopTimerLock"), "{v}");
+                caught += 1;
+            }
+            Err(other) => panic!("seed {seed}: {other}"),
+        }
+    }
+    assert!(caught > 0, "some schedule interleaves the two lock acquisitions");
+}
+
+unsafe extern "C" fn io_timer_slow(_device: PDEVICE_OBJECT, _context: PVOID) {
+    print("tick begins");
+    mark();
+    mark();
+    print("tick ends");
+}
+
+unsafe extern "C" fn read_stops_timer(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: our IoTimer, stopped outside any lock; the IRP is ours.
+    unsafe {
+        IoStopTimer(device);
+        print("stopped");
+        complete(irp, STATUS_SUCCESS, 0);
+    }
+    STATUS_SUCCESS
+}
+
+entry_then!(entry_slow_io_timer, |device, _s| {
+    // SAFETY: our device's IoTimer and read routine.
+    unsafe {
+        (*(*device).DriverObject).MajorFunction[IRP_MJ_READ as usize] = Some(read_stops_timer);
+        let _ = IoInitializeTimer(device, Some(io_timer_slow), std::ptr::null_mut());
+        IoStartTimer(device);
+    }
+});
+
+/// IoStopTimer waits for an IoTimer routine running on another processor: "stopped"
+/// never appears inside a tick, on any schedule, and on some schedules IoStopTimer was
+/// called while the tick ran.
+#[test]
+fn io_stop_timer_waits_for_a_running_io_timer_routine() {
+    let mut waited = 0;
+    for seed in 0..100 {
+        let machine = Machine::new(Config::seeded(seed));
+        load(&machine, entry_slow_io_timer);
+        let thread = machine.new_process().main();
+        let handle = thread.open(PATH, true).unwrap().unwrap();
+        machine.tick(ntsim::SECOND);
+        let read = thread.post_read(handle, 4);
+        machine.run_until_idle();
+        assert_clean(&machine);
+        assert_eq!(read.completion().map(|r| r.status), Some(STATUS_SUCCESS));
+        let output = machine.debug_output();
+        if let Some(begin) = output.iter().position(|l| l == "tick begins") {
+            let end = output.iter().position(|l| l == "tick ends").unwrap();
+            let stopped = output.iter().position(|l| l == "stopped").unwrap();
+            assert!(stopped < begin || stopped > end, "seed {seed}: {output:#?}");
+            let trace = machine.trace();
+            let call = |api: &str| trace.iter().position(|c| c.api == api).unwrap();
+            let first_mark = call("KeQueryPerformanceCounter");
+            if call("IoStopTimer") < first_mark && stopped > end {
+                waited += 1;
+            }
+        }
+    }
+    assert!(waited > 0, "some schedule calls IoStopTimer during a tick");
+}
+
+entry_then!(entry_starts_uninitialised_timer, |device, _s| {
+    print_value("device", device as u64);
+    // SAFETY: our device, which has no IoTimer: the bug.
+    unsafe { IoStartTimer(device) };
+});
+
+/// IoStartTimer reads DeviceObject->Timer->TimerFlag under IopTimerLock with no NULL
+/// check: a read of address 2 at DISPATCH_LEVEL, 0x0A.
+#[test]
+fn io_start_timer_without_io_initialize_timer_is_0x0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_starts_uninitialised_timer));
+    assert_eq!(v.code, 0x0A, "{v}");
+    assert_eq!(&v.params[..3], &[2, 2, 0], "{v}");
+    assert_ne!(v.params[3], 0, "P4: the instruction that faulted (in IoStartTimer)");
+}
+
+entry_then!(entry_stops_uninitialised_timer, |device, _s| {
+    // SAFETY: our device, which has no IoTimer (IoInitializeTimer failed and the driver
+    // ignored it): the bug.
+    unsafe {
+        let _ = IoInitializeTimer(device, Some(io_timer_slow), std::ptr::null_mut());
+        IoStopTimer(device);
+    }
+});
+
+/// The case fault injection produces: IoInitializeTimer fails, the driver ignores it.
+#[test]
+fn io_stop_timer_after_a_failed_io_initialize_timer_is_0x0a() {
+    let machine = machine();
+    machine.faults().fail_nth("IoInitializeTimer", 1);
+    let v = bugcheck(machine.load_driver("chk", entry_stops_uninitialised_timer));
+    assert_eq!(v.code, 0x0A, "{v}");
+    assert_eq!(&v.params[..3], &[2, 2, 0], "{v}");
+}
+
+entry_then!(entry_initialises_timer_twice, |device, _s| {
+    print_value("device", device as u64);
+    // SAFETY: our device; the second IoInitializeTimer is the bug.
+    unsafe {
+        let _ = IoInitializeTimer(device, Some(io_timer_slow), std::ptr::null_mut());
+        let _ = IoInitializeTimer(device, Some(io_timer_slow), std::ptr::null_mut());
+    }
+});
+
+#[test]
+fn a_second_io_initialize_timer_is_c9_0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_initialises_timer_twice));
+    assert_eq!((v.code, v.params), (C9, [0x0A, printed(&machine, "device"), 0, 0]), "{v}");
+}
+
+unsafe extern "C" fn io_timer_prints(_device: PDEVICE_OBJECT, _context: PVOID) {
+    print("tick");
+}
+
+unsafe extern "C" fn cleanup_starts_timer(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: our device's IoTimer; the unload is pending by now.
+    unsafe { IoStartTimer(device) };
+    // SAFETY: forwarded.
+    unsafe { common::dispatch_basic(device, irp) }
+}
+
+entry_then!(entry_starts_timer_in_cleanup, |device, _s| {
+    // SAFETY: our device's IoTimer (initialised, not started) and CLEANUP routine.
+    unsafe {
+        (*(*device).DriverObject).MajorFunction[IRP_MJ_CLEANUP as usize] = Some(cleanup_starts_timer);
+        let _ = IoInitializeTimer(device, Some(io_timer_prints), std::ptr::null_mut());
+    }
+});
+
+/// Once the unload is pending, IoStartTimer does nothing (ReactOS checks
+/// DOE_UNLOAD_PENDING first).
+#[test]
+fn io_start_timer_while_the_unload_is_pending_is_ignored() {
+    let machine = machine();
+    let driver = load(&machine, entry_starts_timer_in_cleanup);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::UnloadPending);
+    process.close(handle).unwrap();
+    machine.wait_unloaded(driver).unwrap();
+    machine.advance_ms(3_000).unwrap();
+    assert!(!machine.debug_output().contains(&"tick".to_owned()), "{:#?}", machine.debug_output());
+    assert_clean(&machine);
+}
+
+entry_then!(entry_io_timer_left_running, |device, _s| {
+    // SAFETY: our device; the clean Unload never calls IoStopTimer, and IoDeleteDevice
+    // removes the started timer itself.
+    unsafe {
+        let _ = IoInitializeTimer(device, Some(io_timer_prints), std::ptr::null_mut());
+        IoStartTimer(device);
+    }
+});
+
+/// IoDeleteDevice removes a started IoTimer (ReactOS IoDeleteDevice →
+/// IopRemoveTimerFromTimerList): no IoStopTimer is needed first.
+#[test]
+fn deleting_a_device_with_its_io_timer_started_is_legal() {
+    let machine = machine();
+    let driver = load(&machine, entry_io_timer_left_running);
+    machine.advance_ms(1_500).unwrap();
+    assert_eq!(machine.debug_output(), vec!["tick"]);
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    machine.advance_ms(3_000).unwrap();
+    assert_eq!(machine.debug_output(), vec!["tick"], "no tick after IoDeleteDevice");
+    assert_clean(&machine);
+}
