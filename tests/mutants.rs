@@ -10,11 +10,18 @@
 //!   its cancel routine, so a read cancelled while being queued stays queued: 0xC4/0x135,
 //!   a cancelled IRP not completed in time;
 //! - `no_dpc_flush`: Unload skips KeFlushQueuedDpcs, so a timer DPC queued before
-//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID.
+//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID;
+//! - `no_work_item_wait`: Unload does not wait for the statistics work item, which
+//!   Windows leaves queued when it calls DriverUnload, and frees it — 0xE4
+//!   WORKER_INVALID (a queued I/O work item freed);
+//! - `stop_timer_in_routine`: the watchdog's IoTimer routine calls IoStopTimer, which
+//!   spins on the IopTimerLock the routine runs under — 0x133 DPC_WATCHDOG_VIOLATION.
 #![cfg(any(
     stagedrv_mutant = "complete_after_null",
     stagedrv_mutant = "skip_cancel_recheck",
-    stagedrv_mutant = "no_dpc_flush"
+    stagedrv_mutant = "no_dpc_flush",
+    stagedrv_mutant = "no_work_item_wait",
+    stagedrv_mutant = "stop_timer_in_routine"
 ))]
 
 mod common;
@@ -40,6 +47,10 @@ fn exploration_catches_the_reintroduced_bug() {
         &["MULTIPLE_IRP_COMPLETE_REQUESTS", "PAGE_FAULT_IN_NONPAGED_AREA"]
     } else if cfg!(stagedrv_mutant = "no_dpc_flush") {
         &["TIMER_OR_DPC_INVALID", "PAGE_FAULT_IN_NONPAGED_AREA"]
+    } else if cfg!(stagedrv_mutant = "no_work_item_wait") {
+        &["WORKER_INVALID"]
+    } else if cfg!(stagedrv_mutant = "stop_timer_in_routine") {
+        &["DPC_WATCHDOG_VIOLATION"]
     } else {
         &["was cancelled"]
     };

@@ -4,7 +4,7 @@
 # the normal build untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for mutant in complete_after_null skip_cancel_recheck no_dpc_flush; do
+for mutant in complete_after_null skip_cancel_recheck no_dpc_flush no_work_item_wait stop_timer_in_routine; do
     echo "== mutant $mutant"
     output=$(RUSTFLAGS="--cfg stagedrv_mutant=\"$mutant\"" CARGO_TARGET_DIR="target/mutants/$mutant" \
         cargo test --release --quiet --test mutants -- --nocapture 2>&1) || true
