@@ -17,16 +17,17 @@ use std::sync::atomic::Ordering;
 
 use common::{
     LINK, PATH, State, assert_check, assert_clean, bugcheck, complete, delete_link, driver_state, entry_with, load,
-    machine, print, print_value, printed, setup, state,
+    machine, print, print_value, printed, relative_ms, setup, state, wait,
 };
 use ntsim::wdk_sys::ntddk::{
     IoAllocateWorkItem, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoStartTimer, IoStopTimer,
-    KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeQueryPerformanceCounter, KeReleaseSpinLock,
-    KeReleaseSpinLockFromDpcLevel, ObfDereferenceObject, ObfReferenceObject,
+    KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer,
+    KeInsertQueueDpc, KeQueryPerformanceCounter, KeReleaseSemaphore, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel,
+    KeSetEvent, KeSetTimer, ObfDereferenceObject, ObfReferenceObject,
 };
 use ntsim::wdk_sys::{
-    _WORK_QUEUE_TYPE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT,
-    PDRIVER_OBJECT, PIRP, PVOID, STATUS_SUCCESS,
+    _EVENT_TYPE, _WORK_QUEUE_TYPE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, KDPC, KEVENT, KSEMAPHORE,
+    KTIMER, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, PRKDPC, PVOID, STATUS_SUCCESS,
 };
 use ntsim::{Config, DriverState, Machine, Mode};
 
@@ -477,4 +478,202 @@ fn deleting_a_device_with_its_io_timer_started_is_legal() {
     machine.advance_ms(3_000).unwrap();
     assert_eq!(machine.debug_output(), vec!["tick"], "no tick after IoDeleteDevice");
     assert_clean(&machine);
+}
+
+// ---------------------------------------------------------------------------------
+// Kernel objects never initialised, re-initialised while in use, or with NULL routines
+// ---------------------------------------------------------------------------------
+
+entry_then!(entry_sets_zeroed_event, |_device, s| {
+    // SAFETY: the state's KEVENT, zeroed and never initialised: the bug.
+    unsafe { KeSetEvent(&raw mut (*s).event, 0, 0) };
+});
+
+/// KeSetEvent walks the wait list of a zeroed KEVENT: its NULL Flink, at DISPATCH_LEVEL.
+#[test]
+fn setting_an_event_never_initialised_is_0x0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_sets_zeroed_event));
+    assert_eq!((v.code, v.params), (0x0A, [0, 2, 0, 0]), "{v}");
+    assert!(v.explanation.contains("never initialised"), "{v}");
+}
+
+entry_then!(entry_waits_on_zeroed_event, |_device, s| {
+    // SAFETY: the state's KEVENT, zeroed and never initialised: the bug.
+    unsafe { wait((&raw mut (*s).event).cast(), Some(-10 * 10_000)) };
+});
+
+/// A wait that blocks inserts its wait block into the list: a write through NULL.
+#[test]
+fn waiting_on_an_event_never_initialised_is_0x0a_write() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_waits_on_zeroed_event));
+    assert_eq!((v.code, v.params), (0x0A, [0, 2, 1, 0]), "{v}");
+}
+
+entry_then!(entry_releases_zeroed_semaphore, |_device, _s| {
+    let semaphore: *mut KSEMAPHORE = Box::leak(Box::new(
+        // SAFETY: all-zero is a valid (never initialised) KSEMAPHORE bit pattern.
+        unsafe { std::mem::zeroed::<KSEMAPHORE>() },
+    ));
+    // SAFETY: a zeroed KSEMAPHORE that was never initialised: the bug.
+    unsafe { KeReleaseSemaphore(semaphore, 0, 1, 0) };
+});
+
+#[test]
+fn releasing_a_semaphore_never_initialised_is_0x0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_releases_zeroed_semaphore));
+    assert_eq!((v.code, v.params), (0x0A, [0, 2, 0, 0]), "{v}");
+}
+
+entry_then!(entry_moves_initialised_event, |_device, s| {
+    // SAFETY: an event initialised in one place and then moved by value into the state
+    // (a Rust struct built on the stack and written into its final place): its list head
+    // still links to the old place. Signalling the moved copy is the bug.
+    unsafe {
+        let mut local: KEVENT = std::mem::zeroed();
+        KeInitializeEvent(&raw mut local, _EVENT_TYPE::NotificationEvent, 0);
+        print_value("old list head", (&raw mut local) as u64 + 8);
+        std::ptr::write(&raw mut (*s).event, local);
+        KeSetEvent(&raw mut (*s).event, 0, 0);
+    }
+});
+
+#[test]
+fn setting_an_event_moved_after_initialisation_is_0x0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_moves_initialised_event));
+    assert_eq!(v.code, 0x0A, "{v}");
+    assert_eq!(v.params, [printed(&machine, "old list head"), 2, 0, 0], "P1: the stale link the kernel follows");
+    assert!(v.explanation.contains("moved"), "{v}");
+}
+
+entry_then!(entry_sets_zeroed_timer, |_device, s| {
+    // SAFETY: the state's KTIMER, zeroed and never initialised: the bug.
+    unsafe { KeSetTimer(&raw mut (*s).timer, relative_ms(10), std::ptr::null_mut()) };
+});
+
+#[test]
+fn setting_a_timer_never_initialised_is_0x0a() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_sets_zeroed_timer));
+    assert_eq!((v.code, v.params), (0x0A, [0, 2, 0, 0]), "{v}");
+}
+
+entry_then!(entry_reinitialises_armed_timer, |_device, s| {
+    // SAFETY: the state's KTIMER, initialised, set for 10 s, then initialised again
+    // while it is still in the timer table: the bug.
+    unsafe {
+        let timer = &raw mut (*s).timer;
+        print_value("timer", timer as u64);
+        KeInitializeTimer(timer);
+        KeSetTimer(timer, relative_ms(10_000), std::ptr::null_mut());
+        KeInitializeTimer(timer);
+    }
+});
+
+/// Re-initialising a set KTIMER rewrites links the timer table still uses; reported as
+/// Verifier reports a live timer in memory being re-used: 0xC7, P1 = 0, P2 = the timer,
+/// P3/P4 = the range checked (the KTIMER itself).
+#[test]
+fn reinitialising_a_set_timer_is_c7_0() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_reinitialises_armed_timer));
+    let timer = printed(&machine, "timer");
+    assert_eq!((v.code, v.params), (0xC7, [0, timer, timer, timer + size_of::<KTIMER>() as u64]), "{v}");
+}
+
+unsafe extern "C" fn dpc_noop(_dpc: PRKDPC, _context: PVOID, _a1: PVOID, _a2: PVOID) {}
+
+entry_then!(entry_reinitialises_queued_dpc, |_device, s| {
+    // SAFETY: the state's KDPC, queued and then initialised again: a bug whenever the
+    // DPC has not run in between.
+    unsafe {
+        let dpc = &raw mut (*s).dpc;
+        print_value("dpc", dpc as u64);
+        KeInitializeDpc(dpc, Some(dpc_noop), std::ptr::null_mut());
+        KeInsertQueueDpc(dpc, std::ptr::null_mut(), std::ptr::null_mut());
+        KeInitializeDpc(dpc, Some(dpc_noop), std::ptr::null_mut());
+    }
+});
+
+/// Caught on every schedule where the DPC is still queued at the second
+/// KeInitializeDpc; the others are legal and clean.
+#[test]
+fn reinitialising_a_queued_dpc_is_c7_1() {
+    let mut caught = 0;
+    for seed in 0..40 {
+        let machine = Machine::new(Config::seeded(seed));
+        match machine.load_driver("chk", entry_reinitialises_queued_dpc) {
+            Ok(_) => assert_clean(&machine),
+            Err(ntsim::Stopped::BugCheck(v)) => {
+                let dpc = printed(&machine, "dpc");
+                assert_eq!((v.code, v.params), (0xC7, [1, dpc, dpc, dpc + size_of::<KDPC>() as u64]), "{v}");
+                caught += 1;
+            }
+            Err(other) => panic!("seed {seed}: {other}"),
+        }
+    }
+    assert!(caught > 0, "some schedule re-initialises the DPC while it is queued");
+}
+
+entry_then!(entry_queues_null_dpc, |_device, s| {
+    // SAFETY: the state's KDPC, initialised with a NULL routine and queued: the bug.
+    unsafe {
+        KeInitializeDpc(&raw mut (*s).dpc, None, std::ptr::null_mut());
+        KeInsertQueueDpc(&raw mut (*s).dpc, std::ptr::null_mut(), std::ptr::null_mut());
+    }
+});
+
+entry_then!(entry_queues_zeroed_dpc, |_device, s| {
+    // SAFETY: the state's second KDPC, zeroed and never initialised, queued: the bug.
+    unsafe { KeInsertQueueDpc(&raw mut (*s).dpc2, std::ptr::null_mut(), std::ptr::null_mut()) };
+});
+
+/// The kernel calls the DPC's routine, NULL, at DISPATCH_LEVEL: an instruction fetch
+/// from address 0 (0x0A, P3 = 8), whether the routine was NULL or the KDPC never
+/// initialised.
+#[test]
+fn a_dpc_with_a_null_or_no_routine_is_0x0a_execute() {
+    for entry in [entry_queues_null_dpc as ntsim::DriverEntry, entry_queues_zeroed_dpc] {
+        let machine = machine();
+        let v = bugcheck(machine.load_driver("chk", entry).and_then(|_| machine.advance_ms(1)));
+        assert_eq!((v.code, v.params), (0x0A, [0, 2, 8, 0]), "{v}");
+        assert!(v.thread.ends_with("-dpc"), "{v}");
+    }
+}
+
+entry_then!(entry_queues_null_work_routine, |device, _s| {
+    // SAFETY: our device's work item, queued with a NULL routine: the bug.
+    unsafe {
+        let item = IoAllocateWorkItem(device);
+        print_value("item", item as u64);
+        IoQueueWorkItem(item, None, _WORK_QUEUE_TYPE::DelayedWorkQueue, std::ptr::null_mut());
+    }
+});
+
+#[test]
+fn queueing_a_work_item_with_a_null_routine_is_e4_7() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_queues_null_work_routine));
+    let queue = u64::from(_WORK_QUEUE_TYPE::DelayedWorkQueue.cast_unsigned());
+    assert_eq!((v.code, v.params), (WORKER_INVALID, [7, printed(&machine, "item"), queue, 0]), "{v}");
+}
+
+entry_then!(entry_null_io_timer_routine, |device, _s| {
+    // SAFETY: our device's IoTimer with a NULL routine, started: the bug.
+    unsafe {
+        let _ = IoInitializeTimer(device, None, std::ptr::null_mut());
+        IoStartTimer(device);
+    }
+});
+
+#[test]
+fn an_io_timer_with_a_null_routine_is_0x0a_execute_at_the_first_tick() {
+    let machine = machine();
+    load(&machine, entry_null_io_timer_routine);
+    let v = bugcheck(machine.advance_ms(1_500));
+    assert_eq!((v.code, v.params), (0x0A, [0, 2, 8, 0]), "{v}");
+    assert_eq!(machine.now(), ntsim::SECOND);
 }

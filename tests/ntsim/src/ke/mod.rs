@@ -53,6 +53,21 @@ pub(crate) mod header {
         (object + 4) as *mut i32
     }
 
+    /// The address the kernel would follow from `object`'s `Header.WaitListHead`, if
+    /// that is not a valid empty list head: NULL links in a KEVENT, KSEMAPHORE or
+    /// KTIMER that was never initialised, or links pointing at the old place of one
+    /// that was moved after initialisation. ntsim never queues wait blocks on the list,
+    /// so a valid head links to itself.
+    ///
+    /// # Safety
+    /// `object` points to at least 0x18 readable bytes.
+    pub unsafe fn bad_wait_list(object: usize) -> Option<usize> {
+        let head = object + 8;
+        // SAFETY: the caller gives us the object's header to read.
+        let (flink, blink) = unsafe { (*(head as *const usize), *((head + 8) as *const usize)) };
+        (flink != head || blink != head).then_some(if flink == head { blink } else { flink })
+    }
+
     /// Writes Type, Size (in LONGs) and SignalState, and self-links WaitListHead.
     ///
     /// # Safety

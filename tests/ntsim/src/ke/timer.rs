@@ -199,7 +199,17 @@ fn due_time(state: &State, due: LARGE_INTEGER) -> u64 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeInitializeTimerEx(Timer: PKTIMER, Type: TIMER_TYPE) {
     kcall("KeInitializeTimerEx", |ctx| {
-        ctx.ke.timers.set.remove(&(Timer as usize));
+        let timer = Timer as usize;
+        if ctx.ke.timers.set.contains_key(&timer) {
+            // The timer is still linked into the timer table: re-initialising it
+            // rewrites those links. Verifier reports the timer found where it may not be.
+            return Err(ctx.violation(Violation::new(
+                code::TIMER_OR_DPC_INVALID,
+                [0, timer as u64, timer as u64, (timer + size_of::<crate::wdk_sys::KTIMER>()) as u64],
+                "TIMER_OR_DPC_INVALID",
+                format!("KeInitializeTimer(Ex) on {timer:#x}, which is still set: KeCancelTimer it first."),
+            )));
+        }
         let kind = if Type == 0 { header::TIMER_NOTIFICATION } else { header::TIMER_SYNCHRONIZATION };
         // SAFETY: the driver passed a KTIMER to initialise.
         unsafe {
@@ -218,7 +228,9 @@ pub unsafe extern "C" fn KeInitializeTimer(Timer: PKTIMER) {
 }
 const _: crate::wdk_sys::fnsig::KeInitializeTimer = KeInitializeTimer;
 
-fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: LONG, dpc: PKDPC) -> BOOLEAN {
+fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: LONG, dpc: PKDPC) -> KResult<BOOLEAN> {
+    // The expiry walks the timer's wait list (KiSignalTimer).
+    crate::ke::wait::check_initialised(ctx, timer as usize, false)?;
     let due = due_time(ctx, due);
     let period = u64::try_from(period_ms.max(0)).expect("non-negative") * 10_000;
     let seq = ctx.ke.timers.next_seq;
@@ -226,18 +238,18 @@ fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: L
     let was_set = ctx.ke.timers.set.insert(timer as usize, SetTimer { due, period, dpc: dpc as usize, seq }).is_some();
     // SAFETY: the driver passed an initialised KTIMER.
     unsafe { *header::signal_state(timer as usize) = 0 };
-    BOOLEAN::from(was_set)
+    Ok(BOOLEAN::from(was_set))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetTimerEx(Timer: PKTIMER, DueTime: LARGE_INTEGER, Period: LONG, Dpc: PKDPC) -> BOOLEAN {
-    kcall("KeSetTimerEx", |ctx| Ok(set_timer(ctx, Timer, DueTime, Period, Dpc)))
+    kcall("KeSetTimerEx", |ctx| set_timer(ctx, Timer, DueTime, Period, Dpc))
 }
 const _: crate::wdk_sys::fnsig::KeSetTimerEx = KeSetTimerEx;
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetTimer(Timer: PKTIMER, DueTime: LARGE_INTEGER, Dpc: PKDPC) -> BOOLEAN {
-    kcall("KeSetTimer", |ctx| Ok(set_timer(ctx, Timer, DueTime, 0, Dpc)))
+    kcall("KeSetTimer", |ctx| set_timer(ctx, Timer, DueTime, 0, Dpc))
 }
 const _: crate::wdk_sys::fnsig::KeSetTimer = KeSetTimer;
 
