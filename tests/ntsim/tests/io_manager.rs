@@ -17,17 +17,19 @@ use std::sync::atomic::Ordering;
 
 use common::{
     LINK, PATH, State, assert_check, assert_clean, bugcheck, complete, delete_link, driver_state, entry_with, load,
-    machine, print, print_value, printed, relative_ms, setup, state, wait,
+    machine, print, print_value, printed, relative_ms, setup, stack, state, wait,
 };
+use ntsim::trace::Routine;
 use ntsim::wdk_sys::ntddk::{
-    IoAllocateWorkItem, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoStartTimer, IoStopTimer,
-    KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeInitializeDpc, KeInitializeEvent, KeInitializeTimer,
-    KeInsertQueueDpc, KeQueryPerformanceCounter, KeReleaseSemaphore, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel,
-    KeSetEvent, KeSetTimer, ObfDereferenceObject, ObfReferenceObject,
+    IoAllocateWorkItem, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoReleaseCancelSpinLock,
+    IoStartTimer, IoStopTimer, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeInitializeDpc,
+    KeInitializeEvent, KeInitializeTimer, KeInsertQueueDpc, KeQueryPerformanceCounter, KeReleaseSemaphore,
+    KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, ObfDereferenceObject, ObfReferenceObject,
 };
 use ntsim::wdk_sys::{
     _EVENT_TYPE, _WORK_QUEUE_TYPE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, KDPC, KEVENT, KSEMAPHORE,
-    KTIMER, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, PRKDPC, PVOID, STATUS_SUCCESS,
+    KTIMER, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, PRKDPC, PVOID, STATUS_BUFFER_OVERFLOW,
+    STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_PENDING, STATUS_SUCCESS,
 };
 use ntsim::{Config, DriverState, Machine, Mode};
 
@@ -96,7 +98,7 @@ fn unload_freeing_a_still_queued_work_item_is_e4_2() {
     assert_check(&v, WORKER_INVALID, 2);
     assert_eq!(v.params[1], printed(&machine, "item"));
     assert_eq!(v.params[2], work_noop as *const () as u64);
-    assert_eq!(v.routine, ntsim::trace::Routine::Unload);
+    assert_eq!(v.routine, Routine::Unload);
 }
 
 unsafe extern "C" fn unload_drops_own_reference(driver: PDRIVER_OBJECT) {
@@ -241,7 +243,7 @@ fn io_stop_timer_inside_the_io_timer_routine_is_0x133() {
     load(&machine, entry_io_timer_stops_itself);
     let v = bugcheck(machine.advance_ms(1_500));
     assert_eq!((v.code, v.params), (DPC_WATCHDOG_VIOLATION, [0, 0, 0, 0]), "{v}");
-    assert_eq!(v.routine, ntsim::trace::Routine::IoTimer);
+    assert_eq!(v.routine, Routine::IoTimer);
     assert!(v.explanation.contains("IopTimerLock"), "{v}");
     assert_eq!(machine.debug_output(), vec!["tick"]);
 }
@@ -676,4 +678,352 @@ fn an_io_timer_with_a_null_routine_is_0x0a_execute_at_the_first_tick() {
     let v = bugcheck(machine.advance_ms(1_500));
     assert_eq!((v.code, v.params), (0x0A, [0, 2, 8, 0]), "{v}");
     assert_eq!(machine.now(), ntsim::SECOND);
+}
+
+// ---------------------------------------------------------------------------------
+// CancelIo, CancelIoEx, synchronous handles, buffered copy-back, thread exit
+// ---------------------------------------------------------------------------------
+
+/// Completes the IRP the state holds with STATUS_CANCELLED, from a timer DPC.
+unsafe extern "C" fn dpc_completes_cancelled(_dpc: PRKDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
+    let s = context.cast::<State>();
+    // SAFETY: the state the DPC was initialised with; the IRP is ours (its cancel
+    // routine ran and parked it there).
+    unsafe {
+        let irp = (*s).pending.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !irp.is_null() {
+            print("cancelled");
+            complete(irp, STATUS_CANCELLED, 0);
+        }
+    }
+}
+
+/// A cancel routine that parks the IRP and completes it 50 ms later.
+unsafe extern "C" fn cancel_later(device: PDEVICE_OBJECT, irp: PIRP) {
+    // SAFETY: IoCancelIrp called us holding the cancel lock; the IRP is ours.
+    unsafe {
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        let s = state(device);
+        (*s).pending.store(irp, Ordering::SeqCst);
+        KeSetTimer(&raw mut (*s).timer, relative_ms(50), &raw mut (*s).dpc);
+    }
+}
+
+/// A cancel routine that loses the IRP: it expects CLEANUP to complete it.
+unsafe extern "C" fn cancel_forgets(_device: PDEVICE_OBJECT, irp: PIRP) {
+    // SAFETY: IoCancelIrp called us holding the cancel lock; not completing the IRP is
+    // the bug under test.
+    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+}
+
+unsafe extern "C" fn cancel_now(device: PDEVICE_OBJECT, irp: PIRP) {
+    // SAFETY: IoCancelIrp called us holding the cancel lock; the IRP is ours.
+    unsafe {
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        (*state(device)).pending.store(std::ptr::null_mut(), Ordering::SeqCst);
+        print("cancelled");
+        complete(irp, STATUS_CANCELLED, 0);
+    }
+}
+
+/// Which cancel routine reads get: the state's counter picks it.
+fn cancel_routine_for(s: *mut State) -> ntsim::wdk_sys::PDRIVER_CANCEL {
+    // SAFETY: the state of a device of this driver.
+    match unsafe { (*s).counter.load(Ordering::SeqCst) } {
+        0 => Some(cancel_now),
+        1 => Some(cancel_later),
+        2 => Some(cancel_forgets),
+        _ => None,
+    }
+}
+
+unsafe extern "C" fn read_pends(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print("read");
+    // SAFETY: the IRP is ours until a cancel routine or CLEANUP takes it.
+    unsafe {
+        let s = state(device);
+        common::mark_pending(irp);
+        (*s).pending.store(irp, Ordering::SeqCst);
+        ntsim::inline::IoSetCancelRoutine(irp, cancel_routine_for(s));
+    }
+    STATUS_PENDING
+}
+
+unsafe extern "C" fn cleanup_completes_pending(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the state's pending IRP: CLEANUP completes it when it can take it from its
+    // cancel routine, or when the design leaves that to CLEANUP (kinds 2 and 3).
+    unsafe {
+        let s = state(device);
+        let pending = (*s).pending.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !pending.is_null() {
+            let owned = ntsim::inline::IoSetCancelRoutine(pending, None).is_some();
+            if owned || (*s).counter.load(Ordering::SeqCst) >= 2 {
+                print("cleanup completes the read");
+                complete(pending, STATUS_CANCELLED, 0);
+            }
+        }
+        common::dispatch_basic(device, irp)
+    }
+}
+
+/// IOCTL 1: four bytes with STATUS_BUFFER_OVERFLOW; 2: the same, reporting 16 bytes;
+/// 3: an error status reporting 16 bytes.
+unsafe extern "C" fn ioctl_overflows(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: a METHOD_BUFFERED IOCTL with an 8-byte output buffer; the IRP is ours.
+    unsafe {
+        let code = (*stack(irp)).Parameters.DeviceIoControl.IoControlCode;
+        let buffer = (*irp).AssociatedIrp.SystemBuffer.cast::<u8>();
+        std::ptr::copy_nonoverlapping([1u8, 2, 3, 4].as_ptr(), buffer, 4);
+        let (status, information) = match code {
+            1 => (STATUS_BUFFER_OVERFLOW, 4),
+            2 => (STATUS_BUFFER_OVERFLOW, 16),
+            _ => (STATUS_INVALID_PARAMETER, 16),
+        };
+        print_irp(irp);
+        complete(irp, status, information);
+        status
+    }
+}
+
+fn print_irp(irp: PIRP) {
+    print_value("irp", irp as u64);
+}
+
+/// DriverEntry of this section's driver; `cancel_kind` picks the cancel routine of
+/// its reads (see [`cancel_routine_for`]).
+unsafe fn io_entry(driver: PDRIVER_OBJECT, cancel_kind: u32) -> NTSTATUS {
+    let majors = [
+        (IRP_MJ_READ, Some(read_pends as _)),
+        (IRP_MJ_CLEANUP, Some(cleanup_completes_pending as _)),
+        (IRP_MJ_DEVICE_CONTROL, Some(ioctl_overflows as _)),
+    ];
+    // SAFETY: DriverEntry's driver object.
+    let status = unsafe { entry_with(driver, &majors, None) };
+    if status != STATUS_SUCCESS {
+        return status;
+    }
+    // SAFETY: the state of the device just created.
+    unsafe {
+        let s = driver_state(driver);
+        (*s).counter.store(cancel_kind, Ordering::SeqCst);
+        KeInitializeTimer(&raw mut (*s).timer);
+        KeInitializeDpc(&raw mut (*s).dpc, Some(dpc_completes_cancelled), s.cast());
+    }
+    status
+}
+
+macro_rules! io_entry {
+    ($name:ident, $kind:expr) => {
+        unsafe extern "C" fn $name(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+            // SAFETY: forwarded from the I/O manager.
+            unsafe { io_entry(driver, $kind) }
+        }
+    };
+}
+io_entry!(entry_cancel_now, 0);
+io_entry!(entry_cancel_later, 1);
+io_entry!(entry_cancel_forgets, 2);
+io_entry!(entry_not_cancellable, 3);
+
+fn pending(issued: ntsim::Issued) -> ntsim::PendingIo {
+    match issued {
+        ntsim::Issued::Pending(io) => io,
+        ntsim::Issued::Done(r) => panic!("expected the read to pend: {r:?}"),
+    }
+}
+
+/// CancelIo returns only once the cancelled request completed (here 50 ms later).
+#[test]
+fn cancel_io_waits_until_the_cancelled_request_completed() {
+    let machine = machine();
+    load(&machine, entry_cancel_later);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let read = pending(process.read(handle, 4).unwrap());
+    let before = machine.now();
+    assert_eq!(process.main().cancel_io(handle).unwrap(), STATUS_SUCCESS);
+    assert_eq!(read.result().map(|r| r.status), Some(STATUS_CANCELLED), "completed before CancelIo returned");
+    assert!(machine.now() - before >= 50 * 10_000, "CancelIo waited for the completion 50 ms later");
+    assert_clean(&machine);
+}
+
+/// A cancel routine that loses the IRP leaves CancelIo waiting for good: it has not
+/// returned after 4 s, and Verifier's slow-cancel rule fires at 5 s (0xC4/0x135).
+#[test]
+fn cancel_io_after_a_lost_cancel_never_returns() {
+    let machine = machine();
+    load(&machine, entry_cancel_forgets);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let read = pending(process.read(handle, 4).unwrap());
+    let cancel = process.main().post_cancel_io(handle);
+    machine.advance_ms(4_000).unwrap();
+    assert_eq!(cancel.get(), None, "CancelIo is still waiting");
+    let v = bugcheck(machine.advance_ms(2_000));
+    assert_check(&v, 0xC4, 0x135);
+    assert!(read.result().is_none());
+}
+
+#[test]
+fn cancel_io_ex_with_nothing_to_cancel_is_not_found() {
+    let machine = machine();
+    load(&machine, entry_cancel_now);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    assert_eq!(process.cancel_io_ex(handle, None).unwrap(), STATUS_NOT_FOUND);
+    let read = pending(process.read(handle, 4).unwrap());
+    assert_eq!(process.cancel_io_ex(handle, Some(&read)).unwrap(), STATUS_SUCCESS);
+    assert_eq!(read.result().map(|r| r.status), Some(STATUS_CANCELLED));
+    assert_eq!(process.cancel_io_ex(handle, Some(&read)).unwrap(), STATUS_NOT_FOUND, "already completed");
+    assert_eq!(process.main().cancel_io(handle).unwrap(), STATUS_SUCCESS, "CancelIo has no such status");
+    assert_clean(&machine);
+}
+
+/// Requests on a synchronous handle are served one at a time: the second thread's
+/// read reaches the driver only once the first read completed.
+#[test]
+fn a_synchronous_handle_serves_one_request_at_a_time() {
+    let machine = machine();
+    load(&machine, entry_cancel_now);
+    let process = machine.new_process();
+    let (t0, t1, t2) = (process.thread(0), process.thread(1), process.thread(2));
+    let handle = process.open(PATH, false).unwrap().unwrap();
+    let first = t0.post_read(handle, 4);
+    let second = t1.post_read(handle, 4);
+    machine.run_until_idle();
+    let reads = || machine.debug_output().iter().filter(|l| *l == "read").count();
+    assert_eq!(reads(), 1, "the second read waits for the file object");
+    assert!(first.get().is_none() && second.get().is_none(), "both callers are blocked");
+    // The caller whose read reached the driver holds the file object; another thread
+    // cancels that read with CancelSynchronousIo.
+    let reader = machine.trace().into_iter().find(|c| c.routine == Routine::Dispatch(IRP_MJ_READ as u8)).unwrap();
+    let (holder, waiter) = if reader.thread == "p0-t0" { (t0, t1) } else { (t1, t0) };
+    assert_eq!(t2.cancel_synchronous_io(&waiter).unwrap(), STATUS_NOT_FOUND, "still waiting for the file object");
+    assert_eq!(t2.cancel_synchronous_io(&holder).unwrap(), STATUS_SUCCESS);
+    machine.run_until_idle();
+    assert_eq!(reads(), 2, "the second read reached the driver after the first completed");
+    assert_clean(&machine);
+}
+
+/// "CloseHandle from another thread unblocks a synchronous ReadFile" is false on
+/// Windows: the close waits for the file object, so IRP_MJ_CLEANUP, which would
+/// complete the read, is never sent. A hang.
+#[test]
+fn closing_a_synchronous_handle_under_a_blocked_read_hangs() {
+    let machine = machine();
+    load(&machine, entry_not_cancellable);
+    let process = machine.new_process();
+    let (t0, t1) = (process.thread(0), process.thread(1));
+    let handle = process.open(PATH, false).unwrap().unwrap();
+    let read = t0.post_read(handle, 4);
+    machine.run_until_idle();
+    match t1.close(handle) {
+        Err(ntsim::Stopped::Hang(what)) => assert!(what.contains("CloseHandle"), "{what}"),
+        other => panic!("expected the close to hang, got {other:?}"),
+    }
+    assert!(read.get().is_none());
+    assert!(!machine.debug_output().contains(&"cleanup".to_owned()), "{:#?}", machine.debug_output());
+}
+
+/// CancelSynchronousIo is the way out: the read completes, then the close proceeds.
+#[test]
+fn cancel_synchronous_io_releases_a_close_waiting_for_the_file_object() {
+    let machine = machine();
+    load(&machine, entry_cancel_now);
+    let process = machine.new_process();
+    let (t0, t1, t2) = (process.thread(0), process.thread(1), process.thread(2));
+    let handle = process.open(PATH, false).unwrap().unwrap();
+    let read = t0.post_read(handle, 4);
+    let close = t1.post_close(handle);
+    machine.run_until_idle();
+    assert!(close.get().is_none(), "CloseHandle waits for the synchronous read");
+    assert_eq!(t2.cancel_synchronous_io(&t1).unwrap(), STATUS_NOT_FOUND, "t1 is in CloseHandle, not in I/O");
+    assert_eq!(t2.cancel_synchronous_io(&t0).unwrap(), STATUS_SUCCESS);
+    machine.run_until_idle();
+    assert_eq!(read.completion().map(|r| r.status), Some(STATUS_CANCELLED));
+    assert_eq!(close.get(), Some(STATUS_SUCCESS));
+    assert_eq!(machine.debug_output(), vec!["create", "read", "cancelled", "cleanup", "close"]);
+    assert_clean(&machine);
+}
+
+/// Buffered copy-back follows IopCompleteRequest: a warning status returns exactly
+/// Information bytes.
+#[test]
+fn a_warning_status_returns_information_bytes() {
+    let machine = machine();
+    load(&machine, entry_cancel_now);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let result = process.ioctl(handle, 1, &[], 8).unwrap().done().unwrap();
+    assert_eq!((result.status, result.information), (STATUS_BUFFER_OVERFLOW, 4));
+    assert_eq!(result.data, vec![1, 2, 3, 4]);
+    assert_clean(&machine);
+}
+
+/// Information larger than the buffer is 0xC9/0x312 whatever the status: a warning
+/// (Windows would copy 16 bytes into an 8-byte user buffer) or an error.
+#[test]
+fn information_larger_than_the_buffer_is_c9_312_with_a_warning_or_error_status() {
+    for code in [2, 3] {
+        let machine = machine();
+        load(&machine, entry_cancel_now);
+        let process = machine.new_process();
+        let handle = process.open(PATH, true).unwrap().unwrap();
+        let v = bugcheck(process.ioctl(handle, code, &[], 8));
+        assert_check(&v, C9, 0x312);
+        assert_eq!(v.params[1], printed(&machine, "irp"));
+    }
+}
+
+/// Thread exit waits for the thread's cancelled requests for five minutes, then
+/// disassociates them with an IO_DRIVER_CANCEL_TIMEOUT error-log entry and lets the
+/// thread go (with Verifier's 5 s slow-cancel rule off here).
+#[test]
+fn thread_exit_gives_up_on_a_lost_request_after_five_minutes() {
+    let machine = Machine::new(Config { slow_cancel: u64::MAX, ..Config::seeded(1) });
+    load(&machine, entry_cancel_forgets);
+    let process = machine.new_process();
+    let (t0, t1) = (process.thread(0), process.thread(1));
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let read = pending(t1.read(handle, 4).unwrap());
+    let before = machine.now();
+    t1.exit().unwrap();
+    assert_eq!(machine.now() - before, 300 * ntsim::SECOND, "3000 waits of 100 ms");
+    assert!(read.result().is_none(), "still outstanding, no longer the thread's");
+    let log = machine.error_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].code, ntsim::wdk_sys::IO_DRIVER_CANCEL_TIMEOUT);
+    // The design completes it at CLEANUP; that still works after the disassociation.
+    t0.close(handle).unwrap();
+    assert_eq!(read.result().map(|r| r.status), Some(STATUS_CANCELLED));
+    assert_clean(&machine);
+}
+
+/// With Verifier's rule on (the default), the same lost request is 0xC4/0x135 long
+/// before the five minutes.
+#[test]
+fn thread_exit_with_a_lost_request_is_c4_135_under_the_slow_cancel_rule() {
+    let machine = machine();
+    load(&machine, entry_cancel_forgets);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let _read = pending(process.thread(1).read(handle, 4).unwrap());
+    let v = bugcheck(process.thread(1).exit());
+    assert_check(&v, 0xC4, 0x135);
+}
+
+/// A thread blocked in a synchronous read that exits: its read is cancelled at once.
+#[test]
+fn thread_exit_interrupts_a_blocked_synchronous_read() {
+    let machine = machine();
+    load(&machine, entry_cancel_now);
+    let process = machine.new_process();
+    let t0 = process.thread(0);
+    let handle = process.open(PATH, false).unwrap().unwrap();
+    let read = t0.post_read(handle, 4);
+    machine.run_until_idle();
+    t0.exit().unwrap();
+    assert_eq!(read.completion().map(|r| r.status), Some(STATUS_CANCELLED));
+    process.close(handle).unwrap();
+    assert_clean(&machine);
 }

@@ -10,6 +10,8 @@ pub(crate) struct FileInfo {
     /// IRPs holding a reference on this file object.
     pub(crate) outstanding: u32,
     pub(crate) overlapped: bool,
+    /// A synchronous file object's lock: the thread whose request it serves now.
+    pub(crate) sync_owner: Option<crate::sched::Tid>,
     /// The memory behind the file object and its FileName.
     pub(crate) _object: Box<FILE_OBJECT>,
     pub(crate) _name: Vec<u16>,
