@@ -95,6 +95,9 @@ pub mod c4 {
     pub const WAIT_AT_DISPATCH_WITH_TIMEOUT: u64 = 0x121;
     pub const WAIT_AT_DISPATCH_INFINITE: u64 = 0x122;
     pub const SLOW_CANCEL: u64 = 0x135;
+    pub const NULL_HANDLE: u64 = 0xF5;
+    pub const USER_HANDLE_AS_KERNEL_MODE: u64 = 0xF6;
+    pub const KERNEL_HANDLE_AS_USER_MODE: u64 = 0xF7;
     pub const RECURSIVE_SPIN_LOCK: u64 = 0x1000;
     /// A DDI called above the highest IRQL its documentation allows.
     pub const DDI_IRQL: u64 = 0x2001B;

@@ -5,23 +5,21 @@
 //! Each client thread is a simulated thread; a call made by the test runs on it, so
 //! driver code never runs on the test's own thread.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::ErrorLogEntry;
 use super::irp::{self, IoResult, Request, ResultSlot};
 use crate::machine::{Ctx, KResult, Machine, Stopped, service};
-use crate::ob::Kind;
+use crate::ob::{Kind, Owner, Target};
 use crate::sched::Tid;
 use crate::wdk_sys::{
     DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, FILE_OBJECT, IO_DRIVER_CANCEL_TIMEOUT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
     IRP_MJ_READ, NTSTATUS, PDEVICE_OBJECT, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE, STATUS_NO_SUCH_DEVICE,
-    STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_PENDING, STATUS_SUCCESS, UNICODE_STRING,
+    STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING, STATUS_SUCCESS,
+    UNICODE_STRING,
 };
 
 pub(crate) struct ProcessInfo {
-    pub(crate) handles: BTreeMap<u64, usize>,
-    next_handle: u64,
     pub(crate) threads: Vec<Tid>,
     /// The token holds Administrators (true) or Users.
     pub(crate) admin: bool,
@@ -77,10 +75,12 @@ pub struct Thread<'m> {
     tid: Tid,
 }
 
-/// Completion's "APC": drop an IRP's file-object reference on the issuing thread.
+/// Completion's "APC": drop an IRP's file-object reference on the issuing thread, with
+/// ObDereferenceObjectDeferDelete as IopCompleteRequest does (ReactOS `irp.c`): if it
+/// was the last one, IRP_MJ_CLOSE comes from a worker thread.
 pub(crate) fn post_apc(ctx: &mut Ctx<'_>, thread: Tid, file: usize) {
     ctx.mailboxes[thread].push_back(Box::new(move || {
-        service("completion-apc", |ctx| crate::ob::dereference(ctx, file).map(|_| ()));
+        service("completion-apc", |ctx| crate::ob::dereference_defer_delete(ctx, file).map(|_| ()));
     }));
     ctx.signal();
 }
@@ -109,13 +109,7 @@ impl Machine {
     pub fn new_process_as(&self, admin: bool) -> Process<'_> {
         let pid = {
             let mut state = self.lock();
-            state.io.processes.push(ProcessInfo {
-                handles: BTreeMap::new(),
-                next_handle: 0,
-                threads: Vec::new(),
-
-                admin,
-            });
+            state.io.processes.push(ProcessInfo { threads: Vec::new(), admin });
             state.io.processes.len() - 1
         };
         let process = Process { machine: self, pid };
@@ -218,8 +212,7 @@ impl<'m> Process<'m> {
         let pid = self.pid;
         let main = self.machine.lock().io.processes[pid].threads[0];
         self.machine.on_thread(main, "process exit", move |ctx| {
-            let handles: Vec<u64> = ctx.io.processes[pid].handles.keys().copied().collect();
-            for handle in handles {
+            for (handle, _) in ctx.ob.handles_of(Owner::Process(pid)) {
                 close(ctx, pid, handle)?;
             }
             Ok(())
@@ -228,7 +221,7 @@ impl<'m> Process<'m> {
 
     /// Handles open in this process.
     pub fn handle_count(&self) -> usize {
-        self.machine.lock().io.processes[self.pid].handles.len()
+        self.machine.lock().ob.handles_of(Owner::Process(self.pid)).len()
     }
 }
 
@@ -257,8 +250,9 @@ impl Thread<'_> {
     pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let (pid, to) = (self.pid, target.pid);
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-                return Ok(Err(STATUS_INVALID_HANDLE));
+            let file = match file_of(ctx, pid, handle) {
+                Ok(file) => file,
+                Err(status) => return Ok(Err(status)),
             };
             Ok(Ok(insert_handle(ctx, to, file)))
         })
@@ -383,8 +377,9 @@ impl Thread<'_> {
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-                return Ok(Err(STATUS_INVALID_HANDLE));
+            let file = match file_of(ctx, pid, handle) {
+                Ok(file) => file,
+                Err(status) => return Ok(Err(status)),
             };
             Ok(Ok(insert_handle(ctx, pid, file)))
         })
@@ -491,8 +486,9 @@ fn ioctl_request(code: u32, input: Vec<u8>, output_length: usize) -> MakeRequest
 /// ObReferenceObjectByHandle does), builds the IRP and sends it to the driver.
 fn issue_op(pid: usize, handle: Handle, make: MakeRequest) -> IssueOp {
     Box::new(move |ctx| {
-        let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-            return Ok(Err(STATUS_INVALID_HANDLE));
+        let file = match file_of(ctx, pid, handle) {
+            Ok(file) => file,
+            Err(status) => return Ok(Err(status)),
         };
         crate::ob::reference(ctx, file);
         let issued = issue_on(ctx, file, make)?;
@@ -565,7 +561,10 @@ fn own_requests(ctx: &Ctx<'_>, thread: Tid, keep: impl Fn(&irp::IrpInfo) -> bool
 
 /// NtCancelIoFile: cancels the caller's requests on the file, then waits for them.
 fn cancel_io(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, me: Tid) -> KResult<NTSTATUS> {
-    let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
+    let file = match file_of(ctx, pid, handle) {
+        Ok(file) => file,
+        Err(status) => return Ok(status),
+    };
     for irp in own_requests(ctx, me, |i| i.file == file) {
         irp::cancel(ctx, irp)?;
     }
@@ -584,7 +583,10 @@ fn cancel_io(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, me: Tid) -> KResult<
 /// NtCancelIoFileEx: cancels `only` (by issue number), or every request of the
 /// process on the file; STATUS_NOT_FOUND when none matched. It does not wait.
 fn cancel_io_ex(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, only: Option<u64>) -> KResult<NTSTATUS> {
-    let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
+    let file = match file_of(ctx, pid, handle) {
+        Ok(file) => file,
+        Err(status) => return Ok(status),
+    };
     let threads = ctx.io.processes[pid].threads.clone();
     let matches = |i: &irp::IrpInfo| i.file == file && threads.contains(&i.thread);
     let targets = match only {
@@ -645,14 +647,20 @@ fn thread_exit(ctx: &mut Ctx<'_>, me: Tid) -> KResult<()> {
     Ok(())
 }
 
+/// The file object a client handle names: STATUS_INVALID_HANDLE if none (kernel
+/// handles are not a user-mode caller's), STATUS_OBJECT_TYPE_MISMATCH for another
+/// kind of object (a handle a driver made in this process).
+fn file_of(ctx: &Ctx<'_>, pid: usize, handle: Handle) -> Result<usize, NTSTATUS> {
+    match ctx.ob.find(Owner::Process(pid), handle.0, false) {
+        Some(Target::Object(address)) if ctx.io.files.contains_key(address) => Ok(*address),
+        Some(_) => Err(STATUS_OBJECT_TYPE_MISMATCH),
+        None => Err(STATUS_INVALID_HANDLE),
+    }
+}
+
 fn insert_handle(ctx: &mut Ctx<'_>, pid: usize, file: usize) -> Handle {
-    let process = &mut ctx.io.processes[pid];
-    process.next_handle += 4;
-    let handle = process.next_handle;
-    process.handles.insert(handle, file);
     ctx.io.files.get_mut(&file).expect("file").handles += 1;
-    crate::ob::reference(ctx, file);
-    Handle(handle)
+    Handle(ctx.ob.open_handle(Owner::Process(pid), false, Target::Object(file)))
 }
 
 fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<Result<Handle, NTSTATUS>> {
@@ -729,8 +737,29 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     Ok(Ok(insert_handle(ctx, pid, file)))
 }
 
+/// CloseHandle from user mode: its process's table only.
 fn close(ctx: &mut Ctx<'_>, pid: usize, handle: u64) -> KResult<NTSTATUS> {
-    let Some(file) = ctx.io.processes[pid].handles.remove(&handle) else { return Ok(STATUS_INVALID_HANDLE) };
+    match ctx.ob.take(Owner::Process(pid), handle, false) {
+        None => Ok(STATUS_INVALID_HANDLE),
+        Some(Target::Key(_)) => Ok(STATUS_SUCCESS),
+        Some(Target::Object(object)) => {
+            close_object_handle(ctx, object)?;
+            Ok(STATUS_SUCCESS)
+        }
+    }
+}
+
+/// A handle to `object` was removed from its table: drops the handle's reference,
+/// after IRP_MJ_CLEANUP if it was a file object's last handle.
+pub(crate) fn close_object_handle(ctx: &mut Ctx<'_>, object: usize) -> KResult<()> {
+    if ctx.io.files.contains_key(&object) {
+        close_file_handle(ctx, object)
+    } else {
+        crate::ob::dereference(ctx, object).map(|_| ())
+    }
+}
+
+fn close_file_handle(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
     let info = ctx.io.files.get_mut(&file).expect("file of a handle");
     info.handles -= 1;
     if info.handles == 0 {
@@ -746,5 +775,5 @@ fn close(ctx: &mut Ctx<'_>, pid: usize, handle: u64) -> KResult<NTSTATUS> {
         }
     }
     crate::ob::dereference(ctx, file)?;
-    Ok(STATUS_SUCCESS)
+    Ok(())
 }

@@ -355,7 +355,12 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
             "the driver unloaded still holding a reference to its thread object: ObDereferenceObject it.".to_owned(),
         ));
     }
-    if let Some(&handle) = ctx.ob.kernel_handles.keys().min() {
+    let system_handle = ctx
+        .ob
+        .handles_of(crate::ob::Owner::System)
+        .into_iter()
+        .find_map(|(handle, target)| matches!(target, crate::ob::Target::Object(_)).then_some(handle));
+    if let Some(handle) = system_handle {
         return Err(ce(
             ctx,
             unload::OBJECT_REFERENCE,
@@ -390,7 +395,7 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     if ctx.ke.interrupts.claims() > 0 {
         return Err(ce(ctx, unload::RESOURCE_CLAIM, 0, "the driver unloaded with hardware resources still claimed: report an empty list with IoReportResourceForDetection (stage 5).".to_owned()));
     }
-    if ctx.registry.open_handles() > 0 {
+    if ctx.ob.key_handles() > 0 {
         return Err(ce(
             ctx,
             unload::REGISTRY_KEY,

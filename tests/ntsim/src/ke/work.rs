@@ -29,22 +29,36 @@ struct Queued {
 // SAFETY: the routine is a plain function pointer into driver code.
 unsafe impl Send for Queued {}
 
+/// What a worker thread runs: a driver's work item, or an object deletion the object
+/// manager deferred (ObpDeferObjectDeletion queues it to a system worker too).
+enum Work {
+    Item(Queued),
+    Delete { object: usize, kind: crate::ob::Kind },
+}
+
 #[derive(Default)]
 pub(crate) struct WorkQueue {
     pub(crate) items: HashMap<usize, Item>,
-    queue: VecDeque<Queued>,
+    queue: VecDeque<Work>,
     /// Devices of the work items whose routines are running now.
     pub(crate) running: Vec<usize>,
 }
 
 impl WorkQueue {
+    /// Driver work items queued or running.
     pub(crate) fn outstanding(&self) -> usize {
-        self.queue.len() + self.running.len()
+        self.queue.iter().filter(|w| matches!(w, Work::Item(_))).count() + self.running.len()
     }
 
     /// The routine `item` is queued with (0 if it is not queued).
     fn routine_of(&self, item: usize) -> usize {
-        self.queue.iter().find(|q| q.item == item).and_then(|q| q.routine).map_or(0, |r| r as usize)
+        self.queue
+            .iter()
+            .find_map(|w| match w {
+                Work::Item(q) if q.item == item => Some(q.routine.map_or(0, |r| r as usize)),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -58,10 +72,10 @@ pub(crate) fn start_worker(inner: &Arc<Inner>, state: &mut State, n: usize) {
     });
 }
 
-fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
+fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Work>> {
     ctx.block(Box::new(|state| if state.ke.work.queue.is_empty() { None } else { Some(0) }))?;
     let work = ctx.ke.work.queue.pop_front();
-    if let Some(w) = &work {
+    if let Some(Work::Item(w)) = &work {
         ctx.ke.work.running.push(w.device);
         if let Some(item) = ctx.ke.work.items.get_mut(&w.item) {
             item.queued = false;
@@ -70,7 +84,24 @@ fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
     Ok(work)
 }
 
-fn run(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
+/// Queues the deletion of an object whose last reference went above PASSIVE_LEVEL.
+pub(crate) fn defer_deletion(ctx: &mut Ctx<'_>, object: usize, kind: crate::ob::Kind) {
+    ctx.ke.work.queue.push_back(Work::Delete { object, kind });
+    ctx.signal();
+}
+
+fn run(ctx: &mut Ctx<'_>, work: Work) -> KResult<()> {
+    match work {
+        Work::Item(item) => run_item(ctx, item),
+        Work::Delete { object, kind } => {
+            crate::ob::delete(ctx, object, kind)?;
+            ctx.signal();
+            Ok(())
+        }
+    }
+}
+
+fn run_item(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
     let device = work.device;
     if let Some(routine) = work.routine {
         // SAFETY: the driver's work routine with the arguments it queued.
@@ -160,7 +191,8 @@ pub unsafe extern "C" fn IoQueueWorkItem(
         }
         crate::ob::reference(ctx, device);
         ctx.ke.work.items.get_mut(&item).expect("checked").queued = true;
-        ctx.ke.work.queue.push_back(Queued { item, device, routine: WorkerRoutine, context: Context as usize });
+        let queued = Queued { item, device, routine: WorkerRoutine, context: Context as usize };
+        ctx.ke.work.queue.push_back(Work::Item(queued));
         ctx.signal();
         Ok(())
     });
