@@ -24,12 +24,16 @@ use ntsim::wdk_sys::ntddk::{
     IoAllocateWorkItem, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoReleaseCancelSpinLock,
     IoStartTimer, IoStopTimer, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeInitializeDpc,
     KeInitializeEvent, KeInitializeTimer, KeInsertQueueDpc, KeQueryPerformanceCounter, KeReleaseSemaphore,
-    KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, ObfDereferenceObject, ObfReferenceObject,
+    KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, KeWaitForSingleObject,
+    ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, ObfReferenceObject, PsCreateSystemThread,
+    ZwClose,
 };
 use ntsim::wdk_sys::{
-    _EVENT_TYPE, _WORK_QUEUE_TYPE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, KDPC, KEVENT, KSEMAPHORE,
-    KTIMER, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, PRKDPC, PVOID, STATUS_BUFFER_OVERFLOW,
-    STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_PENDING, STATUS_SUCCESS,
+    _EVENT_TYPE, _MODE, _WORK_QUEUE_TYPE, ExEventObjectType, HANDLE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL,
+    IRP_MJ_READ, KDPC, KEVENT, KSEMAPHORE, KTIMER, NTSTATUS, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING,
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, POBJECT_TYPE, PRKDPC, PVOID, PsThreadType, STATUS_BUFFER_OVERFLOW,
+    STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING,
+    STATUS_SUCCESS, THREAD_ALL_ACCESS,
 };
 use ntsim::{Config, DriverState, Machine, Mode};
 
@@ -1025,5 +1029,314 @@ fn thread_exit_interrupts_a_blocked_synchronous_read() {
     t0.exit().unwrap();
     assert_eq!(read.completion().map(|r| r.status), Some(STATUS_CANCELLED));
     process.close(handle).unwrap();
+    assert_clean(&machine);
+}
+
+// ---------------------------------------------------------------------------------
+// Handle tables, object types, ZwClose, deferred deletion
+// ---------------------------------------------------------------------------------
+
+/// A handle to our device: a kernel handle with OBJ_KERNEL_HANDLE, otherwise one in the
+/// calling process's table.
+unsafe fn open_device_handle(device: PDEVICE_OBJECT, attributes: u32) -> HANDLE {
+    let mut handle: HANDLE = std::ptr::null_mut();
+    // SAFETY: our live device and a writable out-pointer.
+    unsafe {
+        let _ = ObOpenObjectByPointer(
+            device.cast(),
+            attributes,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            _MODE::KernelMode as i8,
+            &raw mut handle,
+        );
+    }
+    handle
+}
+
+unsafe extern "C" fn create_opens_handle(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: our device and state; CREATE runs in the opening process's context, so
+    // without OBJ_KERNEL_HANDLE the handle lands in that process's table: the bug.
+    unsafe {
+        let s = state(device);
+        let attributes = (*s).counter.load(Ordering::SeqCst);
+        (*s).handle = open_device_handle(device, attributes);
+        print_value("handle", (*s).handle as u64);
+        common::dispatch_basic(device, irp)
+    }
+}
+
+unsafe extern "C" fn unload_closes_handle(driver: PDRIVER_OBJECT) {
+    // SAFETY: the state's handle, closed in the System process's context.
+    unsafe {
+        let s = driver_state(driver);
+        let _ = ZwClose((*s).handle);
+        common::unload_clean(driver);
+    }
+}
+
+unsafe fn handle_entry(driver: PDRIVER_OBJECT, attributes: u32) -> NTSTATUS {
+    let majors = [(ntsim::wdk_sys::IRP_MJ_CREATE, Some(create_opens_handle as _))];
+    // SAFETY: DriverEntry's driver object.
+    let status = unsafe { entry_with(driver, &majors, Some(unload_closes_handle)) };
+    // SAFETY: the state of the device just created.
+    unsafe { (*driver_state(driver)).counter.store(attributes, Ordering::SeqCst) };
+    status
+}
+
+unsafe extern "C" fn entry_handle_in_process(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: forwarded.
+    unsafe { handle_entry(driver, 0) }
+}
+
+unsafe extern "C" fn entry_kernel_handle(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: forwarded.
+    unsafe { handle_entry(driver, OBJ_KERNEL_HANDLE) }
+}
+
+/// A handle made in CREATE without OBJ_KERNEL_HANDLE is the client process's; the
+/// ZwClose in DriverUnload (System process) finds no such handle: 0x93, P2 = 1.
+#[test]
+fn zw_close_in_unload_of_a_handle_made_without_obj_kernel_handle_is_0x93() {
+    let machine = machine();
+    let driver = load(&machine, entry_handle_in_process);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    assert_eq!(process.handle_count(), 2, "the client's handle and the driver's, in one table");
+    process.close(handle).unwrap();
+    let v = bugcheck(machine.stop_driver(driver));
+    assert_eq!((v.code, v.params), (0x93, [printed(&machine, "handle"), 1, 0, 0]), "{v}");
+    assert_eq!(v.routine, Routine::Unload);
+}
+
+/// The same driver with OBJ_KERNEL_HANDLE is correct: a System-table handle.
+#[test]
+fn a_kernel_handle_made_in_a_client_context_closes_in_unload() {
+    let machine = machine();
+    let driver = load(&machine, entry_kernel_handle);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    assert_eq!(process.handle_count(), 1);
+    assert_eq!(printed(&machine, "handle") >> 31, 0x1_FFFF_FFFF, "a kernel handle has the top bits set");
+    process.close(handle).unwrap();
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    assert_clean(&machine);
+}
+
+/// The process owns a handle the driver made in its context: it can close it (or
+/// the value can be reused); the driver's later ZwClose is 0x93.
+#[test]
+fn a_client_closing_the_drivers_handle_makes_its_zw_close_0x93() {
+    let machine = machine();
+    let driver = load(&machine, entry_handle_in_process);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    let drivers = ntsim::Handle(printed(&machine, "handle"));
+    assert_eq!(process.close(drivers).unwrap(), STATUS_SUCCESS, "CloseHandle on the driver's handle works");
+    process.close(handle).unwrap();
+    let v = bugcheck(machine.stop_driver(driver));
+    assert_eq!((v.code, v.params), (0x93, [drivers.0, 1, 0, 0]), "{v}");
+}
+
+entry_then!(entry_closes_twice, |device, _s| {
+    // SAFETY: a kernel handle to our device, closed twice: the bug.
+    unsafe {
+        let handle = open_device_handle(device, OBJ_KERNEL_HANDLE);
+        print_value("handle", handle as u64);
+        let _ = ZwClose(handle);
+        let _ = ZwClose(handle);
+    }
+});
+
+#[test]
+fn zw_close_of_a_closed_kernel_handle_is_0x93() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_closes_twice));
+    assert_eq!((v.code, v.params), (0x93, [printed(&machine, "handle"), 1, 0, 0]), "{v}");
+}
+
+unsafe extern "C" fn thread_ends(_context: PVOID) {}
+
+/// PsCreateSystemThread with OBJ_KERNEL_HANDLE, then references by type.
+unsafe fn thread_handle() -> HANDLE {
+    let mut attributes: OBJECT_ATTRIBUTES =
+        // SAFETY: all-zero is a valid OBJECT_ATTRIBUTES to fill in.
+        unsafe { std::mem::zeroed() };
+    attributes.Length = u32::try_from(size_of::<OBJECT_ATTRIBUTES>()).unwrap();
+    attributes.Attributes = OBJ_KERNEL_HANDLE;
+    let mut handle: HANDLE = std::ptr::null_mut();
+    // SAFETY: valid out-pointer and attributes; the routine returns at once.
+    unsafe {
+        let _ = PsCreateSystemThread(
+            &raw mut handle,
+            THREAD_ALL_ACCESS,
+            &raw mut attributes,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            Some(thread_ends),
+            std::ptr::null_mut(),
+        );
+    }
+    handle
+}
+
+unsafe fn reference(handle: HANDLE, object_type: POBJECT_TYPE, mode: i8) -> (NTSTATUS, PVOID) {
+    let mut object: PVOID = std::ptr::null_mut();
+    // SAFETY: a writable out-pointer; the handle and type are the test's.
+    let status = unsafe {
+        ObReferenceObjectByHandle(handle, THREAD_ALL_ACCESS, object_type, mode, &raw mut object, std::ptr::null_mut())
+    };
+    (status, object)
+}
+
+entry_then!(entry_references_by_type, |_device, _s| {
+    // SAFETY: a kernel thread handle referenced with the wrong, then the right, type.
+    unsafe {
+        let handle = thread_handle();
+        let (wrong, object) = reference(handle, *ExEventObjectType, _MODE::KernelMode as i8);
+        print_value("as event", wrong.cast_unsigned().into());
+        print_value("object", object as u64);
+        let (right, object) = reference(handle, *PsThreadType, _MODE::KernelMode as i8);
+        print_value("as thread", right.cast_unsigned().into());
+        let _ = KeWaitForSingleObject(object, 0, _MODE::KernelMode as i8, 0, std::ptr::null_mut());
+        ObfDereferenceObject(object);
+        let _ = ZwClose(handle);
+    }
+});
+
+/// ObReferenceObjectByHandle checks ObjectType: a thread handle is no event.
+#[test]
+fn referencing_a_handle_as_the_wrong_object_type_is_object_type_mismatch() {
+    let machine = machine();
+    let driver = load(&machine, entry_references_by_type);
+    assert_eq!(printed(&machine, "as event"), u64::from(STATUS_OBJECT_TYPE_MISMATCH.cast_unsigned()));
+    assert_eq!(printed(&machine, "object"), 0, "no object on a mismatch");
+    assert_eq!(printed(&machine, "as thread"), 0);
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+    assert_clean(&machine);
+}
+
+unsafe extern "C" fn create_references_user_handle(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: a handle in the client's table, referenced as KernelMode: the bug (a
+    // handle from user space must be referenced with UserMode).
+    unsafe {
+        let handle = open_device_handle(device, 0);
+        print_value("handle", handle as u64);
+        let _ = reference(handle, std::ptr::null_mut(), _MODE::KernelMode as i8);
+        common::dispatch_basic(device, irp)
+    }
+}
+
+unsafe extern "C" fn entry_references_user_handle(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    let majors = [(ntsim::wdk_sys::IRP_MJ_CREATE, Some(create_references_user_handle as _))];
+    // SAFETY: DriverEntry's driver object.
+    unsafe { entry_with(driver, &majors, None) }
+}
+
+#[test]
+fn a_user_handle_referenced_as_kernel_mode_is_c4_f6() {
+    let machine = machine();
+    load(&machine, entry_references_user_handle);
+    let v = bugcheck(machine.new_process().open(PATH, true));
+    assert_eq!((v.code, v.params[..2].to_vec()), (0xC4, vec![0xF6, printed(&machine, "handle")]), "{v}");
+}
+
+entry_then!(entry_references_kernel_handle_as_user_mode, |_device, _s| {
+    // SAFETY: a kernel handle referenced with UserMode in the System process: the bug.
+    unsafe {
+        let handle = thread_handle();
+        print_value("handle", handle as u64);
+        let _ = reference(handle, *PsThreadType, _MODE::UserMode as i8);
+    }
+});
+
+#[test]
+fn a_kernel_handle_referenced_as_user_mode_in_the_system_process_is_c4_f7() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_references_kernel_handle_as_user_mode));
+    // SAFETY: reading the exported type object's address.
+    let thread_type = unsafe { *PsThreadType } as u64;
+    assert_eq!((v.code, v.params), (0xC4, [0xF7, printed(&machine, "handle"), thread_type, 1]), "{v}");
+}
+
+entry_then!(entry_references_null_handle, |_device, _s| {
+    // SAFETY: a NULL handle: the bug.
+    unsafe {
+        let _ = reference(std::ptr::null_mut(), *PsThreadType, _MODE::KernelMode as i8);
+    }
+});
+
+#[test]
+fn referencing_a_null_handle_is_c4_f5() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_references_null_handle));
+    // SAFETY: reading the exported type object's address.
+    let thread_type = unsafe { *PsThreadType } as u64;
+    assert_eq!((v.code, v.params), (0xC4, [0xF5, 0, thread_type, 0]), "{v}");
+}
+
+unsafe extern "C" fn dpc_drops_file(_dpc: PRKDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
+    let s = context.cast::<State>();
+    // SAFETY: the file object reference CREATE took; dropped at DISPATCH_LEVEL.
+    unsafe { ObfDereferenceObject((*s).thread) };
+}
+
+unsafe extern "C" fn create_keeps_file(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: CREATE's file object, referenced until the DPC drops it.
+    unsafe {
+        let file = (*stack(irp)).FileObject;
+        ObfReferenceObject(file.cast());
+        (*state(device)).thread = file.cast();
+        common::dispatch_basic(device, irp)
+    }
+}
+
+unsafe extern "C" fn cleanup_arms_dpc(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the state's timer and DPC, initialised in DriverEntry.
+    unsafe {
+        let s = state(device);
+        KeSetTimer(&raw mut (*s).timer, relative_ms(5), &raw mut (*s).dpc);
+        common::dispatch_basic(device, irp)
+    }
+}
+
+unsafe extern "C" fn close_reports_irql(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print(&format!("close at irql {}", ntsim::inline::KeGetCurrentIrql()));
+    // SAFETY: forwarded.
+    unsafe { common::dispatch_basic(device, irp) }
+}
+
+unsafe extern "C" fn entry_drops_file_in_dpc(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    let majors = [
+        (ntsim::wdk_sys::IRP_MJ_CREATE, Some(create_keeps_file as _)),
+        (IRP_MJ_CLEANUP, Some(cleanup_arms_dpc as _)),
+        (ntsim::wdk_sys::IRP_MJ_CLOSE, Some(close_reports_irql as _)),
+    ];
+    // SAFETY: DriverEntry's driver object and the new device's state.
+    unsafe {
+        let status = entry_with(driver, &majors, None);
+        let s = driver_state(driver);
+        KeInitializeTimer(&raw mut (*s).timer);
+        KeInitializeDpc(&raw mut (*s).dpc, Some(dpc_drops_file), s.cast());
+        status
+    }
+}
+
+/// The last reference dropped in a DPC: the object manager defers the deletion to a
+/// worker, so IRP_MJ_CLOSE arrives at PASSIVE_LEVEL (ReactOS ObpDeferObjectDeletion).
+#[test]
+fn a_last_reference_dropped_at_dispatch_level_closes_on_a_worker() {
+    let machine = machine();
+    let driver = load(&machine, entry_drops_file_in_dpc);
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().unwrap();
+    process.close(handle).unwrap();
+    machine.advance_ms(10).unwrap();
+    assert!(machine.debug_output().contains(&"close at irql 0".to_owned()), "{:#?}", machine.debug_output());
+    let close =
+        machine.trace().into_iter().find(|c| c.routine == Routine::Dispatch(ntsim::wdk_sys::IRP_MJ_CLOSE as u8));
+    assert!(close.as_ref().is_some_and(|c| c.thread.starts_with("worker-")), "{close:?}");
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
     assert_clean(&machine);
 }
