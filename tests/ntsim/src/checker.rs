@@ -66,6 +66,8 @@ impl std::error::Error for Violation {}
 /// Bug-check codes ntsim reports.
 pub mod code {
     pub const IRQL_NOT_LESS_OR_EQUAL: u32 = 0x0A;
+    pub const MAXIMUM_WAIT_OBJECTS_EXCEEDED: u32 = 0x0C;
+    pub const KMODE_EXCEPTION_NOT_HANDLED: u32 = 0x1E;
     pub const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
     pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
     pub const TIMER_OR_DPC_INVALID: u32 = 0xC7;
@@ -99,6 +101,9 @@ pub mod c4 {
     pub const USER_HANDLE_AS_KERNEL_MODE: u64 = 0xF6;
     pub const KERNEL_HANDLE_AS_USER_MODE: u64 = 0xF7;
     pub const RECURSIVE_SPIN_LOCK: u64 = 0x1000;
+    /// DDI compliance (additional): QueuedSpinLockRelease and SpinLockRelease.
+    pub const QUEUED_SPIN_LOCK_RELEASE: u64 = 0x40007;
+    pub const SPIN_LOCK_RELEASE_RULE: u64 = 0x4000B;
     /// A DDI called above the highest IRQL its documentation allows.
     pub const DDI_IRQL: u64 = 0x2001B;
 }

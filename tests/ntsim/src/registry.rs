@@ -9,8 +9,9 @@ use crate::ob::Target;
 use crate::wdk_sys::{
     ACCESS_MASK, HANDLE, KEY_VALUE_INFORMATION_CLASS, NTSTATUS, OBJ_KERNEL_HANDLE, PHANDLE, POBJECT_ATTRIBUTES, PULONG,
     PUNICODE_STRING, PVOID, REG_BINARY, REG_CREATED_NEW_KEY, REG_DWORD, REG_OPENED_EXISTING_KEY, REG_OPTION_VOLATILE,
-    REG_SZ, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE,
-    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, ULONG,
+    REG_SZ, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_CHILD_MUST_BE_VOLATILE,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SUCCESS, ULONG,
 };
 
 /// A registry value as tests write and read it.
@@ -72,7 +73,9 @@ impl Registry {
             "\\Registry\\Machine\\System\\CurrentControlSet",
             "\\Registry\\Machine\\System\\CurrentControlSet\\Services",
         ] {
-            registry.create_key(key, false);
+            // HARDWARE is a volatile hive, rebuilt at every boot.
+            let volatile = key.to_uppercase().starts_with("\\REGISTRY\\MACHINE\\HARDWARE");
+            registry.create_key(key, volatile);
         }
         registry
     }
@@ -161,7 +164,12 @@ pub unsafe extern "C" fn ZwCreateKey(
         if !ctx.registry.keys.contains_key(&parent) {
             return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
         }
-        let created = ctx.registry.create_key(&path, CreateOptions & REG_OPTION_VOLATILE != 0);
+        let volatile = CreateOptions & REG_OPTION_VOLATILE != 0;
+        if !volatile && !ctx.registry.keys.contains_key(&path) && ctx.registry.keys[&parent].volatile {
+            // A volatile key can have only volatile subkeys (ZwCreateKey's documentation).
+            return Ok(STATUS_CHILD_MUST_BE_VOLATILE);
+        }
+        let created = ctx.registry.create_key(&path, volatile);
         let handle = open(ctx, ObjectAttributes, path);
         // SAFETY: the driver passed writable out-parameters (Disposition is optional).
         unsafe {

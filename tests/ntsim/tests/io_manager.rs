@@ -22,18 +22,20 @@ use common::{
 use ntsim::trace::Routine;
 use ntsim::wdk_sys::ntddk::{
     IoAllocateWorkItem, IoDeleteDevice, IoFreeWorkItem, IoInitializeTimer, IoQueueWorkItem, IoReleaseCancelSpinLock,
-    IoStartTimer, IoStopTimer, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc, KeInitializeDpc,
-    KeInitializeEvent, KeInitializeTimer, KeInsertQueueDpc, KeQueryPerformanceCounter, KeReleaseSemaphore,
-    KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer, KeWaitForSingleObject,
-    ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, ObfReferenceObject, PsCreateSystemThread,
-    ZwClose,
+    IoStartTimer, IoStopTimer, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockAtDpcLevel,
+    KeAcquireSpinLockRaiseToDpc, KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeEvent, KeInitializeSemaphore,
+    KeInitializeTimer, KeInsertQueueDpc, KeQueryPerformanceCounter, KeReleaseInStackQueuedSpinLock, KeReleaseSemaphore,
+    KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeRemoveQueueDpc, KeSetEvent, KeSetTimer,
+    KeWaitForMultipleObjects, KeWaitForSingleObject, ObOpenObjectByPointer, ObReferenceObjectByHandle,
+    ObfDereferenceObject, ObfReferenceObject, PsCreateSystemThread, ZwClose, ZwCreateKey,
 };
 use ntsim::wdk_sys::{
-    _EVENT_TYPE, _MODE, _WORK_QUEUE_TYPE, ExEventObjectType, HANDLE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL,
-    IRP_MJ_READ, KDPC, KEVENT, KSEMAPHORE, KTIMER, NTSTATUS, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING,
-    PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, POBJECT_TYPE, PRKDPC, PVOID, PsThreadType, STATUS_BUFFER_OVERFLOW,
-    STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING,
-    STATUS_SUCCESS, THREAD_ALL_ACCESS,
+    _EVENT_TYPE, _MODE, _WAIT_TYPE, _WORK_QUEUE_TYPE, ExEventObjectType, HANDLE, IRP_MJ_CLEANUP, IRP_MJ_DEVICE_CONTROL,
+    IRP_MJ_READ, KDPC, KEVENT, KEY_ALL_ACCESS, KLOCK_QUEUE_HANDLE, KSEMAPHORE, KTIMER, KWAIT_BLOCK, NTSTATUS,
+    OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PIRP, POBJECT_TYPE, PRKDPC,
+    PVOID, PsThreadType, REG_OPTION_VOLATILE, STATUS_BUFFER_OVERFLOW, STATUS_CANCELLED, STATUS_CHILD_MUST_BE_VOLATILE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING,
+    STATUS_SEMAPHORE_LIMIT_EXCEEDED, STATUS_SUCCESS, THREAD_ALL_ACCESS,
 };
 use ntsim::{Config, DriverState, Machine, Mode};
 
@@ -1339,4 +1341,221 @@ fn a_last_reference_dropped_at_dispatch_level_closes_on_a_worker() {
     assert!(close.as_ref().is_some_and(|c| c.thread.starts_with("worker-")), "{close:?}");
     assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
     assert_clean(&machine);
+}
+
+// ---------------------------------------------------------------------------------
+// Smaller rules: the volatile HARDWARE hive, semaphore limits, wait blocks,
+// KeFlushQueuedDpcs, queued versus ordinary spin-lock calls
+// ---------------------------------------------------------------------------------
+
+/// ZwCreateKey of `name` with `options`; closes the key it opened.
+unsafe fn create_key(name: &str, options: u32) -> NTSTATUS {
+    let mut units = common::wide(name);
+    let mut unicode = common::counted(&mut units);
+    let mut attributes = OBJECT_ATTRIBUTES {
+        Length: u32::try_from(size_of::<OBJECT_ATTRIBUTES>()).expect("small"),
+        RootDirectory: std::ptr::null_mut(),
+        ObjectName: &raw mut unicode,
+        Attributes: OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: std::ptr::null_mut(),
+        SecurityQualityOfService: std::ptr::null_mut(),
+    };
+    let mut key: HANDLE = std::ptr::null_mut();
+    // SAFETY: valid attributes and out-pointers for the call.
+    let status = unsafe {
+        ZwCreateKey(
+            &raw mut key,
+            KEY_ALL_ACCESS,
+            &raw mut attributes,
+            0,
+            std::ptr::null_mut(),
+            options,
+            std::ptr::null_mut(),
+        )
+    };
+    if status == STATUS_SUCCESS {
+        // SAFETY: the key just opened.
+        let _ = unsafe { ZwClose(key) };
+    }
+    status
+}
+
+const DEVICEMAP_KEY: &str = r"\Registry\Machine\HARDWARE\DEVICEMAP\NtsimCheck";
+
+entry_then!(entry_writes_devicemap, |_device, _s| {
+    // SAFETY: plain registry calls; the first forgets REG_OPTION_VOLATILE: the bug.
+    unsafe {
+        print_value("persistent", u64::from(create_key(DEVICEMAP_KEY, 0).cast_unsigned()));
+        print_value("volatile", u64::from(create_key(DEVICEMAP_KEY, REG_OPTION_VOLATILE).cast_unsigned()));
+    }
+});
+
+/// HARDWARE is a volatile hive: a persistent subkey fails with
+/// STATUS_CHILD_MUST_BE_VOLATILE.
+#[test]
+fn a_persistent_key_under_hardware_is_child_must_be_volatile() {
+    let machine = machine();
+    load(&machine, entry_writes_devicemap);
+    assert_eq!(printed(&machine, "persistent"), u64::from(STATUS_CHILD_MUST_BE_VOLATILE.cast_unsigned()));
+    assert_eq!(printed(&machine, "volatile"), 0);
+    assert_eq!(machine.registry().is_volatile(DEVICEMAP_KEY), Some(true));
+}
+
+entry_then!(entry_releases_past_limit, |_device, _s| {
+    let semaphore: *mut KSEMAPHORE = Box::leak(Box::new(
+        // SAFETY: all-zero is a valid bit pattern, initialised just below.
+        unsafe { std::mem::zeroed::<KSEMAPHORE>() },
+    ));
+    // SAFETY: an initialised semaphore of limit 1, released twice: the bug.
+    unsafe {
+        KeInitializeSemaphore(semaphore, 0, 1);
+        KeReleaseSemaphore(semaphore, 0, 1, 0);
+        KeReleaseSemaphore(semaphore, 0, 1, 0);
+    }
+});
+
+/// KeReleaseSemaphore past the limit raises STATUS_SEMAPHORE_LIMIT_EXCEEDED, which a
+/// driver does not handle: 0x1E with the exception code.
+#[test]
+fn releasing_a_semaphore_past_its_limit_is_0x1e() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_releases_past_limit));
+    assert_eq!((v.code, v.params[0]), (0x1E, u64::from(STATUS_SEMAPHORE_LIMIT_EXCEEDED.cast_unsigned())), "{v}");
+}
+
+entry_then!(entry_waits_on_four, |_device, _s| {
+    let events: &'static mut [KEVENT; 4] = Box::leak(Box::new(
+        // SAFETY: all-zero is a valid bit pattern, initialised just below.
+        unsafe { std::mem::zeroed() },
+    ));
+    let mut objects: Vec<PVOID> = Vec::new();
+    for event in events.iter_mut() {
+        // SAFETY: each event is initialised, signalled, before the waits.
+        unsafe { KeInitializeEvent(event, _EVENT_TYPE::NotificationEvent, 1) };
+        objects.push(std::ptr::from_mut(event).cast());
+    }
+    let mut blocks: Box<[KWAIT_BLOCK; 4]> =
+        // SAFETY: wait blocks are the kernel's scratch space; zeroed is fine.
+        Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: four signalled events; first with wait blocks (fine), then without: the bug.
+    unsafe {
+        let with_blocks = KeWaitForMultipleObjects(
+            4,
+            objects.as_mut_ptr(),
+            _WAIT_TYPE::WaitAll,
+            0,
+            _MODE::KernelMode as i8,
+            0,
+            std::ptr::null_mut(),
+            blocks.as_mut_ptr(),
+        );
+        print_value("with blocks", u64::from(with_blocks.cast_unsigned()));
+        let _ = KeWaitForMultipleObjects(
+            4,
+            objects.as_mut_ptr(),
+            _WAIT_TYPE::WaitAll,
+            0,
+            _MODE::KernelMode as i8,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
+});
+
+/// More than THREAD_WAIT_OBJECTS (3) objects need a WaitBlockArray: 0x0C.
+#[test]
+fn waiting_on_four_objects_without_wait_blocks_is_0x0c() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_waits_on_four));
+    assert_eq!(printed(&machine, "with blocks"), 0);
+    assert_eq!((v.code, v.params), (0x0C, [0, 0, 0, 0]), "{v}");
+}
+
+unsafe extern "C" fn dpc_queues_and_removes_another(_dpc: PRKDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
+    let s = context.cast::<State>();
+    print("first begins");
+    // SAFETY: the state's second DPC, initialised in DriverEntry.
+    unsafe {
+        KeInsertQueueDpc(&raw mut (*s).dpc2, std::ptr::null_mut(), std::ptr::null_mut());
+        KeRemoveQueueDpc(&raw mut (*s).dpc2);
+    }
+    print("first ends");
+}
+
+unsafe extern "C" fn read_flushes(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the state's first DPC; the IRP is ours.
+    unsafe {
+        let s = state(device);
+        KeInsertQueueDpc(&raw mut (*s).dpc, std::ptr::null_mut(), std::ptr::null_mut());
+        KeFlushQueuedDpcs();
+        print("flushed");
+        complete(irp, STATUS_SUCCESS, 0);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn entry_flush_accounting(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: DriverEntry's driver object and the new device's state.
+    unsafe {
+        let status = entry_with(driver, &[(IRP_MJ_READ, Some(read_flushes))], None);
+        let s = driver_state(driver);
+        KeInitializeDpc(&raw mut (*s).dpc, Some(dpc_queues_and_removes_another), s.cast());
+        KeInitializeDpc(&raw mut (*s).dpc2, Some(dpc_noop), std::ptr::null_mut());
+        status
+    }
+}
+
+/// A DPC queued and removed while a flush waits does not count for it:
+/// KeFlushQueuedDpcs still returns only after the DPC queued before it has finished.
+#[test]
+fn a_dpc_removed_during_a_flush_does_not_end_it_early() {
+    let mut raced = 0;
+    for seed in 0..60 {
+        let machine = Machine::new(Config::seeded(seed));
+        load(&machine, entry_flush_accounting);
+        let process = machine.new_process();
+        let handle = process.open(PATH, true).unwrap().unwrap();
+        process.read(handle, 4).unwrap();
+        assert_clean(&machine);
+        let output = machine.debug_output();
+        let at = |line: &str| output.iter().position(|l| l == line).unwrap();
+        assert!(at("first ends") < at("flushed"), "seed {seed}: {output:#?}");
+        let trace = machine.trace();
+        let call = |api: &str| trace.iter().position(|c| c.api == api).unwrap();
+        if call("KeFlushQueuedDpcs") < call("KeRemoveQueueDpc") {
+            raced += 1;
+        }
+    }
+    assert!(raced > 0, "some schedule removes the second DPC while the flush waits");
+}
+
+entry_then!(entry_queued_acquire_plain_release, |_device, s| {
+    // SAFETY: the state's lock, taken queued and released with KeReleaseSpinLock: the bug.
+    unsafe {
+        let mut handle: KLOCK_QUEUE_HANDLE = std::mem::zeroed();
+        KeAcquireInStackQueuedSpinLock(&raw mut (*s).lock, &raw mut handle);
+        KeReleaseSpinLock(&raw mut (*s).lock, handle.OldIrql);
+    }
+});
+
+entry_then!(entry_plain_acquire_queued_release, |_device, s| {
+    // SAFETY: the state's lock, taken with KeAcquireSpinLock and released through a
+    // queue handle naming it: the bug.
+    unsafe {
+        let mut handle: KLOCK_QUEUE_HANDLE = std::mem::zeroed();
+        handle.OldIrql = KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
+        handle.LockQueue.Lock = &raw mut (*s).lock;
+        KeReleaseInStackQueuedSpinLock(&raw mut handle);
+    }
+});
+
+#[test]
+fn mixing_queued_and_ordinary_spin_lock_calls_is_c4_4000b_or_40007() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_queued_acquire_plain_release));
+    assert_eq!((v.code, v.params), (0xC4, [0x4000B, 0, 0, 0]), "{v}");
+    let machine = common::machine();
+    let v = bugcheck(machine.load_driver("chk", entry_plain_acquire_queued_release));
+    assert_eq!((v.code, v.params), (0xC4, [0x40007, 0, 0, 0]), "{v}");
 }

@@ -37,10 +37,22 @@ pub(crate) fn insert(state: &mut State, dpc: usize, from_cpu: usize, routine_kin
     let cpus = state.cpus.len();
     let running = state.ke.dpcs.running.get(&dpc).copied().unwrap_or(0) > 0;
     let cpu = if running && state.hostile.dpc_on_two_cpus { (from_cpu + 1) % cpus } else { from_cpu % cpus };
-    state.cpus[cpu].dpcs.push_back(Queued::Dpc { dpc, routine_kind });
-    state.cpus[cpu].queued_total += 1;
+    state.cpus[cpu].push(Queued::Dpc { dpc, routine_kind });
     state.ke.dpcs.inserted.insert(dpc, cpu);
     true
+}
+
+impl crate::machine::Cpu {
+    /// Queues `work` with the next ticket.
+    pub(crate) fn push(&mut self, work: Queued) {
+        self.dpcs.push_back((self.queued_total, work));
+        self.queued_total += 1;
+    }
+
+    /// Whether everything queued with a ticket below `ticket` has run or was removed.
+    fn flushed_below(&self, ticket: u64) -> bool {
+        self.running.is_none_or(|t| t >= ticket) && self.dpcs.iter().all(|(t, _)| *t >= ticket)
+    }
 }
 
 /// Starts processor `cpu`'s DPC thread.
@@ -57,12 +69,13 @@ pub(crate) fn start_processor(inner: &Arc<Inner>, state: &mut State, cpu: usize)
 
 fn next_work(ctx: &mut Ctx<'_>, cpu: usize) -> KResult<Option<Queued>> {
     ctx.block(Box::new(move |state| if state.cpus[cpu].dpcs.is_empty() { None } else { Some(0) }))?;
-    let work = ctx.cpus[cpu].dpcs.pop_front();
-    if let Some(Queued::Dpc { dpc, .. }) = &work {
+    let Some((ticket, work)) = ctx.cpus[cpu].dpcs.pop_front() else { return Ok(None) };
+    ctx.cpus[cpu].running = Some(ticket);
+    if let Queued::Dpc { dpc, .. } = &work {
         ctx.ke.dpcs.inserted.remove(dpc);
         *ctx.ke.dpcs.running.entry(*dpc).or_default() += 1;
     }
-    Ok(work)
+    Ok(Some(work))
 }
 
 fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
@@ -89,7 +102,7 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
         }
         Queued::IoTimerTick => crate::ke::timer::run_io_timers(ctx)?,
     }
-    ctx.cpus[cpu].finished_total += 1;
+    ctx.cpus[cpu].running = None;
     ctx.signal();
     Ok(())
 }
@@ -192,8 +205,7 @@ pub unsafe extern "C" fn KeRemoveQueueDpc(Dpc: PRKDPC) -> BOOLEAN {
     kcall("KeRemoveQueueDpc", |ctx| {
         let dpc = Dpc as usize;
         let Some(cpu) = ctx.ke.dpcs.inserted.remove(&dpc) else { return Ok(0) };
-        ctx.cpus[cpu].dpcs.retain(|q| !matches!(q, Queued::Dpc { dpc: d, .. } if *d == dpc));
-        ctx.cpus[cpu].finished_total += 1;
+        ctx.cpus[cpu].dpcs.retain(|(_, q)| !matches!(q, Queued::Dpc { dpc: d, .. } if *d == dpc));
         ctx.signal();
         Ok(1)
     })
@@ -203,9 +215,11 @@ const _: crate::wdk_sys::fnsig::KeRemoveQueueDpc = KeRemoveQueueDpc;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeFlushQueuedDpcs() {
     kcall("KeFlushQueuedDpcs", |ctx| {
-        let targets: Vec<u64> = ctx.cpus.iter().map(|c| c.queued_total).collect();
+        // Waits for what was queued (or running) on every processor before the call; a
+        // DPC removed meanwhile no longer counts, and one queued after the call never does.
+        let tickets: Vec<u64> = ctx.cpus.iter().map(|c| c.queued_total).collect();
         ctx.block(Box::new(move |state| {
-            state.cpus.iter().zip(&targets).all(|(cpu, &target)| cpu.finished_total >= target).then_some(0)
+            state.cpus.iter().zip(&tickets).all(|(cpu, &ticket)| cpu.flushed_below(ticket)).then_some(0)
         }))?;
         Ok(())
     });

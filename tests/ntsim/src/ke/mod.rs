@@ -21,6 +21,8 @@ pub(crate) struct Ke {
     pub(crate) lock_owner: HashMap<usize, Tid>,
     /// Thread → the spin lock it is waiting for (to find deadlock cycles).
     pub(crate) spinning: HashMap<Tid, usize>,
+    /// Locks held through KeAcquireInStackQueuedSpinLock.
+    pub(crate) queued_locks: std::collections::HashSet<usize>,
     pub(crate) timers: timer::Timers,
     pub(crate) dpcs: dpc::Dpcs,
     pub(crate) work: work::WorkQueue,

@@ -198,6 +198,23 @@ fn lower_to(ctx: &mut Ctx<'_>, new_irql: KIRQL) -> KResult<()> {
     Ok(())
 }
 
+/// The in-stack queued and the ordinary spin-lock calls keep different state in the
+/// lock (a queue of KLOCK_QUEUE_HANDLEs versus a plain owner word): a lock taken with
+/// one family and released with the other is Verifier's DDI-compliance SpinLockRelease
+/// (0x4000B) or QueuedSpinLockRelease (0x40007) rule. P2–P4 (rule text and state) are 0.
+fn check_release_family(ctx: &Ctx<'_>, lock: usize, queued_release: bool) -> KResult<()> {
+    let held_queued = ctx.ke.queued_locks.contains(&lock);
+    if ctx.ke.lock_owner.get(&lock) != Some(&ctx.tid) || held_queued == queued_release {
+        return Ok(());
+    }
+    let (rule, text) = if queued_release {
+        (c4::QUEUED_SPIN_LOCK_RELEASE, "KeReleaseInStackQueuedSpinLock on a lock taken with KeAcquireSpinLock")
+    } else {
+        (c4::SPIN_LOCK_RELEASE_RULE, "KeReleaseSpinLock on a lock taken with KeAcquireInStackQueuedSpinLock")
+    };
+    Err(c4_violation(ctx, rule, 0, format!("{text} ({lock:#x}): release a lock with the call family that took it.")))
+}
+
 /// KeAcquireSpinLockRaiseToDpc (what `KeAcquireSpinLock` expands to on x64).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL {
@@ -213,6 +230,7 @@ const _: crate::wdk_sys::fnsig::KeAcquireSpinLockRaiseToDpc = KeAcquireSpinLockR
 pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
     kcall("KeReleaseSpinLock", |ctx| {
         require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        check_release_family(ctx, SpinLock as usize, false)?;
         release(ctx, SpinLock as usize)?;
         lower_to(ctx, NewIrql)
     });
@@ -232,6 +250,7 @@ const _: crate::wdk_sys::fnsig::KeAcquireSpinLockAtDpcLevel = KeAcquireSpinLockA
 pub unsafe extern "C" fn KeReleaseSpinLockFromDpcLevel(SpinLock: PKSPIN_LOCK) {
     kcall("KeReleaseSpinLockFromDpcLevel", |ctx| {
         require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        check_release_family(ctx, SpinLock as usize, false)?;
         release(ctx, SpinLock as usize)
     });
 }
@@ -242,6 +261,7 @@ pub unsafe extern "C" fn KeAcquireInStackQueuedSpinLock(SpinLock: PKSPIN_LOCK, L
     kcall("KeAcquireInStackQueuedSpinLock", |ctx| {
         let old = raise_to_dispatch(ctx)?;
         acquire(ctx, SpinLock as usize)?;
+        ctx.ke.queued_locks.insert(SpinLock as usize);
         // SAFETY: the driver passed a writable lock-queue handle.
         unsafe {
             (*LockHandle).LockQueue.Lock = SpinLock;
@@ -258,7 +278,10 @@ pub unsafe extern "C" fn KeReleaseInStackQueuedSpinLock(LockHandle: PKLOCK_QUEUE
         // SAFETY: the handle was filled by KeAcquireInStackQueuedSpinLock.
         let handle: KLOCK_QUEUE_HANDLE = unsafe { core::ptr::read(LockHandle) };
         require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
-        release(ctx, handle.LockQueue.Lock as usize)?;
+        let lock = handle.LockQueue.Lock as usize;
+        check_release_family(ctx, lock, true)?;
+        release(ctx, lock)?;
+        ctx.ke.queued_locks.remove(&lock);
         lower_to(ctx, handle.OldIrql)
     });
 }

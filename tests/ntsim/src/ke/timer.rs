@@ -109,8 +109,7 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
     }
     while state.ke.timers.next_io_tick <= now {
         if state.ke.timers.io_timers.values().any(|t| t.started) {
-            state.cpus[0].dpcs.push_back(Queued::IoTimerTick);
-            state.cpus[0].queued_total += 1;
+            state.cpus[0].push(Queued::IoTimerTick);
         }
         state.ke.timers.next_io_tick += SECOND;
     }

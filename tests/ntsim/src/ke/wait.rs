@@ -5,8 +5,9 @@ use crate::checker::{Violation, c4, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::machine::{Ctx, KResult, State, kcall};
 use crate::wdk_sys::{
-    BOOLEAN, EVENT_TYPE, KPRIORITY, KPROCESSOR_MODE, KWAIT_REASON, LONG, NTSTATUS, PKWAIT_BLOCK, PLARGE_INTEGER,
-    PRKEVENT, PRKSEMAPHORE, PVOID, STATUS_SUCCESS, STATUS_TIMEOUT, ULONG, WAIT_TYPE,
+    BOOLEAN, EVENT_TYPE, KPRIORITY, KPROCESSOR_MODE, KWAIT_REASON, LONG, MAXIMUM_WAIT_OBJECTS, NTSTATUS, PKWAIT_BLOCK,
+    PLARGE_INTEGER, PRKEVENT, PRKSEMAPHORE, PVOID, STATUS_SEMAPHORE_LIMIT_EXCEEDED, STATUS_SUCCESS, STATUS_TIMEOUT,
+    THREAD_WAIT_OBJECTS, ULONG, WAIT_TYPE,
 };
 
 /// Whether `object` is signalled; if so and `consume`, takes the signal as a satisfied
@@ -227,9 +228,24 @@ pub unsafe extern "C" fn KeReleaseSemaphore(
         let (state, limit) = unsafe { (header::signal_state(Semaphore as usize), (*Semaphore).Limit) };
         // SAFETY: as above.
         let previous = unsafe { *state };
-        // Windows raises STATUS_SEMAPHORE_LIMIT_EXCEEDED; ntsim saturates at the limit.
+        if Adjustment > limit || previous > limit - Adjustment {
+            // KeReleaseSemaphore raises STATUS_SEMAPHORE_LIMIT_EXCEEDED (ReactOS
+            // `semphobj.c`); a driver does not handle it: an exception not handled in
+            // kernel mode, bug check 0x1E with the exception code.
+            return Err(ctx.violation(Violation::new(
+                code::KMODE_EXCEPTION_NOT_HANDLED,
+                [
+                    u64::from(STATUS_SEMAPHORE_LIMIT_EXCEEDED.cast_unsigned()),
+                    KeReleaseSemaphore as *const () as u64,
+                    0,
+                    0,
+                ],
+                "KMODE_EXCEPTION_NOT_HANDLED",
+                format!("KeReleaseSemaphore by {Adjustment} from {previous} past the semaphore's limit of {limit}."),
+            )));
+        }
         // SAFETY: as above.
-        unsafe { *state = previous.saturating_add(Adjustment).min(limit) };
+        unsafe { *state = previous + Adjustment };
         ctx.signal();
         Ok(previous)
     })
@@ -257,9 +273,27 @@ pub unsafe extern "C" fn KeWaitForMultipleObjects(
     _WaitMode: KPROCESSOR_MODE,
     _Alertable: BOOLEAN,
     Timeout: PLARGE_INTEGER,
-    _WaitBlockArray: PKWAIT_BLOCK,
+    WaitBlockArray: PKWAIT_BLOCK,
 ) -> NTSTATUS {
     kcall("KeWaitForMultipleObjects", |ctx| {
+        // More than THREAD_WAIT_OBJECTS objects need the caller's wait blocks, and no
+        // more than MAXIMUM_WAIT_OBJECTS can be waited for (the DDI's documentation;
+        // ReactOS `wait.c` bug-checks 0x0C).
+        if Count > MAXIMUM_WAIT_OBJECTS || (Count > THREAD_WAIT_OBJECTS && WaitBlockArray.is_null()) {
+            return Err(ctx.violation(Violation::new(
+                code::MAXIMUM_WAIT_OBJECTS_EXCEEDED,
+                [0, 0, 0, 0],
+                "MAXIMUM_WAIT_OBJECTS_EXCEEDED",
+                format!(
+                    "KeWaitForMultipleObjects of {Count} objects {}.",
+                    if Count > MAXIMUM_WAIT_OBJECTS {
+                        "(at most 64)"
+                    } else {
+                        "without a WaitBlockArray (more than 3 need one)"
+                    }
+                ),
+            )));
+        }
         let objects = (0..Count as usize)
             // SAFETY: the driver passed `Count` object pointers.
             .map(|i| unsafe { *Object.add(i) } as usize)
