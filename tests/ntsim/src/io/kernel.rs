@@ -88,12 +88,11 @@ impl Machine {
 /// A file object for `device` that no IRP_MJ_CREATE reached, referenced once by the
 /// caller (its last reference sends IRP_MJ_CLOSE, as for a stream file object).
 fn unopened_file(ctx: &mut crate::machine::Ctx<'_>, device: usize) -> usize {
-    // SAFETY: FILE_OBJECT is plain data; all-zero is a valid start.
-    let mut object: Box<FILE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
+    let mut object = crate::special_pool::Object::<FILE_OBJECT>::zeroed(crate::special_pool::Kind::FileObject);
     object.Type = 5;
     object.Size = i16::try_from(size_of::<FILE_OBJECT>()).expect("small");
     object.DeviceObject = device as PDEVICE_OBJECT;
-    let file = std::ptr::from_mut(object.as_mut()) as usize;
+    let file = object.as_ptr() as usize;
     ctx.io.files.insert(
         file,
         super::file::FileInfo {
@@ -101,11 +100,16 @@ fn unopened_file(ctx: &mut crate::machine::Ctx<'_>, device: usize) -> usize {
             handles: 0,
             outstanding: 0,
             overlapped: false,
+            sync_owner: None,
             _object: object,
             _name: Vec::new(),
         },
     );
     ctx.ob.insert(file, Kind::File, 1);
     crate::ob::reference(ctx, device);
+    // A stream file object counts as an open of its device: ReferenceCount goes up
+    // when it is made and down when it is deleted (WRK IoCreateStreamFileObjectEx,
+    // IopDeleteFile), so it too defers DriverUnload.
+    super::device::add_open(ctx, device);
     file
 }
