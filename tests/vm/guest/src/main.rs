@@ -1,0 +1,93 @@
+//! stageguest: stagedrv's scenarios (and benchmarks) inside a VM guest — ReactOS, or a
+//! Windows 10/11 test VM — driving the installed driver through Win32.
+//!
+//! Why not stagetest's Win32 backend: a Rust program built with the standard library
+//! for x86_64 Windows imports Windows 7/10 user-mode APIs (SRW locks, WaitOnAddress,
+//! ProcessPrng...) that ReactOS's NT 5.2 user mode lacks, and the scenarios need
+//! CancelIoEx, which ReactOS does not implement. So this program has no standard
+//! library: it imports only kernel32/advapi32 calls NT 5.2 has, looks CancelIoEx up at
+//! run time, and reports each scenario as PASS, SKIP (with the reason) or FAIL through
+//! OutputDebugStringA (the kernel's debug port) and standard output.
+//!
+//! On other hosts it is built only so that the workspace builds; its platform-neutral
+//! parts (the command line, benchmark arithmetic) are unit-tested there.
+
+#![cfg_attr(windows, no_std, no_main)]
+
+extern crate alloc;
+
+#[cfg_attr(not(windows), allow(dead_code))]
+mod args;
+#[cfg_attr(not(windows), allow(dead_code))]
+mod ratio;
+
+#[cfg(windows)]
+#[macro_use]
+mod out;
+#[cfg(windows)]
+mod bench;
+#[cfg(windows)]
+#[allow(dead_code)]
+#[path = "../../../../src/protocol.rs"]
+mod protocol;
+#[cfg(windows)]
+#[allow(dead_code)]
+#[path = "../../../app/src/rng.rs"]
+mod rng;
+#[cfg(windows)]
+mod rt;
+#[cfg(windows)]
+mod scenarios;
+#[cfg(windows)]
+mod win;
+
+/// The program: returns the process exit code (0 when nothing failed).
+#[cfg(windows)]
+fn run() -> u32 {
+    let words = win::command_line();
+    let options = match args::parse(words.get(1..).unwrap_or_default()) {
+        Ok(o) => o,
+        Err(message) => {
+            say!("FATAL: {message}");
+            return 2;
+        }
+    };
+    match options.mode {
+        args::Mode::List => {
+            for (name, about) in scenarios::list() {
+                say!("{name}: {about}");
+            }
+            0
+        }
+        args::Mode::ChildReader { device, reads, ready, exit } => scenarios::child_reader(device, reads, ready, exit),
+        args::Mode::Bench => bench::run(&options),
+        args::Mode::Scenarios => {
+            let read_timeout_s = win::registry_dword(scenarios::PARAMETERS_KEY, "ReadTimeoutSeconds").filter(|&t| t > 0);
+            let settings = scenarios::Settings {
+                threads: options.threads,
+                reads: options.reads,
+                seed: options.seed,
+                wait_ms: options.wait_ms,
+                read_timeout_s,
+            };
+            say!(
+                "start: {} scenario(s), wait {} ms, scenario limit {} s, ReadTimeoutSeconds {}",
+                if options.only.is_empty() { scenarios::ALL.len() } else { options.only.len() },
+                options.wait_ms,
+                options.scenario_timeout_s,
+                read_timeout_s.map_or("not set".into(), |t| alloc::format!("{t}"))
+            );
+            u32::from(scenarios::run_all(&options.only, settings, options.scenario_timeout_s) > 0)
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn main() {
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    match args::parse(&words) {
+        Ok(_) => eprintln!("stageguest runs inside a Windows or ReactOS guest (see tests/vm/README.md)"),
+        Err(message) => eprintln!("stageguest: {message}"),
+    }
+    std::process::exit(2);
+}
