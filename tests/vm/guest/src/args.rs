@@ -8,6 +8,8 @@ pub const USAGE: &str = "\
 stageguest [--scenario NAME]... [--threads N] [--reads M] [--seed S] [--wait-ms MS] [--scenario-timeout S]
 stageguest --list
 stageguest --bench PART... (cleanup, cancel, throughput) [--bench-pending N] [--bench-rounds R] [--bench-seconds S]
+stageguest --sleep-ms MS   (a pause for guest scripts)
+stageguest --wait-stopped SERVICE SECONDS   (until the service is STOPPED; exit 1 if not)
 stageguest --child-reader DEVICE READS READY-EVENT EXIT-EVENT   (started by process-kill/process-exit)";
 
 /// What the run does.
@@ -17,6 +19,10 @@ pub enum Mode {
     List,
     /// `--bench PART`, repeatable (see bench.rs).
     Bench,
+    /// Sleeps (guest scripts have no portable pause command).
+    Sleep(u32),
+    /// Waits until a service is STOPPED (guest scripts, after `sc stop`).
+    WaitStopped { service: String, seconds: u32 },
     /// The child process of process-kill/process-exit; the events are inherited handles.
     ChildReader { device: u32, reads: usize, ready: usize, exit: usize },
 }
@@ -78,6 +84,11 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "--wait-ms" => o.wait_ms = number(flag, it.next())?,
             "--scenario-timeout" => o.scenario_timeout_s = number(flag, it.next())?,
             "--list" => o.mode = Mode::List,
+            "--sleep-ms" => o.mode = Mode::Sleep(number(flag, it.next())?),
+            "--wait-stopped" => {
+                let service = it.next().ok_or("--wait-stopped needs a service name")?.clone();
+                o.mode = Mode::WaitStopped { service, seconds: number(flag, it.next())? };
+            }
             "--bench" => {
                 o.mode = Mode::Bench;
                 o.bench.push(it.next().ok_or("--bench needs a part: cleanup, cancel or throughput")?.clone());
@@ -162,6 +173,11 @@ mod tests {
         assert_eq!(parse(&args("--bench cleanup --bench-pending 2000")).unwrap().bench_pending, 2000);
         assert_eq!(parse(&args("--bench cleanup --bench cancel")).unwrap().bench, ["cleanup", "cancel"]);
         assert!(parse(&args("--bench")).is_err());
+        assert_eq!(parse(&args("--sleep-ms 250")).unwrap().mode, Mode::Sleep(250));
+        assert_eq!(parse(&args("--wait-stopped stagedrv 30")).unwrap().mode, Mode::WaitStopped {
+            service: "stagedrv".into(),
+            seconds: 30
+        });
         assert!(parse(&args("--threads")).unwrap_err().contains("needs a value"));
         assert!(parse(&args("--threads x")).unwrap_err().contains("not a number"));
         assert!(parse(&args("--threads 0")).is_err());

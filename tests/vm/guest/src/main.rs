@@ -59,6 +59,11 @@ fn run() -> u32 {
             }
             0
         }
+        args::Mode::Sleep(ms) => {
+            win::sleep_ms(ms);
+            0
+        }
+        args::Mode::WaitStopped { service, seconds } => wait_stopped(&service, seconds),
         args::Mode::ChildReader { device, reads, ready, exit } => scenarios::child_reader(device, reads, ready, exit),
         args::Mode::Bench => bench::run(&options),
         args::Mode::Scenarios => {
@@ -71,13 +76,40 @@ fn run() -> u32 {
                 read_timeout_s,
             };
             say!(
-                "start: {} scenario(s), wait {} ms, scenario limit {} s, ReadTimeoutSeconds {}",
+                "start: {} scenario(s), wait {} ms, scenario limit {} s, ReadTimeoutSeconds {}, performance counter {} Hz",
                 if options.only.is_empty() { scenarios::ALL.len() } else { options.only.len() },
                 options.wait_ms,
                 options.scenario_timeout_s,
-                read_timeout_s.map_or("not set".into(), |t| alloc::format!("{t}"))
+                read_timeout_s.map_or("not set".into(), |t| alloc::format!("{t}")),
+                win::counter_frequency()
             );
             u32::from(scenarios::run_all(&options.only, settings, options.scenario_timeout_s) > 0)
+        }
+    }
+}
+
+/// Polls the service's state until it is STOPPED, printing what it saw.
+#[cfg(windows)]
+fn wait_stopped(service: &str, seconds: u32) -> u32 {
+    let start = win::tick_ms();
+    let mut state = win::service_state(service);
+    while state != Ok(win::SERVICE_STOPPED) && win::tick_ms().wrapping_sub(start) < seconds * 1000 {
+        win::sleep_ms(250);
+        state = win::service_state(service);
+    }
+    let waited = f64::from(win::tick_ms().wrapping_sub(start)) / 1000.0;
+    match state {
+        Ok(win::SERVICE_STOPPED) => {
+            say!("service {service}: STOPPED after {waited:.1} s");
+            0
+        }
+        Ok(other) => {
+            say!("service {service}: state {other} (1 is STOPPED, 3 STOP_PENDING, 4 RUNNING) after {waited:.1} s");
+            1
+        }
+        Err(why) => {
+            say!("service {service}: {why}");
+            1
         }
     }
 }

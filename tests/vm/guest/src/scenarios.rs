@@ -561,7 +561,17 @@ fn watchdog_timeout(s: &Settings) -> Res {
     let s0 = stats(h)?;
     // More reads than the producer serves before the timeout (one record a tick).
     let mut ios = pend(h, 40)?;
-    win::sleep_ms((timeout + 2) * 1000);
+    // The driver ages reads by KeQueryPerformanceCounter: wait on that clock (the one
+    // QueryPerformanceCounter reads), and say how it compared with the tick count.
+    let (counter0, tick0) = (win::counter(), win::tick_ms());
+    while win::seconds(counter0, win::counter()) < f64::from(timeout + 2) {
+        win::sleep_ms(100);
+    }
+    let clocks = format!(
+        "{:.1} s by the performance counter took {:.1} s by the tick count",
+        win::seconds(counter0, win::counter()),
+        f64::from(win::tick_ms().wrapping_sub(tick0)) / 1000.0
+    );
     let (mut served, mut timed_out) = (0usize, 0u64);
     for io in &mut ios {
         let o = wait(io, s)?;
@@ -573,7 +583,10 @@ fn watchdog_timeout(s: &Settings) -> Res {
             fail!("a read ended with {o}; expected a record or ERROR_SEM_TIMEOUT (STATUS_IO_TIMEOUT)");
         }
     }
-    ensure!(timed_out > 0, "no read timed out {timeout} s after it was queued ({served} got records): is the watchdog running?");
+    ensure!(
+        timed_out > 0,
+        "no read timed out {timeout} s after it was queued ({served} got records; {clocks}): is the watchdog running?"
+    );
     let s1 = stats(h)?;
     balanced(&s1)?;
     ensure!(
@@ -582,7 +595,7 @@ fn watchdog_timeout(s: &Settings) -> Res {
         s1.reads_timed_out - s0.reads_timed_out
     );
     h.close()?;
-    Ok(format!("40 reads, timeout {timeout} s: {served} got records, {timed_out} x {}", Status::IO_TIMEOUT))
+    Ok(format!("40 reads, timeout {timeout} s: {served} got records, {timed_out} x {} ({clocks})", Status::IO_TIMEOUT))
 }
 
 // --- stress -------------------------------------------------------------------------------
@@ -747,9 +760,9 @@ pub fn run_all(only: &[String], settings: Settings, timeout_s: u32) -> u32 {
     for (i, sc) in selected.iter().enumerate() {
         say!("RUN {}: {}", sc.name, sc.about);
         let run = sc.run;
-        let start = win::counter();
+        let start = win::tick_ms();
         let outcome = win::spawn(move || run(&settings)).and_then(|t| t.join(timeout_s.saturating_mul(1000)));
-        let took = win::seconds(start, win::counter());
+        let took = f64::from(win::tick_ms().wrapping_sub(start)) / 1000.0;
         match outcome {
             Ok(Ok(detail)) => {
                 passed += 1;

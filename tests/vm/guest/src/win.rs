@@ -750,6 +750,38 @@ pub fn registry_dword(key: &str, value: &str) -> Option<u32> {
     (error == 0 && kind == 4 && size == 4).then_some(data)
 }
 
+pub use windows_sys::Win32::System::Services::SERVICE_STOPPED;
+
+/// The current state of a service (SERVICE_STOPPED, SERVICE_RUNNING...).
+pub fn service_state(name: &str) -> Result<u32, String> {
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, OpenSCManagerW, OpenServiceW, QueryServiceStatus, SC_MANAGER_CONNECT, SERVICE_QUERY_STATUS,
+        SERVICE_STATUS,
+    };
+    let name = wide(name);
+    // SAFETY: local machine, default database.
+    let scm = unsafe { OpenSCManagerW(null(), null(), SC_MANAGER_CONNECT) };
+    if scm.is_null() {
+        return Err(format!("OpenSCManagerW failed: {}", Status(last_error())));
+    }
+    // SAFETY: an open manager handle and a NUL-terminated name.
+    let service = unsafe { OpenServiceW(scm, name.as_ptr(), SERVICE_QUERY_STATUS) };
+    let result = if service.is_null() {
+        Err(format!("OpenServiceW failed: {}", Status(last_error())))
+    } else {
+        // SAFETY: plain data, filled by the call.
+        let mut status: SERVICE_STATUS = unsafe { core::mem::zeroed() };
+        // SAFETY: an open service handle and a valid out-parameter.
+        let ok = unsafe { QueryServiceStatus(service, &raw mut status) };
+        // SAFETY: opened above, closed once.
+        unsafe { CloseServiceHandle(service) };
+        if ok == 0 { Err(format!("QueryServiceStatus failed: {}", Status(last_error()))) } else { Ok(status.dwCurrentState) }
+    };
+    // SAFETY: opened above, closed once.
+    unsafe { CloseServiceHandle(scm) };
+    result
+}
+
 /// The process's command line, split into words (the program name first).
 pub fn command_line() -> Vec<String> {
     // SAFETY: returns a pointer to the process's NUL-terminated command line.
