@@ -82,6 +82,9 @@ def main() -> int:
     p.add_argument("--bench", action="store_true", help="run the benchmarks instead of the scenarios")
     p.add_argument("--bench-pending", type=int, default=10_000)
     p.add_argument("--bench-rounds", type=int, default=9)
+    p.add_argument("--firmware", choices=["bios", "uefi"], default="bios", help="windows: SeaBIOS, or OVMF (Windows 11)")
+    p.add_argument("--ovmf-code", default="/usr/share/OVMF/OVMF_CODE_4M.fd")
+    p.add_argument("--ovmf-vars", default="/usr/share/OVMF/OVMF_VARS_4M.fd")
     p.add_argument("client_args", nargs="*", help="after --: passed to stageguest")
     a = p.parse_args()
     if a.guest == "windows":

@@ -31,7 +31,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -83,13 +82,12 @@ def refresh_copy(source: Path) -> None:
     for entry in COPY.iterdir():
         if entry.name != "target":
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    skip = {"./target", "./.venv", "./.git"}
-    tar = COPY.parent / "src.tar"
-    with tarfile.open(tar, "w") as t:
-        t.add(source, arcname=".", filter=lambda i: None if i.name in skip else i)
-    with tarfile.open(tar) as t:
-        t.extractall(COPY, filter="tar")
-    tar.unlink()
+    top_level_skip = {"target", ".venv", ".git"}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return top_level_skip & set(names) if Path(directory) == source else set()
+
+    shutil.copytree(source, COPY, ignore=ignore, dirs_exist_ok=True, symlinks=True)
     now = time.time()
     for f in (COPY / "src").rglob("*"):
         if f.is_file():
@@ -141,7 +139,7 @@ def main() -> int:
     phases = []
     for v in variants:
         _, client_args, _ = VARIANTS[v]
-        sys_file = build(v, Path(a.source))
+        sys_file = build(v, Path(a.source).resolve())
         phases.append(reactos.Phase(v, sys_file, {"ReadTimeoutSeconds": 2, "SamplePeriodMs": 500}, client_args))
     t_build = time.monotonic() - t0
     work = OUT / "run"

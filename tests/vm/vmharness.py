@@ -182,18 +182,20 @@ class Boot:
 def boot(
     *,
     cdrom: Path | None,
-    disks: list[Path],
+    disks: list[Path | tuple[Path, str]],
     work: Path,
     time_limit: float,
     accel: str = "auto",
     memory_mib: int = 2048,
     cpu: str = "qemu64",
+    machine: str = "pc",
     extra: list[str] | None = None,
     on_line=None,
 ) -> Boot:
-    """Boots QEMU with `disks` as IDE disks (in order) and `cdrom` as the IDE CD-ROM
-    (booted first when given), COM1 on a socket read continuously, and waits until the
-    guest powers off (-no-reboot: a reboot ends QEMU too) or `time_limit` passes."""
+    """Boots QEMU with `disks` as IDE disks (in order; a path is a raw image, or give
+    (path, format)) and `cdrom` as the IDE CD-ROM (booted first when given), COM1 on a
+    socket read continuously, and waits until the guest powers off (-no-reboot: a
+    reboot ends QEMU too) or `time_limit` passes."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise HarnessError("qemu-system-x86_64 not found (tests/vm/ensure-tools.sh installs it)")
@@ -202,10 +204,11 @@ def boot(
     sock_path = work / "com1.sock"
     sock_path.unlink(missing_ok=True)
     accel_args = ["-accel", "kvm", "-cpu", "host"] if kind == "kvm" else ["-accel", "tcg,tb-size=1024", "-cpu", cpu]
-    cmd = [qemu, *accel_args, "-machine", "pc", "-m", str(memory_mib), "-smp", "1"]
+    cmd = [qemu, *accel_args, "-machine", machine, "-m", str(memory_mib), "-smp", "1"]
     cmd += ["-display", "none", "-vga", "std", "-monitor", "none", "-no-reboot", "-net", "none"]
     for index, disk in enumerate(disks):
-        cmd += ["-drive", f"file={disk},if=ide,index={index},format=raw"]
+        path, fmt = disk if isinstance(disk, tuple) else (disk, "raw")
+        cmd += ["-drive", f"file={path},if=ide,index={index},format={fmt}"]
     if cdrom is not None:
         cmd += ["-drive", f"file={cdrom},if=ide,index=2,media=cdrom,readonly=on", "-boot", "d"]
     cmd += ["-chardev", f"socket,id=com1,path={sock_path},server=on,wait=on", "-serial", "chardev:com1"]
