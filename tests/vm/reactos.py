@@ -32,6 +32,9 @@ class Phase:
     client_args: list[str] = field(default_factory=list)
     must_pass: list[str] = field(default_factory=list)
     bench: bool = False
+    # How long the client may take before the script goes on without it (a client
+    # whose request never completes cannot exit).
+    client_limit_s: int = 240
 
 
 def image_path(explicit: str | None) -> Path:
@@ -85,7 +88,7 @@ def script(phases: list[Phase], stop_seconds: int) -> bytes:
         out += [
             "sc start stagedrv >nul",
             f"dbgprint {tag} sc start exit %errorlevel%",
-            f"%D%\\stageguest.exe {' '.join(p.client_args)}".rstrip(),
+            f"%D%\\stageguest.exe --supervise {p.client_limit_s} {' '.join(p.client_args)}".rstrip(),
             f"dbgprint {tag} client exit %errorlevel%",
             "sc stop stagedrv >nul",
             f"dbgprint {tag} sc stop exit %errorlevel%",

@@ -140,7 +140,7 @@ def main() -> int:
     for v in variants:
         _, client_args, _ = VARIANTS[v]
         sys_file = build(v, Path(a.source).resolve())
-        phases.append(reactos.Phase(v, sys_file, {"ReadTimeoutSeconds": 2, "SamplePeriodMs": 500}, client_args))
+        phases.append(reactos.Phase(v, sys_file, {"ReadTimeoutSeconds": 2, "SamplePeriodMs": 500}, client_args, client_limit_s=40))
     t_build = time.monotonic() - t0
     work = OUT / "run"
     outcome = reactos.run(iso, phases, Path(a.client), work, time_limit=a.time_limit, stop_seconds=10)

@@ -133,7 +133,7 @@ class Phases(unittest.TestCase):
             for step in reactos.phase_steps(p):
                 self.assertIn(f"AUTOTEST: {p.name}: {step} exit %errorlevel%", text)
         self.assertIn(r"binPath= %D%\r.sys", text)
-        self.assertIn(r"%D%\stageguest.exe --scenario x", text)
+        self.assertIn(r"%D%\stageguest.exe --supervise 240 --scenario x", text)
         self.assertTrue(text.rstrip().endswith("shutdown -s -f -t 0"))
 
 
@@ -215,7 +215,7 @@ class WindowsGuest(unittest.TestCase):
         for step in ("sc create", "reg add ReadTimeoutSeconds", "sc start", "client", "sc stop", "wait stopped", "sc delete"):
             self.assertIn(f'"{step}"', text)
         for command in ("verifier /standard /driver stagedrv.sys", "19 36 /driver stagedrv.sys", "verifier /query ",
-                        "verifier /reset", "shutdown /r /t 0 /f", "shutdown /s /t 0 /f", r"%D%\stageguest.exe --threads 8"):
+                        "verifier /reset", "shutdown /r /t 0 /f", "shutdown /s /t 0 /f", r"%D%\stageguest.exe --supervise 600 --threads 8"):
             self.assertIn(command, text)
 
 

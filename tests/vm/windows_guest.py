@@ -114,7 +114,7 @@ call :step %1 "sc create" %errorlevel%
 {params}
 sc start stagedrv >nul
 call :step %1 "sc start" %errorlevel%
-%D%\stageguest.exe {' '.join(client_args)} > %R%\client-%1.txt 2>&1
+%D%\stageguest.exe --supervise 600 {' '.join(client_args)} > %R%\client-%1.txt 2>&1
 call :step %1 "client" %errorlevel%
 sc stop stagedrv >nul
 call :step %1 "sc stop" %errorlevel%

@@ -8,6 +8,7 @@ pub const USAGE: &str = "\
 stageguest [--scenario NAME]... [--threads N] [--reads M] [--seed S] [--wait-ms MS] [--scenario-timeout S]
 stageguest --list
 stageguest --bench PART... (cleanup, cancel, throughput) [--bench-pending N] [--bench-rounds R] [--bench-seconds S]
+stageguest --supervise SECONDS ARGS...   (runs stageguest ARGS; exit 124 if it has not exited by then)
 stageguest --sleep-ms MS   (a pause for guest scripts)
 stageguest --wait-stopped SERVICE SECONDS   (until the service is STOPPED; exit 1 if not)
 stageguest --child-reader DEVICE READS READY-EVENT EXIT-EVENT   (started by process-kill/process-exit)";
@@ -19,6 +20,10 @@ pub enum Mode {
     List,
     /// `--bench PART`, repeatable (see bench.rs).
     Bench,
+    /// Runs this program with `args` as a child and waits at most `seconds` for it: a
+    /// process whose request never completes cannot exit, and the guest script must
+    /// go on to `sc stop` and report.
+    Supervise { seconds: u32, args: Vec<String> },
     /// Sleeps (guest scripts have no portable pause command).
     Sleep(u32),
     /// Waits until a service is STOPPED (guest scripts, after `sc stop`).
@@ -85,6 +90,11 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "--scenario-timeout" => o.scenario_timeout_s = number(flag, it.next())?,
             "--list" => o.mode = Mode::List,
             "--sleep-ms" => o.mode = Mode::Sleep(number(flag, it.next())?),
+            "--supervise" => {
+                let seconds = number(flag, it.next())?;
+                o.mode = Mode::Supervise { seconds, args: it.cloned().collect() };
+                break;
+            }
             "--wait-stopped" => {
                 let service = it.next().ok_or("--wait-stopped needs a service name")?.clone();
                 o.mode = Mode::WaitStopped { service, seconds: number(flag, it.next())? };
@@ -174,6 +184,10 @@ mod tests {
         assert_eq!(parse(&args("--bench cleanup --bench cancel")).unwrap().bench, ["cleanup", "cancel"]);
         assert!(parse(&args("--bench")).is_err());
         assert_eq!(parse(&args("--sleep-ms 250")).unwrap().mode, Mode::Sleep(250));
+        assert_eq!(parse(&args("--supervise 30 --scenario x --threads 0")).unwrap().mode, Mode::Supervise {
+            seconds: 30,
+            args: words("--scenario x --threads 0")
+        });
         assert_eq!(parse(&args("--wait-stopped stagedrv 30")).unwrap().mode, Mode::WaitStopped {
             service: "stagedrv".into(),
             seconds: 30

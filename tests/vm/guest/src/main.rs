@@ -59,6 +59,7 @@ fn run() -> u32 {
             }
             0
         }
+        args::Mode::Supervise { seconds, args } => supervise(seconds, &args),
         args::Mode::Sleep(ms) => {
             win::sleep_ms(ms);
             0
@@ -86,6 +87,24 @@ fn run() -> u32 {
             u32::from(scenarios::run_all(&options.only, settings, options.scenario_timeout_s) > 0)
         }
     }
+}
+
+/// Runs this program with `args` and returns its exit code, or 124 when it has not
+/// exited within `seconds` (it is left behind: such a process cannot be ended).
+#[cfg(windows)]
+fn supervise(seconds: u32, args: &[alloc::string::String]) -> u32 {
+    let child = match win::spawn_self(&args.join(" ")) {
+        Ok(p) => p,
+        Err(win::Fail(why)) => {
+            say!("FATAL: supervise: {why}");
+            return 2;
+        }
+    };
+    if !child.wait(seconds.saturating_mul(1000)) {
+        say!("FATAL: the client has not exited {seconds} s after it started: a request of it never completed, so its process cannot end");
+        return 124;
+    }
+    win::exit_code(&child).unwrap_or(2)
 }
 
 /// Polls the service's state until it is STOPPED, printing what it saw.

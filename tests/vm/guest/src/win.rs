@@ -723,6 +723,14 @@ pub fn spawn_self(arguments: &str) -> Result<Owned, Fail> {
     Ok(Owned(info.hProcess))
 }
 
+/// The exit code of a process that has ended.
+pub fn exit_code(process: &Owned) -> Option<u32> {
+    let mut code = 0u32;
+    // SAFETY: a process handle with query access (we created the process).
+    (unsafe { windows_sys::Win32::System::Threading::GetExitCodeProcess(process.raw(), &raw mut code) } != 0)
+        .then_some(code)
+}
+
 pub fn terminate(process: &Owned) -> Result<(), Fail> {
     // SAFETY: a process handle with terminate access (we created the process).
     if unsafe { TerminateProcess(process.raw(), 1) } == 0 {
