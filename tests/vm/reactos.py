@@ -182,7 +182,10 @@ def run(iso: Path, phases: list[Phase], client: Path, work: Path, *, time_limit:
     if boot.timed_out:
         overall.append(f"time limit of {time_limit:.0f} s reached: the guest did not power off (QEMU was stopped)")
     if boot.log.gave_up:
-        overall.append("the kernel debugger kept breaking in: the VM was stopped")
+        overall.append(
+            "the kernel debugger kept breaking in or stopped answering: the VM was stopped "
+            f"(the harness answered, at COM1 byte offsets: {', '.join(boot.log.answers) or 'nothing'})"
+        )
     if "AUTOTEST: done" not in text:
         overall.append('the guest script did not finish (no "AUTOTEST: done")')
     parts = split_phases(text, [p.name for p in phases])
@@ -215,6 +218,8 @@ def report(outcome: Outcome, work: Path) -> None:
         print(f"reactos: phase {name}: client:")
         for line in lines + ([client.summary] if client.summary else []):
             print(f"    {line}")
+    if outcome.boot.log.answers:
+        print(f"reactos: answers to the kernel debugger (at COM1 byte offsets): {', '.join(outcome.boot.log.answers)}")
     t = outcome.timings
     parts = ", ".join(f"{k} {v:.1f}s" for k, v in t.items())
     print(f"reactos: {outcome.boot.accel_why}; {parts}")

@@ -111,6 +111,9 @@ KDBG_ANSWERS = [
 ]
 # Prompts answered (bt, cont, bt, cont, ...) before the harness stops the VM.
 KDBG_MAX_PROMPTS = 6
+# After the debugger was entered, this long without a byte on COM1 stops the VM too:
+# this image's KDBG did not act on the answers (tests/vm/README.md).
+KDBG_SILENCE_S = 45
 
 
 @dataclass
@@ -121,8 +124,10 @@ class SerialLog:
     data: bytearray = field(default_factory=bytearray)
     kdbg_prompts: int = 0
     answers: list[str] = field(default_factory=list)
-    gave_up: bool = False  # KDBG kept breaking in: the VM is stopped
+    gave_up: bool = False  # KDBG kept breaking in, or stopped answering: the VM is stopped
     closed: threading.Event = field(default_factory=threading.Event)
+    last_data: float = field(default_factory=time.monotonic)
+    debugger_entered: bool = False
 
     def text(self) -> str:
         return self.data.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n")
@@ -140,6 +145,7 @@ def read_serial(sock: socket.socket, log: SerialLog) -> None:
             if not chunk:
                 break
             log.data += chunk
+            log.last_data = time.monotonic()
             out.write(chunk)
             out.flush()
             tail = (tail + chunk)[-512:]
@@ -153,8 +159,9 @@ def read_serial(sock: socket.socket, log: SerialLog) -> None:
                         answer = b""
                     else:
                         answer = b"bt\r" if log.kdbg_prompts % 2 == 1 else b"cont\r"
+                log.debugger_entered = True
                 if answer:
-                    log.answers.append(answer.decode().strip() or "<Return>")
+                    log.answers.append(f"{len(log.data)}: {answer.decode().strip() or '<Return>'}")
                     try:
                         sock.sendall(answer)
                     except OSError:
@@ -228,6 +235,10 @@ def boot(
                 timed_out = True
                 break
             if log.gave_up:
+                break
+            if log.debugger_entered and time.monotonic() - log.last_data > KDBG_SILENCE_S:
+                # The debugger has the machine and prints nothing more: it is not going on.
+                log.gave_up = True
                 break
             if on_line is not None:
                 text = log.text()

@@ -23,13 +23,24 @@ pub enum Mode {
     /// Runs this program with `args` as a child and waits at most `seconds` for it: a
     /// process whose request never completes cannot exit, and the guest script must
     /// go on to `sc stop` and report.
-    Supervise { seconds: u32, args: Vec<String> },
+    Supervise {
+        seconds: u32,
+        args: Vec<String>,
+    },
     /// Sleeps (guest scripts have no portable pause command).
     Sleep(u32),
     /// Waits until a service is STOPPED (guest scripts, after `sc stop`).
-    WaitStopped { service: String, seconds: u32 },
+    WaitStopped {
+        service: String,
+        seconds: u32,
+    },
     /// The child process of process-kill/process-exit; the events are inherited handles.
-    ChildReader { device: u32, reads: usize, ready: usize, exit: usize },
+    ChildReader {
+        device: u32,
+        reads: usize,
+        ready: usize,
+        exit: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,11 +174,10 @@ mod tests {
 
     #[test]
     fn command_lines_split_on_blanks_and_quotes_group() {
-        assert_eq!(words(r#""C:\a b\stageguest.exe" --scenario  close-pending"#), [
-            r"C:\a b\stageguest.exe",
-            "--scenario",
-            "close-pending"
-        ]);
+        assert_eq!(
+            words(r#""C:\a b\stageguest.exe" --scenario  close-pending"#),
+            [r"C:\a b\stageguest.exe", "--scenario", "close-pending"]
+        );
         assert_eq!(words("x.exe\t--list "), ["x.exe", "--list"]);
         assert_eq!(words(r#"x.exe """#), ["x.exe", ""]);
         assert!(words("   ").is_empty());
@@ -184,14 +194,14 @@ mod tests {
         assert_eq!(parse(&args("--bench cleanup --bench cancel")).unwrap().bench, ["cleanup", "cancel"]);
         assert!(parse(&args("--bench")).is_err());
         assert_eq!(parse(&args("--sleep-ms 250")).unwrap().mode, Mode::Sleep(250));
-        assert_eq!(parse(&args("--supervise 30 --scenario x --threads 0")).unwrap().mode, Mode::Supervise {
-            seconds: 30,
-            args: words("--scenario x --threads 0")
-        });
-        assert_eq!(parse(&args("--wait-stopped stagedrv 30")).unwrap().mode, Mode::WaitStopped {
-            service: "stagedrv".into(),
-            seconds: 30
-        });
+        assert_eq!(
+            parse(&args("--supervise 30 --scenario x --threads 0")).unwrap().mode,
+            Mode::Supervise { seconds: 30, args: words("--scenario x --threads 0") }
+        );
+        assert_eq!(
+            parse(&args("--wait-stopped stagedrv 30")).unwrap().mode,
+            Mode::WaitStopped { service: "stagedrv".into(), seconds: 30 }
+        );
         assert!(parse(&args("--threads")).unwrap_err().contains("needs a value"));
         assert!(parse(&args("--threads x")).unwrap_err().contains("not a number"));
         assert!(parse(&args("--threads 0")).is_err());

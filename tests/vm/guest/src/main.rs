@@ -68,7 +68,8 @@ fn run() -> u32 {
         args::Mode::ChildReader { device, reads, ready, exit } => scenarios::child_reader(device, reads, ready, exit),
         args::Mode::Bench => bench::run(&options),
         args::Mode::Scenarios => {
-            let read_timeout_s = win::registry_dword(scenarios::PARAMETERS_KEY, "ReadTimeoutSeconds").filter(|&t| t > 0);
+            let read_timeout_s =
+                win::registry_dword(scenarios::PARAMETERS_KEY, "ReadTimeoutSeconds").filter(|&t| t > 0);
             let settings = scenarios::Settings {
                 threads: options.threads,
                 reads: options.reads,
@@ -101,7 +102,9 @@ fn supervise(seconds: u32, args: &[alloc::string::String]) -> u32 {
         }
     };
     if !child.wait(seconds.saturating_mul(1000)) {
-        say!("FATAL: the client has not exited {seconds} s after it started: a request of it never completed, so its process cannot end");
+        say!(
+            "FATAL: the client has not exited {seconds} s after it started: a request of it never completed, so its process cannot end"
+        );
         return 124;
     }
     win::exit_code(&child).unwrap_or(2)

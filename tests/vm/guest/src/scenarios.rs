@@ -67,15 +67,27 @@ pub struct Scenario {
 }
 
 pub const ALL: &[Scenario] = &[
-    Scenario { name: "basic-read", about: "synchronous and overlapped ReadFile return whole records in sequence", run: basic_read },
+    Scenario {
+        name: "basic-read",
+        about: "synchronous and overlapped ReadFile return whole records in sequence",
+        run: basic_read,
+    },
     Scenario { name: "zero-length-read", about: "ReadFile of 0 bytes succeeds with 0 bytes", run: zero_length_read },
     Scenario {
         name: "short-buffer",
         about: "a read shorter than a record and a short stats buffer fail with STATUS_BUFFER_TOO_SMALL",
         run: short_buffer,
     },
-    Scenario { name: "unknown-ioctl", about: "an unknown IOCTL fails with STATUS_INVALID_DEVICE_REQUEST", run: unknown_ioctl },
-    Scenario { name: "sub-path-open", about: r"CreateFile(\\.\StageDrv0\x) is refused by the driver", run: sub_path_open },
+    Scenario {
+        name: "unknown-ioctl",
+        about: "an unknown IOCTL fails with STATUS_INVALID_DEVICE_REQUEST",
+        run: unknown_ioctl,
+    },
+    Scenario {
+        name: "sub-path-open",
+        about: r"CreateFile(\\.\StageDrv0\x) is refused by the driver",
+        run: sub_path_open,
+    },
     Scenario {
         name: "close-pending",
         about: "CloseHandle with reads pending: IRP_MJ_CLEANUP cancels them",
@@ -86,8 +98,16 @@ pub const ALL: &[Scenario] = &[
         about: "closing one of two handles leaves the reads pending; closing the last cancels them",
         run: duplicate_handle,
     },
-    Scenario { name: "cancel-io", about: "CancelIo cancels the calling thread's reads, not another thread's", run: cancel_io },
-    Scenario { name: "cancel-io-ex", about: "CancelIoEx with an OVERLAPPED cancels exactly that read", run: cancel_io_ex },
+    Scenario {
+        name: "cancel-io",
+        about: "CancelIo cancels the calling thread's reads, not another thread's",
+        run: cancel_io,
+    },
+    Scenario {
+        name: "cancel-io-ex",
+        about: "CancelIoEx with an OVERLAPPED cancels exactly that read",
+        run: cancel_io_ex,
+    },
     Scenario {
         name: "two-handles",
         about: "closing one handle cancels its reads; the other handle's read still gets a record",
@@ -115,13 +135,17 @@ pub const ALL: &[Scenario] = &[
 // --- helpers -------------------------------------------------------------------------
 
 fn open(device: u32, overlapped: bool) -> Result<Device, Problem> {
-    win::open(device, "", overlapped).map_err(|s| Problem::Fail(format!(r"CreateFile(\\.\StageDrv{device}) failed: {s}")))
+    win::open(device, "", overlapped)
+        .map_err(|s| Problem::Fail(format!(r"CreateFile(\\.\StageDrv{device}) failed: {s}")))
 }
 
 /// IOCTL_STAGEDRV_GET_STATS, decoded field by field (little-endian u64s, in order).
 pub fn stats(h: Device) -> Result<Stats, Problem> {
     let o = h.ioctl(IOCTL_STAGEDRV_GET_STATS, &[], size_of::<Stats>())?;
-    ensure!(o.ok() && o.bytes == size_of::<Stats>() && o.data.len() >= size_of::<Stats>(), "IOCTL_STAGEDRV_GET_STATS: {o}");
+    ensure!(
+        o.ok() && o.bytes == size_of::<Stats>() && o.data.len() >= size_of::<Stats>(),
+        "IOCTL_STAGEDRV_GET_STATS: {o}"
+    );
     let mut v = o.data.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     let mut next = || v.next().unwrap_or(0);
     Ok(Stats {
@@ -191,9 +215,11 @@ pub fn pend(h: Device, n: usize) -> Result<Vec<Io>, Problem> {
 
 /// `pend` on an application thread.
 fn pend_on(t: &AppThread, h: Device, n: usize) -> Result<Vec<Io>, Problem> {
-    t.call(move || pend(h, n).map_err(|p| match p {
-        Problem::Fail(m) | Problem::Skip(m) => m,
-    }))?
+    t.call(move || {
+        pend(h, n).map_err(|p| match p {
+            Problem::Fail(m) | Problem::Skip(m) => m,
+        })
+    })?
     .map_err(Problem::Fail)
 }
 
@@ -243,7 +269,8 @@ fn not_cancelled(ios: &mut [Io], what: &str) -> Result<usize, Problem> {
 
 /// (sequence, value) of each whole record.
 fn records(data: &[u8]) -> Vec<(u64, u64)> {
-    let word = |r: &[u8], at: usize| u64::from_le_bytes(r.get(at..at + 8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+    let word =
+        |r: &[u8], at: usize| u64::from_le_bytes(r.get(at..at + 8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
     data.chunks_exact(RECORD_SIZE).map(|r| (word(r, 0), word(r, 16))).collect()
 }
 
@@ -293,7 +320,9 @@ fn basic_read(_: &Settings) -> Res {
     let h1 = open(1, true)?;
     let o1 = match h1.read(RECORD_SIZE)? {
         Read::Done(o) => o,
-        Read::Pending(mut io) => io.wait(10_000).ok_or(Problem::Fail("the overlapped read on StageDrv1 did not complete".into()))?,
+        Read::Pending(mut io) => {
+            io.wait(10_000).ok_or(Problem::Fail("the overlapped read on StageDrv1 did not complete".into()))?
+        }
     };
     ensure!(o1.ok() && o1.bytes == RECORD_SIZE, "overlapped ReadFile on StageDrv1: {o1}");
     let r1 = records(&o1.data);
@@ -331,7 +360,11 @@ fn short_buffer(s: &Settings) -> Res {
         Read::Done(o) => o,
         Read::Pending(mut io) => wait(&mut io, s)?,
     };
-    ensure!(o.status == Status::BUFFER_TOO_SMALL, "ReadFile of {} bytes: {o}; expected ERROR_INSUFFICIENT_BUFFER", RECORD_SIZE - 1);
+    ensure!(
+        o.status == Status::BUFFER_TOO_SMALL,
+        "ReadFile of {} bytes: {o}; expected ERROR_INSUFFICIENT_BUFFER",
+        RECORD_SIZE - 1
+    );
     let small = h.ioctl(IOCTL_STAGEDRV_GET_STATS, &[], 8)?;
     ensure!(small.status == Status::BUFFER_TOO_SMALL, "IOCTL_STAGEDRV_GET_STATS with 8 bytes of output: {small}");
     let s1 = stats(h)?;
@@ -393,7 +426,10 @@ fn duplicate_handle(s: &Settings) -> Res {
     let pending = not_cancelled(&mut ios, "after closing one of two handles")?;
     dup.close()?;
     let (cancelled, data) = cancelled_or_data(&mut ios, "after closing the last handle", s)?;
-    Ok(format!("first CloseHandle: {pending} of 3 still pending; last CloseHandle: {cancelled} cancelled{}", extra(data)))
+    Ok(format!(
+        "first CloseHandle: {pending} of 3 still pending; last CloseHandle: {cancelled} cancelled{}",
+        extra(data)
+    ))
 }
 
 fn cancel_io(s: &Settings) -> Res {
@@ -474,7 +510,9 @@ fn thread_exit(s: &Settings) -> Res {
             Some(o) if o.status == Status::CANCELLED => cancelled += 1,
             Some(o) if o.ok() && o.bytes > 0 => data += 1,
             Some(o) => fail!("a read of the exited thread ended with {o}; expected cancelled"),
-            None => fail!("a read of the exited thread never completed (the driver counted {driver_cancelled} cancelled)"),
+            None => {
+                fail!("a read of the exited thread never completed (the driver counted {driver_cancelled} cancelled)")
+            }
         }
     }
     ensure!(
@@ -484,7 +522,10 @@ fn thread_exit(s: &Settings) -> Res {
     let pending = not_cancelled(&mut mine, "the main thread's read after the other thread exited")?;
     h.close()?;
     ended(&mut mine, "the main thread's read after CloseHandle", s)?;
-    Ok(format!("thread exit: {cancelled} cancelled{}; the main thread's read untouched ({pending} pending)", extra(data)))
+    Ok(format!(
+        "thread exit: {cancelled} cancelled{}; the main thread's read untouched ({pending} pending)",
+        extra(data)
+    ))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -723,7 +764,11 @@ fn stress(s: &Settings) -> Res {
     for (h, b) in watch.iter().zip(&before) {
         let after = stats(*h)?;
         balanced(&after)?;
-        ensure!(after.reads_pending == b.reads_pending, "{} read(s) left pending", after.reads_pending - b.reads_pending);
+        ensure!(
+            after.reads_pending == b.reads_pending,
+            "{} read(s) left pending",
+            after.reads_pending - b.reads_pending
+        );
         delta.reads_received += after.reads_received - b.reads_received;
         delta.reads_completed += after.reads_completed - b.reads_completed;
         delta.reads_cancelled += after.reads_cancelled - b.reads_cancelled;
@@ -736,8 +781,17 @@ fn stress(s: &Settings) -> Res {
     ensure!(t.issued == planned, "issued {} reads, planned {planned}", t.issued);
     ensure!(t.completions == t.issued, "{} reads issued but {} completions seen", t.issued, t.completions);
     let app = (t.issued, t.success, t.cancelled, t.timed_out, t.rejected);
-    let driver = (delta.reads_received, delta.reads_completed, delta.reads_cancelled, delta.reads_timed_out, delta.reads_rejected);
-    ensure!(app == driver, "app (issued, completed, cancelled, timed out, rejected) = {app:?} but driver counted {driver:?}");
+    let driver = (
+        delta.reads_received,
+        delta.reads_completed,
+        delta.reads_cancelled,
+        delta.reads_timed_out,
+        delta.reads_rejected,
+    );
+    ensure!(
+        app == driver,
+        "app (issued, completed, cancelled, timed out, rejected) = {app:?} but driver counted {driver:?}"
+    );
     let note = if t.without_cancel_io_ex { "; CancelIoEx unavailable: CancelIo used in its place" } else { "" };
     Ok(format!(
         "{} threads x {} reads: each of {} completed once ({} with records, {} cancelled, {} timed out, {} rejected); driver counters agree and balance{note}",
@@ -749,7 +803,8 @@ fn stress(s: &Settings) -> Res {
 /// `RUN`, then `PASS`/`SKIP`/`FAIL` lines and a summary. Returns the number that failed
 /// (a scenario past its time limit stops the run: the driver's state is then unknown).
 pub fn run_all(only: &[String], settings: Settings, timeout_s: u32) -> u32 {
-    let selected: Vec<&Scenario> = ALL.iter().filter(|sc| only.is_empty() || only.iter().any(|n| n == sc.name)).collect();
+    let selected: Vec<&Scenario> =
+        ALL.iter().filter(|sc| only.is_empty() || only.iter().any(|n| n == sc.name)).collect();
     for name in only {
         if !ALL.iter().any(|sc| sc.name == name) {
             say!("FAIL {name}: no such scenario");
@@ -778,7 +833,10 @@ pub fn run_all(only: &[String], settings: Settings, timeout_s: u32) -> u32 {
             }
             Err(Fail(why)) => {
                 failed += 1;
-                say!("FAIL {}: did not finish within {timeout_s} s ({why}); the remaining scenarios are not run", sc.name);
+                say!(
+                    "FAIL {}: did not finish within {timeout_s} s ({why}); the remaining scenarios are not run",
+                    sc.name
+                );
                 for rest in &selected[i + 1..] {
                     say!("NOTRUN {}", rest.name);
                 }

@@ -26,7 +26,9 @@ use windows_sys::Win32::System::Environment::GetCommandLineW;
 use windows_sys::Win32::System::IO::{CancelIo, DeviceIoControl, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::LibraryLoader::{GetModuleFileNameW, GetProcAddress, LoadLibraryW};
 use windows_sys::Win32::System::Performance::{QueryPerformanceCounter, QueryPerformanceFrequency};
-use windows_sys::Win32::System::Registry::{HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RegCloseKey, RegOpenKeyExW, RegQueryValueExW};
+use windows_sys::Win32::System::Registry::{
+    HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RegCloseKey, RegOpenKeyExW, RegQueryValueExW,
+};
 use windows_sys::Win32::System::SystemInformation::GetTickCount;
 use windows_sys::Win32::System::Threading::{
     CreateEventW, CreateProcessW, CreateThread, GetCurrentProcess, INFINITE, PROCESS_INFORMATION, STARTUPINFOW,
@@ -658,7 +660,11 @@ impl Device {
             let me = GetCurrentProcess();
             DuplicateHandle(me, self.raw as HANDLE, me, &raw mut copy, 0, 0, DUPLICATE_SAME_ACCESS)
         };
-        if ok == 0 { Err(api_fail("DuplicateHandle")) } else { Ok(Device { raw: copy as usize, overlapped: self.overlapped }) }
+        if ok == 0 {
+            Err(api_fail("DuplicateHandle"))
+        } else {
+            Ok(Device { raw: copy as usize, overlapped: self.overlapped })
+        }
     }
 }
 
@@ -690,7 +696,8 @@ impl Owned {
 pub fn spawn_self(arguments: &str) -> Result<Owned, Fail> {
     let mut path = vec![0u16; 1024];
     // SAFETY: the buffer holds its length in UTF-16 units; NULL is this executable.
-    let n = unsafe { GetModuleFileNameW(null_mut(), path.as_mut_ptr(), u32::try_from(path.len()).unwrap_or(0)) } as usize;
+    let n =
+        unsafe { GetModuleFileNameW(null_mut(), path.as_mut_ptr(), u32::try_from(path.len()).unwrap_or(0)) } as usize;
     if n == 0 || n >= path.len() {
         return Err(api_fail("GetModuleFileNameW"));
     }
@@ -783,7 +790,11 @@ pub fn service_state(name: &str) -> Result<u32, String> {
         let ok = unsafe { QueryServiceStatus(service, &raw mut status) };
         // SAFETY: opened above, closed once.
         unsafe { CloseServiceHandle(service) };
-        if ok == 0 { Err(format!("QueryServiceStatus failed: {}", Status(last_error()))) } else { Ok(status.dwCurrentState) }
+        if ok == 0 {
+            Err(format!("QueryServiceStatus failed: {}", Status(last_error())))
+        } else {
+            Ok(status.dwCurrentState)
+        }
     };
     // SAFETY: opened above, closed once.
     unsafe { CloseServiceHandle(scm) };
