@@ -12,8 +12,8 @@ repository; when there is none the run is SKIPPED with the reason and exits 0) u
 QEMU with a payload disk holding the driver, the guest client (target/vm/stageguest.exe)
 and autotest.cmd, which the LiveCD runs at logon: sc create, the Parameters, sc start,
 the client's scenarios, sc stop, sc delete, power-off. Everything comes back on COM1
-(the kernel debugger's port, read continuously; KDBG prompts are answered so the VM
-does not hang). The checks, from the kernel's log: every step's exit status,
+(the kernel debugger's port, read continuously; KDBG prompts are answered, and the VM
+is stopped when the debugger keeps breaking in or goes silent). The checks, from the kernel's log: every step's exit status,
 "DriverEntry: done", Unload stages 1..6 in order, "Unload: done", every scenario's
 verdict (none FAIL or missing; close-pending, watchdog-timeout and thread-exit must
 PASS), and no bug check, assertion or debugger entry.

@@ -231,6 +231,8 @@ class PayloadDisk(unittest.TestCase):
             self.assertEqual(int.from_bytes(raw[446 + 8 : 446 + 12], "little"), vm.PARTITION_START)
             self.assertEqual(raw[vm.PARTITION_START * vm.SECTOR + 82 : vm.PARTITION_START * vm.SECTOR + 87], b"FAT32")
             self.assertEqual(vm.read_from_payload_disk(image, "a.txt"), b"hello\r\n")
+            vm.write_to_payload_disk(image, "a.txt", b"report\r\n")
+            self.assertEqual(vm.read_from_payload_disk(image, "a.txt"), b"report\r\n")
             self.assertIsNone(vm.read_from_payload_disk(image, "missing.txt"))
 
 

@@ -56,6 +56,16 @@ def read_from_payload_disk(image: Path, name: str) -> bytes | None:
     return p.stdout if p.returncode == 0 else None
 
 
+def write_to_payload_disk(image: Path, name: str, content: bytes) -> None:
+    """Replaces a file on the payload disk (between boots)."""
+    staging = image.parent / (image.name + ".write")
+    staging.write_bytes(content)
+    try:
+        run(["mcopy", "-o", "-i", f"{image}@@{PARTITION_START * SECTOR}", str(staging), f"::{name}"])
+    finally:
+        staging.unlink()
+
+
 def run(cmd: list[str], stdin: str | None = None) -> None:
     p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
     if p.returncode != 0:

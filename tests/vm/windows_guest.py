@@ -17,8 +17,9 @@ so the guest script keeps its state (which boot it is in) and every result there
   boot 4  report    bug check events (System log, event 1001) and dumps; power-off
 
 Each boot ends in a reboot, which ends QEMU (-no-reboot); the harness reads the state
-from the payload disk and boots again. A bug check also ends QEMU: the next boot's
-script records the event and the dump, and the run fails.
+from the payload disk and boots again. A bug check also ends QEMU: the harness then sets
+the state to report, that boot's script records the event and the dump, and the run
+fails.
 
 The checks reuse the ReactOS stage's: per phase, every step's exit status, the driver's
 lifecycle (from DebugView's log of the kernel's debug output) and the client's verdicts.
@@ -197,15 +198,27 @@ def main(a) -> int:
         extra = ["-drive", f"if=pflash,format=raw,readonly=on,file={a.ovmf_code}", "-drive", f"if=pflash,format=raw,file={vars_copy}"]
     print(f"run.py: Windows image {image} (overlay {overlay}); driver {sys_file}; {a.firmware}")
     t0 = time.monotonic()
+    interrupted = []
     for n in range(1, MAX_BOOTS + 1):
         state = (vm.read_from_payload_disk(payload, "state.txt") or b"plain").decode(errors="replace").strip()
         print(f"run.py: boot {n} ({state}) ...", flush=True)
+        before = (vm.read_from_payload_disk(payload, "results/boots.txt") or b"").decode(errors="replace")
         b = vm.boot(cdrom=None, disks=[(overlay, "qcow2"), payload], work=work / f"boot{n}", time_limit=a.time_limit,
                     accel=a.accel, memory_mib=4096, cpu="max", machine=machine, extra=extra)
         print(f"run.py: boot {n}: {b.accel_why}; {b.seconds:.1f}s" + ("; TIME LIMIT REACHED" if b.timed_out else ""))
         boots = (vm.read_from_payload_disk(payload, "results/boots.txt") or b"").decode(errors="replace")
-        if b.timed_out or "AUTOTEST: done" in boots:
+        if "AUTOTEST: done" in boots:
             break
+        if boots.count("AUTOTEST: reboot for") > before.count("AUTOTEST: reboot for"):
+            continue
+        # The boot ended without finishing its phase: a bug check (Windows restarts,
+        # which ends QEMU), a hang (the time limit) or no autotest at all. One more
+        # boot in the report state collects the bug check events and dumps.
+        interrupted.append(f"boot {n} ({state}) ended without finishing its phase"
+                           + (f" (time limit of {a.time_limit:.0f} s)" if b.timed_out else " (bug check or restart?)"))
+        if state == "report" or b.timed_out and "AUTOTEST: boot" not in boots[len(before):]:
+            break  # the guest script did not even start: nothing more to collect
+        vm.write_to_payload_disk(payload, "state.txt", b"report\r\n")
     results = work / "results"
     results.mkdir()
     subprocess.run(["mcopy", "-s", "-n", "-i", f"{payload}@@{vm.PARTITION_START * vm.SECTOR}", "::results/*", str(results)], check=False)
@@ -213,6 +226,7 @@ def main(a) -> int:
                             [] if a.client_args or name == "lowres" else ["close-pending", "watchdog-timeout", "thread-exit"])
               for name in PHASES]
     per_phase, overall = check(results, phases)
+    overall = interrupted + overall
     for name in PHASES:
         client = vm.parse_client(phase_text(results, name))
         print(f"run.py: phase {name}: {client.summary or 'no client summary'}")
