@@ -143,8 +143,10 @@ def main() -> int:
     p.add_argument("--source", default=str(ROOT))
     p.add_argument("--time-limit", type=float, default=360)
     p.add_argument("--client", default=str(ROOT / "target/vm/stageguest.exe"))
-    p.add_argument("variants", nargs="*", choices=list(VARIANTS), default=[])
+    p.add_argument("variants", nargs="*", metavar="VARIANT", help=", ".join(VARIANTS))
     a = p.parse_args()
+    if unknown := [v for v in a.variants if v not in VARIANTS]:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     variants = [v for v in VARIANTS if v in (a.variants or ORDER)]
     iso = reactos.image_path(None)
     if not iso.is_file():

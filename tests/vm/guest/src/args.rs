@@ -74,7 +74,7 @@ impl Default for Options {
             reads: 200,
             seed: 1,
             wait_ms: 10_000,
-            scenario_timeout_s: 60,
+            scenario_timeout_s: 180,
             bench_pending: 10_000,
             bench_rounds: 15,
             bench_seconds: 5,

@@ -20,6 +20,8 @@ use crate::win::{self, AppThread, CancelEx, Device, Fail, Io, Outcome, Read, Sta
 pub const DRAIN_BYTES: usize = 1024 * RECORD_SIZE;
 /// An IOCTL code of the driver's device type that the driver does not know.
 const UNKNOWN_IOCTL: u32 = 0x8337_2000;
+/// How long watchdog-timeout waits for its 40 reads to end, by the tick count.
+const WATCHDOG_WAIT_MS: u32 = 150_000;
 /// The service's Parameters key, as `sc create stagedrv` makes it.
 pub const PARAMETERS_KEY: &str = r"SYSTEM\CurrentControlSet\Services\stagedrv\Parameters";
 
@@ -602,20 +604,16 @@ fn watchdog_timeout(s: &Settings) -> Res {
     let s0 = stats(h)?;
     // More reads than the producer serves before the timeout (one record a tick).
     let mut ios = pend(h, 40)?;
-    // The driver ages reads by KeQueryPerformanceCounter: wait on that clock (the one
-    // QueryPerformanceCounter reads), and say how it compared with the tick count.
+    // Each read ends with a record or, once older than the timeout, STATUS_IO_TIMEOUT.
+    // The driver ages reads by KeQueryPerformanceCounter, so no fixed sleep: wait for
+    // the endings (by the tick count, generously) and say how the two clocks compared.
     let (counter0, tick0) = (win::counter(), win::tick_ms());
-    while win::seconds(counter0, win::counter()) < f64::from(timeout + 2) {
-        win::sleep_ms(100);
-    }
-    let clocks = format!(
-        "{:.1} s by the performance counter took {:.1} s by the tick count",
-        win::seconds(counter0, win::counter()),
-        f64::from(win::tick_ms().wrapping_sub(tick0)) / 1000.0
-    );
     let (mut served, mut timed_out) = (0usize, 0u64);
     for io in &mut ios {
-        let o = wait(io, s)?;
+        let left = WATCHDOG_WAIT_MS.saturating_sub(win::tick_ms().wrapping_sub(tick0)).max(1);
+        let Some(o) = io.wait(left) else {
+            fail!("a read neither got a record nor timed out within {} s", WATCHDOG_WAIT_MS / 1000)
+        };
         if o.status == Status::IO_TIMEOUT {
             timed_out += 1;
         } else if o.ok() && o.bytes == RECORD_SIZE {
@@ -624,9 +622,14 @@ fn watchdog_timeout(s: &Settings) -> Res {
             fail!("a read ended with {o}; expected a record or ERROR_SEM_TIMEOUT (STATUS_IO_TIMEOUT)");
         }
     }
+    let clocks = format!(
+        "{:.1} s by the performance counter took {:.1} s by the tick count",
+        win::seconds(counter0, win::counter()),
+        f64::from(win::tick_ms().wrapping_sub(tick0)) / 1000.0
+    );
     ensure!(
         timed_out > 0,
-        "no read timed out {timeout} s after it was queued ({served} got records; {clocks}): is the watchdog running?"
+        "no read timed out {timeout} s after it was queued (all {served} got records; {clocks}): is the watchdog running?"
     );
     let s1 = stats(h)?;
     balanced(&s1)?;
