@@ -88,12 +88,11 @@ impl Machine {
 /// A file object for `device` that no IRP_MJ_CREATE reached, referenced once by the
 /// caller (its last reference sends IRP_MJ_CLOSE, as for a stream file object).
 fn unopened_file(ctx: &mut crate::machine::Ctx<'_>, device: usize) -> usize {
-    // SAFETY: FILE_OBJECT is plain data; all-zero is a valid start.
-    let mut object: Box<FILE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
+    let mut object = crate::special_pool::Object::<FILE_OBJECT>::zeroed(crate::special_pool::Kind::FileObject);
     object.Type = 5;
     object.Size = i16::try_from(size_of::<FILE_OBJECT>()).expect("small");
     object.DeviceObject = device as PDEVICE_OBJECT;
-    let file = std::ptr::from_mut(object.as_mut()) as usize;
+    let file = object.as_ptr() as usize;
     ctx.io.files.insert(
         file,
         super::file::FileInfo {
