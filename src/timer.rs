@@ -193,4 +193,12 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
     }
     extension.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
     expired.complete_all();
+    if STOP_WHEN_IDLE && extension.shared.lock_at_dpc_level().stats.reads_pending == 0 {
+        extension.watchdog.stop(device);
+    }
 }
+
+/// The `stop_timer_in_routine` mutant build (tests/mutants.rs) stops the watchdog from
+/// its own IoTimer routine when no read is pending: IoStopTimer takes IopTimerLock,
+/// which the I/O manager holds while it calls the routine (a self-deadlock).
+const STOP_WHEN_IDLE: bool = cfg!(stagedrv_mutant = "stop_timer_in_routine");

@@ -96,6 +96,16 @@ stage "test-sign .sys"        tests/windows/sign-linux.sh
 stage "wine: stagetest.exe"   tests/wine/build-app.sh
 stage "wine: end-to-end"      tests/wine/run.sh
 stage "wine: negatives"       tests/wine/test_run.sh
+# The real .sys on a real NT kernel: ReactOS x64 under QEMU (tests/vm/README.md), driven
+# by the guest client stageguest.exe; then one boot with three broken drivers, each of
+# which must make that stage fail. The image is test data outside the repository
+# (STAGEDRV_REACTOS_ISO, default ../shared/nt-vm/reactos-x64-livecd-autotest.iso):
+# without it both VM runs print why and pass. About 2 minutes per boot (QEMU TCG).
+stage "vm: tools"             tests/vm/ensure-tools.sh
+stage "vm: stageguest.exe"    tests/vm/build-guest.sh
+stage "vm: harness checks"    .venv/bin/python -m unittest tests/vm/test_vmharness.py
+stage "vm: ReactOS run"       .venv/bin/python tests/vm/run.py
+stage "vm: ReactOS negatives" .venv/bin/python tests/vm/test_vm.py
 
 echo
 echo "=== summary"

@@ -56,7 +56,7 @@ use std::fmt::Write as _;
 use common::{IOCTL_STAGEDRV_GET_STATS, RECORD_SIZE, Stats, parameters_key};
 use ntsim::wdk_sys::{
     NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_INVALID_HANDLE, STATUS_IO_TIMEOUT,
-    STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
+    STATUS_NO_SUCH_DEVICE, STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
 };
 use ntsim::{Config, Driver, DriverState, Handle, IoResult, Issued, Machine, Mode, PendingIo, Process, Value};
 use proptest::prelude::*;
@@ -401,11 +401,13 @@ impl Model {
     }
 
     /// Cancels pending reads of `file` (any file if `None`) that `keep` accepts.
-    fn cancel(&mut self, file: Option<usize>, keep: impl Fn(usize, &MRead) -> bool) {
+    /// Cancels the pending reads `keep` selects; returns how many there were.
+    fn cancel(&mut self, file: Option<usize>, keep: impl Fn(usize, &MRead) -> bool) -> usize {
         let chosen: Vec<usize> = (0..self.reads.len())
             .filter(|&r| self.reads[r].outcome == Outcome::Pending)
             .filter(|&r| file.is_none_or(|f| self.reads[r].file == f) && keep(r, &self.reads[r]))
             .collect();
+        let count = chosen.len();
         for read in chosen {
             let file = self.reads[read].file;
             self.files[file].pending.retain(|&r| r != read);
@@ -415,6 +417,7 @@ impl Model {
             stats.reads_cancelled += 1;
             self.finish(read, STATUS_CANCELLED, Vec::new());
         }
+        count
     }
 
     fn cancel_io_ex(&mut self, handle: usize, read: Option<usize>) -> NTSTATUS {
@@ -422,9 +425,10 @@ impl Model {
         if !h.open {
             return STATUS_INVALID_HANDLE;
         }
-        // The calling process's requests on the file object (CancelIoEx).
-        self.cancel(Some(h.file), |r, m| m.process == h.process && read.is_none_or(|only| r == only));
-        STATUS_SUCCESS
+        // The calling process's requests on the file object (CancelIoEx); none is
+        // STATUS_NOT_FOUND (ERROR_NOT_FOUND).
+        let cancelled = self.cancel(Some(h.file), |r, m| m.process == h.process && read.is_none_or(|only| r == only));
+        if cancelled == 0 { STATUS_NOT_FOUND } else { STATUS_SUCCESS }
     }
 
     fn close(&mut self, handle: usize) -> NTSTATUS {

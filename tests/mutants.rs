@@ -20,13 +20,20 @@
 //!   for cancelled reads);
 //! - `disconnect_before_dpc_flush`: stage 1 calls IoDisconnectInterrupt before removing
 //!   and flushing the ISR's DPC (the old order), so a DPC already past its stopping
-//!   check synchronizes with the freed interrupt object — 0x50 (the hardware scenario).
+//!   check synchronizes with the freed interrupt object — 0x50 (the hardware scenario);
+//! - `no_work_item_wait`: Unload does not wait for the statistics work item, which
+//!   Windows leaves queued when it calls DriverUnload, and frees it — 0xE4
+//!   WORKER_INVALID (a queued I/O work item freed);
+//! - `stop_timer_in_routine`: the watchdog's IoTimer routine calls IoStopTimer, which
+//!   spins on the IopTimerLock the routine runs under — 0x133 DPC_WATCHDOG_VIOLATION.
 #![cfg(any(
     stagedrv_mutant = "complete_after_null",
     stagedrv_mutant = "skip_cancel_recheck",
     stagedrv_mutant = "no_dpc_flush",
     stagedrv_mutant = "disconnect_before_dpc_flush",
-    stagedrv_mutant = "link_after_complete"
+    stagedrv_mutant = "link_after_complete",
+    stagedrv_mutant = "no_work_item_wait",
+    stagedrv_mutant = "stop_timer_in_routine"
 ))]
 
 mod common;
@@ -75,6 +82,10 @@ fn exploration_catches_the_reintroduced_bug() {
             "never completed",
             "was cancelled",
         ]
+    } else if cfg!(stagedrv_mutant = "no_work_item_wait") {
+        &["WORKER_INVALID"]
+    } else if cfg!(stagedrv_mutant = "stop_timer_in_routine") {
+        &["DPC_WATCHDOG_VIOLATION"]
     } else {
         &["was cancelled"]
     };

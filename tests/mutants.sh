@@ -6,7 +6,7 @@
 # build's target directory is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for mutant in complete_after_null skip_cancel_recheck no_dpc_flush disconnect_before_dpc_flush link_after_complete; do
+for mutant in complete_after_null skip_cancel_recheck no_dpc_flush disconnect_before_dpc_flush link_after_complete no_work_item_wait stop_timer_in_routine; do
     echo "== mutant $mutant"
     output=$(STAGEDRV_MUTANT=$mutant CARGO_TARGET_DIR=target/mutants CARGO_PROFILE_RELEASE_LTO=false \
         cargo test --release --quiet --test mutants -- --nocapture 2>&1) || true

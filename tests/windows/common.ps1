@@ -93,7 +93,7 @@ function Stop-Stagedrv {
 # Hints for the Win32 errors sc.exe start reports most often for this driver.
 $StartHints = @{
     2    = 'the image is missing: is %SystemRoot%\System32\drivers\stagedrv.sys there?'
-    50   = 'DriverEntry returned STATUS_NOT_SUPPORTED: the hardware profile (InterruptVector set) needs HardwareProfileOptIn=1, see the README'
+    50   = 'DriverEntry returned STATUS_NOT_SUPPORTED: the hardware profile (InterruptVector set) needs HardwareProfileOptIn=1, or the kernel gives it no translated vector (expected on x64 Windows 10/11; the debug output says which), see the README'
     87   = 'DriverEntry returned STATUS_INVALID_PARAMETER: InterruptVector is set but RegisterBaseLow/High is not'
     577  = 'Windows could not verify the signature: test signing off (enable-test-signing.ps1, then reboot), Secure Boot on, or the image is not signed'
     1275 = 'the driver was blocked from loading (Code Integrity / vulnerable-driver blocklist / memory-integrity policy): see Event Viewer > Microsoft-Windows-CodeIntegrity/Operational'

@@ -66,6 +66,8 @@ impl std::error::Error for Violation {}
 /// Bug-check codes ntsim reports.
 pub mod code {
     pub const IRQL_NOT_LESS_OR_EQUAL: u32 = 0x0A;
+    pub const MAXIMUM_WAIT_OBJECTS_EXCEEDED: u32 = 0x0C;
+    pub const KMODE_EXCEPTION_NOT_HANDLED: u32 = 0x1E;
     pub const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
     pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
     pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
@@ -74,6 +76,9 @@ pub mod code {
     pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
     pub const DRIVER_RETURNED_HOLDING_CANCEL_LOCK: u32 = 0x11B;
     pub const BAD_POOL_CALLER: u32 = 0xC2;
+    pub const INVALID_KERNEL_HANDLE: u32 = 0x93;
+    pub const WORKER_INVALID: u32 = 0xE4;
+    pub const DPC_WATCHDOG_VIOLATION: u32 = 0x133;
     /// ntsim's own rules, where Verifier has none.
     pub const NTSIM_RULE: u32 = 0x4E54_0000;
 }
@@ -93,9 +98,14 @@ pub mod c4 {
     pub const WAIT_ABOVE_DISPATCH: u64 = 0x120;
     pub const WAIT_AT_DISPATCH_WITH_TIMEOUT: u64 = 0x121;
     pub const WAIT_AT_DISPATCH_INFINITE: u64 = 0x122;
-    pub const FREE_POOL_WITH_QUEUED_WORK_ITEM: u64 = 0x131;
     pub const SLOW_CANCEL: u64 = 0x135;
+    pub const NULL_HANDLE: u64 = 0xF5;
+    pub const USER_HANDLE_AS_KERNEL_MODE: u64 = 0xF6;
+    pub const KERNEL_HANDLE_AS_USER_MODE: u64 = 0xF7;
     pub const RECURSIVE_SPIN_LOCK: u64 = 0x1000;
+    /// DDI compliance (additional): QueuedSpinLockRelease and SpinLockRelease.
+    pub const QUEUED_SPIN_LOCK_RELEASE: u64 = 0x40007;
+    pub const SPIN_LOCK_RELEASE_RULE: u64 = 0x4000B;
     /// A DDI called above the highest IRQL its documentation allows.
     pub const DDI_IRQL: u64 = 0x2001B;
 }
@@ -105,6 +115,7 @@ pub mod c9 {
     pub const IRQL_CHANGED_BY_DISPATCH: u64 = 0x05;
     pub const COMPLETED_WITH_PENDING_STATUS: u64 = 0x06;
     pub const COMPLETED_WITH_CANCEL_ROUTINE: u64 = 0x07;
+    pub const TIMER_ALREADY_INITIALIZED: u64 = 0x0A;
     pub const COMPLETED_ABOVE_DISPATCH: u64 = 0x0E;
     pub const RETURNED_STATUS_MISMATCH: u64 = 0x224;
     pub const NEITHER_COMPLETED_NOR_PENDING: u64 = 0x226;
@@ -112,6 +123,13 @@ pub mod c9 {
     pub const MARKED_BUT_NOT_PENDING: u64 = 0x23E;
     pub const DEVICE_DELETED_TWICE: u64 = 0x240;
     pub const INFORMATION_TOO_LARGE: u64 = 0x312;
+}
+
+/// Rule numbers (first parameter) under [`code::WORKER_INVALID`].
+pub mod e4 {
+    pub const ACTIVE_ITEM_QUEUED: u64 = 0x1;
+    pub const QUEUED_IO_ITEM_FREED: u64 = 0x2;
+    pub const INVALID_ROUTINE: u64 = 0x7;
 }
 
 /// Resource kinds (first parameter) under [`code::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`]
@@ -125,7 +143,6 @@ pub mod unload {
     pub const INTERRUPT: u64 = 6;
     pub const IO_SPACE_MAPPING: u64 = 7;
     pub const REGISTRY_KEY: u64 = 8;
-    pub const IO_TIMER_RUNNING: u64 = 9;
     pub const CONTROLLER_OBJECT: u64 = 10;
     pub const RESOURCE_CLAIM: u64 = 11;
 }

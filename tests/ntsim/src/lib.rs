@@ -31,9 +31,9 @@ pub mod pool;
 pub mod registry;
 pub mod sched;
 pub mod se;
-mod thunk;
 pub(crate) mod special_pool;
 pub(crate) mod stack;
+mod thunk;
 pub mod trace;
 #[allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 #[allow(unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]
@@ -44,8 +44,8 @@ pub use faults::FaultHandle;
 pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
-pub use ke::interrupt::{RegisterWrite, Resource};
 pub use io::kernel::KernelFile;
+pub use ke::interrupt::{RegisterWrite, Resource};
 pub use ke::misc::PERFORMANCE_FREQUENCY;
 pub use ke::timer::SECOND;
 pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped};

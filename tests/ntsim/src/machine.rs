@@ -90,10 +90,12 @@ pub(crate) enum Halt {
 }
 
 pub(crate) struct Cpu {
-    pub(crate) dpcs: std::collections::VecDeque<crate::ke::dpc::Queued>,
-    /// DPCs ever queued on / finished by this processor, for KeFlushQueuedDpcs.
+    /// Queued work, each with its ticket (queue order on this processor).
+    pub(crate) dpcs: std::collections::VecDeque<(u64, crate::ke::dpc::Queued)>,
+    /// The next ticket: everything queued here before a KeFlushQueuedDpcs has a lower one.
     pub(crate) queued_total: u64,
-    pub(crate) finished_total: u64,
+    /// The ticket of what this processor's DPC thread is running now.
+    pub(crate) running: Option<u64>,
 }
 
 pub(crate) struct State {
@@ -443,7 +445,7 @@ impl Machine {
         let state = State {
             sched: sched::Scheduler::new(config.mode),
             threads: Vec::new(),
-            cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, finished_total: 0 }).collect(),
+            cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, running: None }).collect(),
             clock: 0,
             halt: None,
             trace: Trace::new(config.trace_limit),

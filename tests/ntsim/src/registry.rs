@@ -1,15 +1,17 @@
 //! The registry parts drivers use: keys (persistent or volatile), typed values, and
-//! kernel handles to keys.
+//! handles to keys (in the object manager's handle tables).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::io::device::read_unicode;
 use crate::machine::{Ctx, Machine, kcall};
+use crate::ob::Target;
 use crate::wdk_sys::{
-    ACCESS_MASK, HANDLE, KEY_VALUE_INFORMATION_CLASS, NTSTATUS, PHANDLE, POBJECT_ATTRIBUTES, PULONG, PUNICODE_STRING,
-    PVOID, REG_BINARY, REG_CREATED_NEW_KEY, REG_DWORD, REG_OPENED_EXISTING_KEY, REG_OPTION_VOLATILE, REG_SZ,
-    STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE,
-    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, ULONG,
+    ACCESS_MASK, HANDLE, KEY_VALUE_INFORMATION_CLASS, NTSTATUS, OBJ_KERNEL_HANDLE, PHANDLE, POBJECT_ATTRIBUTES, PULONG,
+    PUNICODE_STRING, PVOID, REG_BINARY, REG_CREATED_NEW_KEY, REG_DWORD, REG_OPENED_EXISTING_KEY, REG_OPTION_VOLATILE,
+    REG_SZ, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_CHILD_MUST_BE_VOLATILE,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SUCCESS, ULONG,
 };
 
 /// A registry value as tests write and read it.
@@ -50,12 +52,11 @@ struct Key {
     values: BTreeMap<String, (u32, Vec<u8>)>,
 }
 
+/// The keys; handles to them live in the object manager's handle tables.
 #[derive(Default)]
 pub(crate) struct Registry {
     /// Upper-cased full path → key.
     keys: BTreeMap<String, Key>,
-    handles: HashMap<u64, String>,
-    next_handle: u64,
 }
 
 impl Registry {
@@ -72,7 +73,9 @@ impl Registry {
             "\\Registry\\Machine\\System\\CurrentControlSet",
             "\\Registry\\Machine\\System\\CurrentControlSet\\Services",
         ] {
-            registry.create_key(key, false);
+            // HARDWARE is a volatile hive, rebuilt at every boot.
+            let volatile = key.to_uppercase().starts_with("\\REGISTRY\\MACHINE\\HARDWARE");
+            registry.create_key(key, volatile);
         }
         registry
     }
@@ -85,20 +88,23 @@ impl Registry {
         self.keys.insert(key, Key { volatile, values: BTreeMap::new() });
         true
     }
-    pub(crate) fn open_handles(&self) -> usize {
-        self.handles.len()
-    }
-    fn open(&mut self, path: String) -> u64 {
-        self.next_handle += 4;
-        let handle = 0xFFFF_FFFF_9000_0000 | self.next_handle;
-        self.handles.insert(handle, path);
-        handle
-    }
 }
 
-/// ZwClose on a key handle; `None` if `handle` is not a key.
-pub(crate) fn close_key(ctx: &mut Ctx<'_>, handle: u64) -> Option<NTSTATUS> {
-    ctx.registry.handles.remove(&handle).map(|_| STATUS_SUCCESS)
+/// A handle to the key at `path`: a kernel handle with OBJ_KERNEL_HANDLE, otherwise
+/// one in the calling process's table.
+fn open(ctx: &mut Ctx<'_>, attributes: POBJECT_ATTRIBUTES, path: String) -> u64 {
+    // SAFETY: `path_of` already read these valid OBJECT_ATTRIBUTES.
+    let kernel = unsafe { (*attributes).Attributes } & OBJ_KERNEL_HANDLE != 0;
+    let owner = crate::ob::current_owner(ctx);
+    ctx.ob.open_handle(owner, kernel, Target::Key(path))
+}
+
+/// The path of the key a handle names for a kernel-mode caller.
+fn key_of(ctx: &Ctx<'_>, handle: HANDLE) -> Option<String> {
+    match ctx.ob.find(crate::ob::current_owner(ctx), handle as u64, true)? {
+        Target::Key(path) => Some(path.clone()),
+        Target::Object(_) => None,
+    }
 }
 
 /// The full, upper-cased path an OBJECT_ATTRIBUTES names.
@@ -111,7 +117,7 @@ fn path_of(ctx: &Ctx<'_>, attributes: POBJECT_ATTRIBUTES) -> Option<String> {
     let full = if root.is_null() {
         name
     } else {
-        let parent = ctx.registry.handles.get(&(root as u64))?;
+        let parent = key_of(ctx, root)?;
         format!("{parent}\\{name}")
     };
     Some(full.to_uppercase())
@@ -131,7 +137,7 @@ pub unsafe extern "C" fn ZwOpenKey(
         if !ctx.registry.keys.contains_key(&path) {
             return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
         }
-        let handle = ctx.registry.open(path);
+        let handle = open(ctx, ObjectAttributes, path);
         // SAFETY: the driver passed a writable HANDLE.
         unsafe { *KeyHandle = handle as HANDLE };
         Ok(STATUS_SUCCESS)
@@ -158,8 +164,13 @@ pub unsafe extern "C" fn ZwCreateKey(
         if !ctx.registry.keys.contains_key(&parent) {
             return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
         }
-        let created = ctx.registry.create_key(&path, CreateOptions & REG_OPTION_VOLATILE != 0);
-        let handle = ctx.registry.open(path);
+        let volatile = CreateOptions & REG_OPTION_VOLATILE != 0;
+        if !volatile && !ctx.registry.keys.contains_key(&path) && ctx.registry.keys[&parent].volatile {
+            // A volatile key can have only volatile subkeys (ZwCreateKey's documentation).
+            return Ok(STATUS_CHILD_MUST_BE_VOLATILE);
+        }
+        let created = ctx.registry.create_key(&path, volatile);
+        let handle = open(ctx, ObjectAttributes, path);
         // SAFETY: the driver passed writable out-parameters (Disposition is optional).
         unsafe {
             *KeyHandle = handle as HANDLE;
@@ -182,7 +193,7 @@ pub unsafe extern "C" fn ZwQueryValueKey(
     ResultLength: PULONG,
 ) -> NTSTATUS {
     kcall("ZwQueryValueKey", |ctx| {
-        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
+        let Some(path) = key_of(ctx, KeyHandle) else {
             return Ok(STATUS_INVALID_HANDLE);
         };
         // KeyValuePartialInformation is 2; ntsim implements only that class.
@@ -230,7 +241,7 @@ pub unsafe extern "C" fn ZwSetValueKey(
         if ctx.should_fail() {
             return Ok(STATUS_INSUFFICIENT_RESOURCES);
         }
-        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
+        let Some(path) = key_of(ctx, KeyHandle) else {
             return Ok(STATUS_INVALID_HANDLE);
         };
         // SAFETY: the driver passed a valid name and DataSize readable bytes.
@@ -249,7 +260,7 @@ const _: crate::wdk_sys::fnsig::ZwSetValueKey = ZwSetValueKey;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS {
     kcall("ZwDeleteKey", |ctx| {
-        let Some(path) = ctx.registry.handles.get(&(KeyHandle as u64)).cloned() else {
+        let Some(path) = key_of(ctx, KeyHandle) else {
             return Ok(STATUS_INVALID_HANDLE);
         };
         let prefix = format!("{path}\\");

@@ -179,7 +179,9 @@ pub unsafe extern "C" fn ZwSetSecurityObject(
     SecurityDescriptor: PSECURITY_DESCRIPTOR,
 ) -> NTSTATUS {
     kcall("ZwSetSecurityObject", |ctx| {
-        let Some(&object) = ctx.ob.kernel_handles.get(&(Handle as u64)) else { return Ok(STATUS_INVALID_HANDLE) };
+        let Some(object) = crate::ob::kernel_handle_object(ctx, Handle as u64) else {
+            return Ok(STATUS_INVALID_HANDLE);
+        };
         // DACL_SECURITY_INFORMATION is 4.
         if SecurityInformation & 4 == 0 {
             return Ok(STATUS_SUCCESS);

@@ -1107,26 +1107,6 @@ fn deleting_a_device_twice_is_c9_240() {
     assert_eq!(v.params[1], printed(&machine, "device"));
 }
 
-unsafe extern "C" fn io_timer_noop(_device: PDEVICE_OBJECT, _context: PVOID) {}
-
-entry_then!(entry_io_timer_left_running, |device, _s| {
-    // SAFETY: our device; the clean Unload never calls IoStopTimer: the bug.
-    unsafe {
-        let _ = IoInitializeTimer(device, Some(io_timer_noop), std::ptr::null_mut());
-        IoStartTimer(device);
-    }
-    print_value("device", device as u64);
-});
-
-#[test]
-fn deleting_a_device_with_its_io_timer_started_is_ce_9() {
-    let machine = machine();
-    let driver = load(&machine, entry_io_timer_left_running);
-    let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 9);
-    assert_eq!(v.params[1], printed(&machine, "device"));
-}
-
 // ---------------------------------------------------------------------------------
 // Object references and work items
 // ---------------------------------------------------------------------------------
@@ -1189,11 +1169,12 @@ entry_then!(entry_frees_queued_item, |device, _s| {
 });
 
 #[test]
-fn freeing_a_queued_work_item_is_c4_131() {
+fn freeing_a_queued_work_item_is_e4_2() {
     let machine = no_workers();
     let v = bugcheck(machine.load_driver("chk", entry_frees_queued_item));
-    assert_check(&v, C4, 0x131);
+    assert_check(&v, 0xE4, 2);
     assert_eq!(v.params[1], printed(&machine, "item"));
+    assert_eq!(v.params[2], work_noop as *const () as u64, "P3 is the I/O worker routine");
 }
 
 entry_then!(entry_queues_item_twice, |device, _s| {
@@ -1207,10 +1188,10 @@ entry_then!(entry_queues_item_twice, |device, _s| {
 });
 
 #[test]
-fn queueing_a_queued_work_item_is_ntsim_4() {
+fn queueing_a_queued_work_item_is_e4_1() {
     let machine = no_workers();
     let v = bugcheck(machine.load_driver("chk", entry_queues_item_twice));
-    assert_check(&v, NTSIM, 4);
+    assert_check(&v, 0xE4, 1);
     assert_eq!(v.params[1], printed(&machine, "item"));
     assert!(v.explanation.contains("already queued"), "{v}");
 }

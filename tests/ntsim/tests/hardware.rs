@@ -10,9 +10,10 @@ mod common;
 use common::{State, assert_check, bugcheck, counted, load, machine, print, print_value, printed, setup, state, wide};
 use ntsim::hal::{BUS_MEMORY_OFFSET, HalGetInterruptVectorFn, LINES, irql_of_vector, vector_of_line};
 use ntsim::wdk_sys::_INTERFACE_TYPE::{Internal, PCIBus};
+use ntsim::wdk_sys::_MEMORY_CACHING_TYPE::MmNonCached;
 use ntsim::wdk_sys::ntddk::{
-    IoConnectInterrupt, IoDisconnectInterrupt, IoReportResourceForDetection, KeSynchronizeExecution,
-    MmGetSystemRoutineAddress,
+    IoConnectInterrupt, IoDisconnectInterrupt, IoReportResourceForDetection, KeAcquireSpinLockRaiseToDpc,
+    KeReleaseSpinLock, KeSynchronizeExecution, MmGetSystemRoutineAddress, MmMapIoSpace, MmUnmapIoSpace,
 };
 use ntsim::wdk_sys::{
     _KINTERRUPT_MODE, BOOLEAN, CM_RESOURCE_LIST, CmResourceTypeMemory, KAFFINITY, KIRQL, NTSTATUS, PCUNICODE_STRING,
@@ -266,6 +267,72 @@ fn synchronizing_before_disconnecting_is_clean() {
     let driver = load(&machine, entry_synchronizes_then_disconnects);
     assert!(machine.debug_output().contains(&"synchronized".to_owned()));
     assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
+}
+
+entry_then!(entry_synchronizes_a_null_routine, |s| {
+    let interrupt = connect(s, 0x51, DIRQL, 1);
+    // SAFETY: connected above; PASSIVE_LEVEL; the bug: no routine.
+    unsafe { KeSynchronizeExecution(interrupt, None, s.cast()) };
+});
+
+#[test]
+fn synchronizing_a_null_routine_is_0x0a_at_the_synchronize_irql() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_synchronizes_a_null_routine));
+    assert_eq!(v.code, 0x0A, "{v}");
+    assert_eq!(v.params, [0, u64::from(DIRQL), 8, 0], "an instruction fetch from 0 at the synchronize IRQL");
+    assert!(v.explanation.contains("NULL synchronize routine"), "{v}");
+}
+
+/// MmMapIoSpace of the register window's translated address, kept in `blocks[0]`.
+fn map_registers(s: *mut State) {
+    let system = PHYSICAL_ADDRESS { QuadPart: (BUS_ADDRESS + BUS_MEMORY_OFFSET) as i64 };
+    // SAFETY: PASSIVE_LEVEL; the state is ours.
+    unsafe { (*s).blocks[0] = MmMapIoSpace(system, 4, MmNonCached) };
+    // SAFETY: the state is ours.
+    print_value("mapped", unsafe { (*s).blocks[0] } as u64);
+}
+
+unsafe extern "C" fn unmap_registers(context: PVOID) -> BOOLEAN {
+    let s = context.cast::<State>();
+    // SAFETY: the mapping made by `map_registers`.
+    unsafe { MmUnmapIoSpace((*s).blocks[0], 4) };
+    1
+}
+
+entry_then!(entry_unmaps_at_dispatch_level, |s| {
+    map_registers(s);
+    // SAFETY: our state's lock; MmUnmapIoSpace is allowed at DISPATCH_LEVEL.
+    unsafe {
+        let old = KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
+        unmap_registers(s.cast());
+        KeReleaseSpinLock(&raw mut (*s).lock, old);
+    }
+});
+
+#[test]
+fn unmapping_io_space_at_dispatch_level_is_allowed() {
+    let machine = hal_machine(Config::seeded(1));
+    let driver = load(&machine, entry_unmaps_at_dispatch_level);
+    assert_ne!(printed(&machine, "mapped"), 0, "the translated window maps");
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded, "nothing left mapped");
+}
+
+entry_then!(entry_unmaps_in_a_synchronize_routine, |s| {
+    map_registers(s);
+    let interrupt = connect(s, 0x51, DIRQL, 1);
+    // SAFETY: connected above; the bug: the routine runs at the interrupt's IRQL.
+    unsafe { KeSynchronizeExecution(interrupt, Some(unmap_registers), s.cast()) };
+});
+
+#[test]
+fn unmapping_io_space_above_dispatch_level_is_c4_2001b() {
+    // MmUnmapIoSpace: IRQL <= DISPATCH_LEVEL (learn.microsoft.com, wdm.h reference).
+    let machine = hal_machine(Config::seeded(1));
+    let v = bugcheck(machine.load_driver("chk", entry_unmaps_in_a_synchronize_routine));
+    assert_check(&v, 0xC4, 0x2001B);
+    assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), 2), "called at DIRQL, allowed up to DISPATCH_LEVEL");
+    assert_eq!(v.trace_tail.last().map(|c| c.api), Some("MmUnmapIoSpace"));
 }
 
 // ---------------------------------------------------------------------------------

@@ -5,22 +5,21 @@
 //! Each client thread is a simulated thread; a call made by the test runs on it, so
 //! driver code never runs on the test's own thread.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use super::ErrorLogEntry;
 use super::irp::{self, IoResult, Request, ResultSlot};
 use crate::machine::{Ctx, KResult, Machine, Stopped, service};
-use crate::ob::Kind;
+use crate::ob::{Kind, Owner, Target};
 use crate::sched::Tid;
 use crate::wdk_sys::{
-    DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, FILE_OBJECT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS,
-    PDEVICE_OBJECT, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE, STATUS_NO_SUCH_DEVICE, STATUS_OBJECT_NAME_NOT_FOUND,
-    STATUS_PENDING, STATUS_SUCCESS, UNICODE_STRING,
+    DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, FILE_OBJECT, IO_DRIVER_CANCEL_TIMEOUT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
+    IRP_MJ_READ, NTSTATUS, PDEVICE_OBJECT, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE, STATUS_NO_SUCH_DEVICE,
+    STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING, STATUS_SUCCESS,
+    UNICODE_STRING,
 };
 
 pub(crate) struct ProcessInfo {
-    pub(crate) handles: BTreeMap<u64, usize>,
-    next_handle: u64,
     pub(crate) threads: Vec<Tid>,
     /// The token holds Administrators (true) or Users.
     pub(crate) admin: bool,
@@ -76,10 +75,12 @@ pub struct Thread<'m> {
     tid: Tid,
 }
 
-/// Completion's "APC": drop an IRP's file-object reference on the issuing thread.
+/// Completion's "APC": drop an IRP's file-object reference on the issuing thread, with
+/// ObDereferenceObjectDeferDelete as IopCompleteRequest does (ReactOS `irp.c`): if it
+/// was the last one, IRP_MJ_CLOSE comes from a worker thread.
 pub(crate) fn post_apc(ctx: &mut Ctx<'_>, thread: Tid, file: usize) {
     ctx.mailboxes[thread].push_back(Box::new(move || {
-        service("completion-apc", |ctx| crate::ob::dereference(ctx, file).map(|_| ()));
+        service("completion-apc", |ctx| crate::ob::dereference_defer_delete(ctx, file).map(|_| ()));
     }));
     ctx.signal();
 }
@@ -108,13 +109,7 @@ impl Machine {
     pub fn new_process_as(&self, admin: bool) -> Process<'_> {
         let pid = {
             let mut state = self.lock();
-            state.io.processes.push(ProcessInfo {
-                handles: BTreeMap::new(),
-                next_handle: 0,
-                threads: Vec::new(),
-
-                admin,
-            });
+            state.io.processes.push(ProcessInfo { threads: Vec::new(), admin });
             state.io.processes.len() - 1
         };
         let process = Process { machine: self, pid };
@@ -217,8 +212,7 @@ impl<'m> Process<'m> {
         let pid = self.pid;
         let main = self.machine.lock().io.processes[pid].threads[0];
         self.machine.on_thread(main, "process exit", move |ctx| {
-            let handles: Vec<u64> = ctx.io.processes[pid].handles.keys().copied().collect();
-            for handle in handles {
+            for (handle, _) in ctx.ob.handles_of(Owner::Process(pid)) {
                 close(ctx, pid, handle)?;
             }
             Ok(())
@@ -227,7 +221,7 @@ impl<'m> Process<'m> {
 
     /// Handles open in this process.
     pub fn handle_count(&self) -> usize {
-        self.machine.lock().io.processes[self.pid].handles.len()
+        self.machine.lock().ob.handles_of(Owner::Process(self.pid)).len()
     }
 }
 
@@ -256,8 +250,9 @@ impl Thread<'_> {
     pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let (pid, to) = (self.pid, target.pid);
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-                return Ok(Err(STATUS_INVALID_HANDLE));
+            let file = match file_of(ctx, pid, handle) {
+                Ok(file) => file,
+                Err(status) => return Ok(Err(status)),
             };
             Ok(Ok(insert_handle(ctx, to, file)))
         })
@@ -289,19 +284,16 @@ impl Thread<'_> {
         self.post(issue_op(self.pid, handle, read_request(length)))
     }
 
-    /// Posts CancelIo(handle).
+    /// Posts CancelIo(handle), which returns once the cancelled requests completed.
     pub fn post_cancel_io(&self, handle: Handle) -> Posted<NTSTATUS> {
         let (pid, me) = (self.pid, self.tid);
-        self.post(move |ctx| cancel_matching(ctx, pid, handle, |i| i.thread == me))
+        self.post(move |ctx| cancel_io(ctx, pid, handle, me))
     }
 
     /// Posts CancelIoEx(handle, NULL): every request of the process on the handle.
     pub fn post_cancel_io_ex(&self, handle: Handle) -> Posted<NTSTATUS> {
         let pid = self.pid;
-        self.post(move |ctx| {
-            let threads = ctx.io.processes[pid].threads.clone();
-            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread))
-        })
+        self.post(move |ctx| cancel_io_ex(ctx, pid, handle, None))
     }
 
     /// Posts CloseHandle.
@@ -310,15 +302,13 @@ impl Thread<'_> {
         self.post(move |ctx| close(ctx, pid, handle.0))
     }
 
-    /// Posts this thread's abrupt exit: its pending requests are cancelled.
+    /// Posts this thread's abrupt exit: its pending requests are cancelled and waited
+    /// for, up to Windows' limit (see [`Thread::exit`]). A synchronous request the
+    /// thread is blocked in is interrupted at once.
     pub fn post_exit(&self) -> Posted<()> {
         let me = self.tid;
-        self.post(move |ctx| {
-            for irp in irp::outstanding(ctx, |i| i.thread == me) {
-                irp::cancel(ctx, irp)?;
-            }
-            Ok(())
-        })
+        self.machine.lock().io.exiting.insert(me);
+        self.post(move |ctx| thread_exit(ctx, me))
     }
 
     fn post<R: Send + 'static>(&self, op: impl FnOnce(&mut Ctx<'_>) -> KResult<R> + Send + 'static) -> Posted<R> {
@@ -339,32 +329,43 @@ impl Thread<'_> {
         Ok(io.result().expect("completed"))
     }
 
-    /// CancelIo: cancels this thread's requests on `handle`.
+    /// CancelIo: cancels this thread's requests on `handle` and, as NtCancelIoFile
+    /// does, waits until they completed, with no time limit (ReactOS `file.c` polls
+    /// every 10 ms). A cancel the driver loses keeps this thread here.
     pub fn cancel_io(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
         let (pid, me) = (self.pid, self.tid);
-        self.machine.on_thread(self.tid, "CancelIo", move |ctx| cancel_matching(ctx, pid, handle, |i| i.thread == me))
+        self.machine.on_thread(self.tid, "CancelIo", move |ctx| cancel_io(ctx, pid, handle, me))
     }
 
-    /// CancelIoEx: cancels `io`, or every request of this process on `handle`.
+    /// CancelIoEx: cancels `io`, or every request of this process on `handle`, without
+    /// waiting. STATUS_NOT_FOUND (ERROR_NOT_FOUND) when no request matched.
     pub fn cancel_io_ex(&self, handle: Handle, io: Option<&PendingIo>) -> Result<NTSTATUS, Stopped> {
         let pid = self.pid;
         let only = io.map(|p| p.seq);
-        self.machine.on_thread(self.tid, "CancelIoEx", move |ctx| {
-            let threads = ctx.io.processes[pid].threads.clone();
-            if let Some(seq) = only {
-                // One request: found by its issue number, no scan of the others.
-                let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-                    return Ok(STATUS_INVALID_HANDLE);
-                };
-                let target = ctx.io.irps.by_seq.get(&seq).copied().filter(|irp| {
-                    ctx.io.irps.live.get(irp).is_some_and(|i| i.file == file && threads.contains(&i.thread))
-                });
-                if let Some(irp) = target {
-                    irp::cancel(ctx, irp)?;
-                }
-                return Ok(STATUS_SUCCESS);
+        self.machine.on_thread(self.tid, "CancelIoEx", move |ctx| cancel_io_ex(ctx, pid, handle, only))
+    }
+
+    /// CancelSynchronousIo(`target`): cancels the synchronous request `target` is
+    /// blocked in (a thread blocked in ReadFile on a synchronous handle cannot call
+    /// CancelIo itself). STATUS_NOT_FOUND when it is not blocked in one.
+    pub fn cancel_synchronous_io(&self, target: &Thread<'_>) -> Result<NTSTATUS, Stopped> {
+        let victim = target.tid;
+        self.machine.on_thread(self.tid, "CancelSynchronousIo", move |ctx| {
+            let blocked_on: Vec<usize> = ctx
+                .io
+                .files
+                .iter()
+                .filter(|(_, f)| f.sync_owner == Some(victim))
+                .map(|(address, _)| *address)
+                .collect();
+            let irps = irp::outstanding(ctx, |i| i.thread == victim && blocked_on.contains(&i.file));
+            if irps.is_empty() {
+                return Ok(STATUS_NOT_FOUND);
             }
-            cancel_matching(ctx, pid, handle, move |i| threads.contains(&i.thread))
+            for irp in irps {
+                irp::cancel(ctx, irp)?;
+            }
+            Ok(STATUS_SUCCESS)
         })
     }
 
@@ -376,27 +377,24 @@ impl Thread<'_> {
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
-            let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-                return Ok(Err(STATUS_INVALID_HANDLE));
+            let file = match file_of(ctx, pid, handle) {
+                Ok(file) => file,
+                Err(status) => return Ok(Err(status)),
             };
             Ok(Ok(insert_handle(ctx, pid, file)))
         })
     }
 
-    /// The thread ends abruptly: its pending requests are cancelled and it waits for
-    /// them to complete, as Windows does at thread exit.
+    /// The thread ends abruptly: as IoCancelThreadIo does, its pending requests are
+    /// cancelled and waited for, 100 ms at a time up to 3000 times (five minutes of
+    /// simulated time). Requests still outstanding then are disassociated from the
+    /// thread with an IO_DRIVER_CANCEL_TIMEOUT error-log entry (ReactOS `irp.c`,
+    /// IopDisassociateThreadIrp) and the thread exits anyway. A synchronous request
+    /// the thread is blocked in is interrupted at once.
     pub fn exit(&self) -> Result<(), Stopped> {
         let me = self.tid;
-        self.machine.on_thread(self.tid, "thread exit", move |ctx| {
-            for irp in irp::outstanding(ctx, |i| i.thread == me) {
-                irp::cancel(ctx, irp)?;
-            }
-            Ok(())
-        })?;
-        let slot_owner = me;
-        self.machine.run_until("the exiting thread's I/O to complete", move |state| {
-            !state.io.irps.live.values().any(|i| i.thread == slot_owner && i.phase == irp::Phase::Outstanding)
-        })
+        self.machine.lock().io.exiting.insert(me);
+        self.machine.on_thread(self.tid, "thread exit", move |ctx| thread_exit(ctx, me))
     }
 }
 
@@ -484,44 +482,185 @@ fn ioctl_request(code: u32, input: Vec<u8>, output_length: usize) -> MakeRequest
     })
 }
 
-/// Looks up the handle, builds the IRP and sends it to the driver.
+/// Looks up the handle (holding a reference on the file object for the call, as
+/// ObReferenceObjectByHandle does), builds the IRP and sends it to the driver.
 fn issue_op(pid: usize, handle: Handle, make: MakeRequest) -> IssueOp {
     Box::new(move |ctx| {
-        let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else {
-            return Ok(Err(STATUS_INVALID_HANDLE));
+        let file = match file_of(ctx, pid, handle) {
+            Ok(file) => file,
+            Err(status) => return Ok(Err(status)),
         };
-        let (device, overlapped) = {
-            let f = &ctx.io.files[&file];
-            (f.device, f.overlapped)
-        };
-        let (irp, result) = irp::build(ctx, make(file, device));
-        let seq = ctx.io.irps.live[&irp].seq;
-        let returned = irp::send(ctx, irp)?;
-        Ok(Ok((seq, result, returned == STATUS_PENDING && overlapped)))
+        crate::ob::reference(ctx, file);
+        let issued = issue_on(ctx, file, make)?;
+        crate::ob::dereference(ctx, file)?;
+        Ok(Ok(issued))
     })
 }
 
-fn cancel_matching(
-    ctx: &mut Ctx<'_>,
-    pid: usize,
-    handle: Handle,
-    keep: impl Fn(&irp::IrpInfo) -> bool,
-) -> KResult<NTSTATUS> {
-    let Some(&file) = ctx.io.processes[pid].handles.get(&handle.0) else { return Ok(STATUS_INVALID_HANDLE) };
-    for irp in irp::outstanding(ctx, |i| i.file == file && keep(i)) {
+/// The request on `file`. A file object opened without FILE_FLAG_OVERLAPPED
+/// (FO_SYNCHRONOUS_IO) serves one request at a time: the caller takes the file
+/// object's lock, and keeps it while it waits for the request to complete (ReactOS
+/// `IopLockFileObject`, `IopSynchronousServiceTail`).
+fn issue_on(ctx: &mut Ctx<'_>, file: usize, make: MakeRequest) -> KResult<(u64, ResultSlot, bool)> {
+    let (device, overlapped) = {
+        let f = &ctx.io.files[&file];
+        (f.device, f.overlapped)
+    };
+    if !overlapped {
+        lock_file(ctx, file)?;
+    }
+    let (irp, result) = irp::build(ctx, make(file, device));
+    let seq = ctx.io.irps.live[&irp].seq;
+    let returned = irp::send(ctx, irp)?;
+    if !overlapped {
+        wait_synchronous(ctx, &result)?;
+        unlock_file(ctx, file);
+    }
+    Ok((seq, result, returned == STATUS_PENDING && overlapped))
+}
+
+/// IopLockFileObject: waits while another thread's request holds the file object.
+fn lock_file(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
+    let me = ctx.tid;
+    ctx.block(Box::new(move |state| {
+        let f = state.io.files.get_mut(&file)?;
+        if f.sync_owner.is_some() {
+            return None;
+        }
+        f.sync_owner = Some(me);
+        Some(0)
+    }))?;
+    Ok(())
+}
+
+fn unlock_file(ctx: &mut Ctx<'_>, file: usize) {
+    if let Some(f) = ctx.io.files.get_mut(&file) {
+        f.sync_owner = None;
+    }
+    ctx.signal();
+}
+
+/// The caller of a synchronous request waits for its completion. Thread termination
+/// interrupts the wait: the thread then cancels its I/O as it exits.
+fn wait_synchronous(ctx: &mut Ctx<'_>, result: &ResultSlot) -> KResult<()> {
+    let me = ctx.tid;
+    let slot = Arc::clone(result);
+    let completed = ctx.block(Box::new(move |state| {
+        if slot.lock().expect("slot").is_some() { Some(1) } else { state.io.exiting.contains(&me).then_some(0) }
+    }))?;
+    if completed == 0 {
+        thread_exit_io(ctx, me)?;
+    }
+    Ok(())
+}
+
+/// The calling thread's requests that still belong to it (not disassociated).
+fn own_requests(ctx: &Ctx<'_>, thread: Tid, keep: impl Fn(&irp::IrpInfo) -> bool) -> Vec<usize> {
+    irp::outstanding(ctx, |i| i.thread == thread && !ctx.io.disassociated.contains(&i.seq) && keep(i))
+}
+
+/// NtCancelIoFile: cancels the caller's requests on the file, then waits for them.
+fn cancel_io(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, me: Tid) -> KResult<NTSTATUS> {
+    let file = match file_of(ctx, pid, handle) {
+        Ok(file) => file,
+        Err(status) => return Ok(status),
+    };
+    for irp in own_requests(ctx, me, |i| i.file == file) {
+        irp::cancel(ctx, irp)?;
+    }
+    ctx.block(Box::new(move |state| {
+        let left = state.io.irps.live.values().any(|i| {
+            i.phase == irp::Phase::Outstanding
+                && i.thread == me
+                && i.file == file
+                && !state.io.disassociated.contains(&i.seq)
+        });
+        (!left).then_some(0)
+    }))?;
+    Ok(STATUS_SUCCESS)
+}
+
+/// NtCancelIoFileEx: cancels `only` (by issue number), or every request of the
+/// process on the file; STATUS_NOT_FOUND when none matched. It does not wait.
+fn cancel_io_ex(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, only: Option<u64>) -> KResult<NTSTATUS> {
+    let file = match file_of(ctx, pid, handle) {
+        Ok(file) => file,
+        Err(status) => return Ok(status),
+    };
+    let threads = ctx.io.processes[pid].threads.clone();
+    let matches = |i: &irp::IrpInfo| i.file == file && threads.contains(&i.thread);
+    let targets = match only {
+        // One request: found by its issue number, no scan of the others.
+        Some(seq) => ctx
+            .io
+            .irps
+            .by_seq
+            .get(&seq)
+            .copied()
+            .filter(|irp| ctx.io.irps.live.get(irp).is_some_and(|i| i.phase == irp::Phase::Outstanding && matches(i)))
+            .into_iter()
+            .collect(),
+        None => irp::outstanding(ctx, matches),
+    };
+    if targets.is_empty() {
+        return Ok(STATUS_NOT_FOUND);
+    }
+    for irp in targets {
         irp::cancel(ctx, irp)?;
     }
     Ok(STATUS_SUCCESS)
 }
 
+/// IoCancelThreadIo waits 100 ms at a time, up to 3000 times.
+const THREAD_EXIT_IO_TIMEOUT: u64 = 3000 * 100 * 10_000;
+
+/// IoCancelThreadIo: cancels the thread's requests, waits for them up to
+/// [`THREAD_EXIT_IO_TIMEOUT`], then disassociates those still outstanding.
+fn thread_exit_io(ctx: &mut Ctx<'_>, me: Tid) -> KResult<()> {
+    for irp in own_requests(ctx, me, |_| true) {
+        irp::cancel(ctx, irp)?;
+    }
+    let deadline = ctx.clock + THREAD_EXIT_IO_TIMEOUT;
+    ctx.ke.timers.add_deadline(deadline);
+    let finished = ctx.block(Box::new(move |state| {
+        let left =
+            state.io.irps.live.values().any(|i| {
+                i.phase == irp::Phase::Outstanding && i.thread == me && !state.io.disassociated.contains(&i.seq)
+            });
+        if left { (state.clock >= deadline).then_some(0) } else { Some(1) }
+    }))?;
+    ctx.ke.timers.forget_deadline(deadline);
+    if finished == 0 {
+        for irp in own_requests(ctx, me, |_| true) {
+            let (seq, device) = (ctx.io.irps.live[&irp].seq, ctx.io.irps.live[&irp].device);
+            ctx.io.disassociated.insert(seq);
+            ctx.io.error_log.push(ErrorLogEntry { code: IO_DRIVER_CANCEL_TIMEOUT, device });
+        }
+    }
+    Ok(())
+}
+
+/// The whole of a thread's exit as far as I/O goes.
+fn thread_exit(ctx: &mut Ctx<'_>, me: Tid) -> KResult<()> {
+    thread_exit_io(ctx, me)?;
+    ctx.io.exiting.remove(&me);
+    Ok(())
+}
+
+/// The file object a client handle names: STATUS_INVALID_HANDLE if none (kernel
+/// handles are not a user-mode caller's), STATUS_OBJECT_TYPE_MISMATCH for another
+/// kind of object (a handle a driver made in this process).
+fn file_of(ctx: &Ctx<'_>, pid: usize, handle: Handle) -> Result<usize, NTSTATUS> {
+    match ctx.ob.find(Owner::Process(pid), handle.0, false) {
+        Some(Target::Object(address)) if ctx.io.files.contains_key(address) => Ok(*address),
+        Some(_) => Err(STATUS_OBJECT_TYPE_MISMATCH),
+        None => Err(STATUS_INVALID_HANDLE),
+    }
+}
+
 fn insert_handle(ctx: &mut Ctx<'_>, pid: usize, file: usize) -> Handle {
-    let process = &mut ctx.io.processes[pid];
-    process.next_handle += 4;
-    let handle = process.next_handle;
-    process.handles.insert(handle, file);
     ctx.io.files.get_mut(&file).expect("file").handles += 1;
-    crate::ob::reference(ctx, file);
-    Handle(handle)
+    Handle(ctx.ob.open_handle(Owner::Process(pid), false, Target::Object(file)))
 }
 
 fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<Result<Handle, NTSTATUS>> {
@@ -558,10 +697,19 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     let file = object.as_ptr() as usize;
     ctx.io.files.insert(
         file,
-        super::file::FileInfo { device, handles: 0, outstanding: 0, overlapped, _object: object, _name: name },
+        super::file::FileInfo {
+            device,
+            handles: 0,
+            outstanding: 0,
+            overlapped,
+            sync_owner: None,
+            _object: object,
+            _name: name,
+        },
     );
     ctx.ob.insert(file, Kind::File, 0);
     crate::ob::reference(ctx, device);
+    super::device::add_open(ctx, device);
     let request = Request {
         major: u8::try_from(IRP_MJ_CREATE).expect("code"),
         file,
@@ -581,19 +729,50 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
         // A failed open gets neither CLEANUP nor CLOSE.
         ctx.io.files.remove(&file);
         ctx.ob.objects.remove(&file);
+        super::device::drop_open(ctx, device);
         crate::ob::dereference(ctx, device)?;
         return Ok(Err(status));
     }
     Ok(Ok(insert_handle(ctx, pid, file)))
 }
 
+/// CloseHandle from user mode: its process's table only.
 fn close(ctx: &mut Ctx<'_>, pid: usize, handle: u64) -> KResult<NTSTATUS> {
-    let Some(file) = ctx.io.processes[pid].handles.remove(&handle) else { return Ok(STATUS_INVALID_HANDLE) };
+    match ctx.ob.take(Owner::Process(pid), handle, false) {
+        None => Ok(STATUS_INVALID_HANDLE),
+        Some(Target::Key(_)) => Ok(STATUS_SUCCESS),
+        Some(Target::Object(object)) => {
+            close_object_handle(ctx, object)?;
+            Ok(STATUS_SUCCESS)
+        }
+    }
+}
+
+/// A handle to `object` was removed from its table: drops the handle's reference,
+/// after IRP_MJ_CLEANUP if it was a file object's last handle.
+pub(crate) fn close_object_handle(ctx: &mut Ctx<'_>, object: usize) -> KResult<()> {
+    if ctx.io.files.contains_key(&object) {
+        close_file_handle(ctx, object)
+    } else {
+        crate::ob::dereference(ctx, object).map(|_| ())
+    }
+}
+
+fn close_file_handle(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
     let info = ctx.io.files.get_mut(&file).expect("file of a handle");
     info.handles -= 1;
     if info.handles == 0 {
+        // IopCloseFile locks a synchronous file object before IRP_MJ_CLEANUP: the close
+        // waits for a synchronous request another thread is blocked in.
+        let synchronous = !info.overlapped;
+        if synchronous {
+            lock_file(ctx, file)?;
+        }
         super::file::cleanup(ctx, file)?;
+        if synchronous {
+            unlock_file(ctx, file);
+        }
     }
     crate::ob::dereference(ctx, file)?;
-    Ok(STATUS_SUCCESS)
+    Ok(())
 }

@@ -13,8 +13,13 @@ use crate::wdk_sys::{
 pub(crate) struct DeviceInfo {
     pub(crate) driver: usize,
     pub(crate) name: Option<String>,
-    /// IoDeleteDevice was called; the memory goes with the last reference.
+    /// IoDeleteDevice was called (DOE_DELETE_PENDING); the memory goes with the last
+    /// object reference.
     pub(crate) deleted: bool,
+    /// Opens not yet closed: `DEVICE_OBJECT.ReferenceCount`, raised before IRP_MJ_CREATE
+    /// and lowered after IRP_MJ_CLOSE (or a failed CREATE). Only this defers
+    /// DriverUnload; object references (a queued work item's) do not.
+    pub(crate) open_count: u32,
     /// Creation order, for deterministic iteration.
     pub(crate) seq: u64,
     /// The DACL applied with ZwSetSecurityObject, if any.
@@ -115,7 +120,7 @@ pub unsafe extern "C" fn IoCreateDevice(
         let seq = ctx.io.devices.len() as u64 + ctx.io.irps.issued_total;
         ctx.io.devices.insert(
             address,
-            DeviceInfo { driver: DriverObject as usize, name, deleted: false, seq, dacl: None, memory },
+            DeviceInfo { driver: DriverObject as usize, name, deleted: false, open_count: 0, seq, dacl: None, memory },
         );
         // SAFETY: the driver passed a writable pointer.
         unsafe { *DeviceObject = address as PDEVICE_OBJECT };
@@ -158,27 +163,13 @@ pub unsafe extern "C" fn IoDeleteDevice(DeviceObject: PDEVICE_OBJECT) {
             }
             ctx.ob.names.remove(&key);
         }
-        if ctx.ke.timers.io_timer_started(address) {
-            return Err(ctx.violation(Violation::new(
-                code::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
-                [crate::checker::unload::IO_TIMER_RUNNING, address as u64, 0, 0],
-                "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
-                "IoDeleteDevice on a device whose IoTimer is still started: call IoStopTimer first (Unload stage 2)."
-                    .to_owned(),
-            )));
-        }
-        ctx.ke.timers.io_timers.remove(&address);
-        // Unlink from the driver's device list.
-        // SAFETY: the driver object and its device list are valid.
-        unsafe {
-            let mut link: *mut PDEVICE_OBJECT = &raw mut (*(driver as PDRIVER_OBJECT)).DeviceObject;
-            while !(*link).is_null() {
-                if *link == DeviceObject {
-                    *link = (*DeviceObject).NextDevice;
-                    break;
-                }
-                link = &raw mut (**link).NextDevice;
-            }
+        // IoDeleteDevice removes a started IoTimer itself (ReactOS IoDeleteDevice →
+        // IopRemoveTimerFromTimerList, which takes IopTimerLock).
+        crate::ke::timer::remove_io_timer(ctx, address)?;
+        // While opens remain the device stays on the driver's list, delete-pending
+        // (ReactOS IoDeleteDevice: IopUnloadDevice only once ReferenceCount is 0).
+        if ctx.io.devices[&address].open_count == 0 {
+            unlink(driver, address);
         }
         ctx.io.devices.get_mut(&address).expect("checked").deleted = true;
         crate::ob::dereference(ctx, address)?;
@@ -186,6 +177,51 @@ pub unsafe extern "C" fn IoDeleteDevice(DeviceObject: PDEVICE_OBJECT) {
     });
 }
 const _: crate::wdk_sys::fnsig::IoDeleteDevice = IoDeleteDevice;
+
+/// Removes `device` from `DriverObject->DeviceObject` (IopEditDeviceList).
+fn unlink(driver: usize, device: usize) {
+    // SAFETY: the driver object and its device list are valid.
+    unsafe {
+        let mut link: *mut PDEVICE_OBJECT = &raw mut (*(driver as PDRIVER_OBJECT)).DeviceObject;
+        while !(*link).is_null() {
+            if *link as usize == device {
+                *link = (*(device as PDEVICE_OBJECT)).NextDevice;
+                break;
+            }
+            link = &raw mut (**link).NextDevice;
+        }
+    }
+}
+
+fn set_reference_count(device: usize, count: u32) {
+    // SAFETY: a live device object of this machine; the I/O manager owns the field.
+    unsafe { (*(device as PDEVICE_OBJECT)).ReferenceCount = i32::try_from(count).unwrap_or(i32::MAX) };
+}
+
+/// An open is about to send IRP_MJ_CREATE: `ReferenceCount` + 1 (ReactOS
+/// IopParseDevice / IopCheckDeviceAndDriver).
+pub(crate) fn add_open(ctx: &mut Ctx<'_>, device: usize) {
+    if let Some(info) = ctx.io.devices.get_mut(&device) {
+        info.open_count += 1;
+        set_reference_count(device, info.open_count);
+    }
+}
+
+/// IRP_MJ_CLOSE was sent (or the CREATE failed): `ReferenceCount` − 1. At zero a
+/// delete-pending device leaves its driver's list, and a pending unload may run
+/// (ReactOS IopDereferenceDeviceObject → IopUnloadDevice).
+pub(crate) fn drop_open(ctx: &mut Ctx<'_>, device: usize) {
+    let Some(info) = ctx.io.devices.get_mut(&device) else { return };
+    info.open_count -= 1;
+    let (count, deleted, driver) = (info.open_count, info.deleted, info.driver);
+    set_reference_count(device, count);
+    if count == 0 {
+        if deleted {
+            unlink(driver, device);
+        }
+        crate::io::driver::maybe_finish_unload(ctx);
+    }
+}
 
 /// The device object's last reference is gone: its memory is freed.
 pub(crate) fn last_reference(ctx: &mut Ctx<'_>, address: usize) -> KResult<()> {
@@ -199,7 +235,6 @@ pub(crate) fn last_reference(ctx: &mut Ctx<'_>, address: usize) -> KResult<()> {
         driver = Some(info.driver);
         drop(info);
     }
-    crate::io::driver::maybe_finish_unload(ctx)?;
     match driver {
         Some(driver) => crate::io::driver::maybe_rundown(ctx, driver),
         None => Ok(()),

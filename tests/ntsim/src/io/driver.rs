@@ -1,6 +1,6 @@
 //! Loading a driver (DriverEntry) and unloading it as the service manager does: a stop
-//! while devices are referenced makes the unload pending; DriverUnload runs when the
-//! last reference goes, and then the unload checks run.
+//! while devices are open makes the unload pending; DriverUnload runs when the
+//! last open is closed, and then the unload checks run.
 
 use crate::checker::{Violation, c4, code, unload};
 use crate::machine::{Ctx, KResult, Machine, Stopped, service};
@@ -17,7 +17,7 @@ pub type DriverEntry = unsafe extern "C" fn(PDRIVER_OBJECT, PCUNICODE_STRING) ->
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverState {
     Running,
-    /// `sc stop` was issued while devices were referenced.
+    /// `sc stop` was issued while devices of the driver were open.
     UnloadPending,
     /// DriverUnload (and then ntsim's unload checks) are running.
     Unloading,
@@ -163,13 +163,14 @@ impl Machine {
     }
 
     /// `sc stop`: requests the unload. Returns the state right after the request:
-    /// `Unloaded` if DriverUnload ran, `UnloadPending` while devices are referenced.
+    /// `Unloaded` if DriverUnload ran, `UnloadPending` while devices are open.
     pub fn stop_driver(&self, driver: Driver) -> Result<DriverState, Stopped> {
         let object = driver.object;
         self.run_job("service-stop", Routine::Kernel, move || {
             service("sc-stop", move |ctx| {
                 request_stop(ctx, object);
-                maybe_finish_unload(ctx)
+                maybe_finish_unload(ctx);
+                Ok(())
             });
         })?;
         // DriverUnload runs on its own thread; let it finish if it started.
@@ -189,7 +190,8 @@ impl Machine {
         let tid = crate::sched::spawn(&inner, &mut state, "service-stop".to_owned(), 0, move || {
             service("sc-stop", move |ctx| {
                 request_stop(ctx, object);
-                maybe_finish_unload(ctx)
+                maybe_finish_unload(ctx);
+                Ok(())
             });
         });
         state.threads[tid].routines.push(Routine::Kernel);
@@ -235,21 +237,18 @@ fn request_stop(ctx: &mut Ctx<'_>, driver: usize) {
     }
 }
 
-/// Runs DriverUnload once an unload is pending and no device is referenced.
-pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) -> KResult<()> {
+/// Runs DriverUnload once an unload is pending and no device of the driver is open.
+/// Only opens count (`DEVICE_OBJECT.ReferenceCount`, delete-pending devices
+/// included): object references such as a queued work item's keep the device object
+/// and the image, not DriverUnload (ReactOS `IopUnloadDriver` and `IopUnloadDevice`).
+pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) {
     let ready: Vec<usize> = ctx
         .io
         .drivers
         .iter()
         .filter(|(_, d)| d.state == DriverState::UnloadPending)
         .map(|(a, _)| *a)
-        .filter(|&driver| {
-            ctx.io
-                .devices
-                .iter()
-                .filter(|(_, d)| d.driver == driver && !d.deleted)
-                .all(|(dev, _)| ctx.ob.refs(*dev) <= 1)
-        })
+        .filter(|&driver| ctx.io.devices.iter().filter(|(_, d)| d.driver == driver).all(|(_, d)| d.open_count == 0))
         .collect();
     for driver in ready {
         ctx.io.drivers.get_mut(&driver).expect("driver").state = DriverState::Unloading;
@@ -274,7 +273,6 @@ pub(crate) fn maybe_finish_unload(ctx: &mut Ctx<'_>) -> KResult<()> {
             });
         });
     }
-    Ok(())
 }
 
 /// The driver image goes away once DriverUnload returned and its deleted device
@@ -367,7 +365,12 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
             "the driver unloaded still holding a reference to its thread object: ObDereferenceObject it.".to_owned(),
         ));
     }
-    if let Some(&handle) = ctx.ob.kernel_handles.keys().min() {
+    let system_handle = ctx
+        .ob
+        .handles_of(crate::ob::Owner::System)
+        .into_iter()
+        .find_map(|(handle, target)| matches!(target, crate::ob::Target::Object(_)).then_some(handle));
+    if let Some(handle) = system_handle {
         return Err(ce(
             ctx,
             unload::OBJECT_REFERENCE,
@@ -402,7 +405,7 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     if ctx.ke.interrupts.claims() > 0 {
         return Err(ce(ctx, unload::RESOURCE_CLAIM, 0, "the driver unloaded with hardware resources still claimed: report an empty list with IoReportResourceForDetection (stage 5).".to_owned()));
     }
-    if ctx.registry.open_handles() > 0 {
+    if ctx.ob.key_handles() > 0 {
         return Err(ce(
             ctx,
             unload::REGISTRY_KEY,

@@ -10,6 +10,8 @@ pub(crate) struct FileInfo {
     /// IRPs holding a reference on this file object.
     pub(crate) outstanding: u32,
     pub(crate) overlapped: bool,
+    /// A synchronous file object's lock: the thread whose request it serves now.
+    pub(crate) sync_owner: Option<crate::sched::Tid>,
     /// The file object (in special pool: no-access once freed) and its FileName.
     pub(crate) _object: crate::special_pool::Object<FILE_OBJECT>,
     pub(crate) _name: Vec<u16>,
@@ -50,6 +52,7 @@ pub(crate) fn last_reference(ctx: &mut Ctx<'_>, file: usize) -> KResult<()> {
     let device = info.as_ref().map_or(0, |f| f.device);
     // Freed, as the object manager frees it after IRP_MJ_CLOSE.
     drop(info);
+    super::device::drop_open(ctx, device);
     crate::ob::dereference(ctx, device)?;
     Ok(())
 }

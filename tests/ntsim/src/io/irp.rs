@@ -368,8 +368,9 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
             format!("IoCompleteRequest at IRQL {irql}, above DISPATCH_LEVEL."),
         ));
     }
+    // Verifier checks Information against the buffer whatever the status.
     let max = info.max_information;
-    if information > max && crate::wdk_sys::NT_SUCCESS(status) {
+    if information > max {
         return Err(c9(
             ctx,
             c9::INFORMATION_TOO_LARGE,
@@ -387,8 +388,10 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
     };
     let info = ctx.io.irps.live.get_mut(&irp).expect("checked");
     info.phase = Phase::Completed;
+    // IopCompleteRequest copies Information bytes back unless the status is an error:
+    // warnings such as STATUS_BUFFER_OVERFLOW return data too (ReactOS `irp.c`).
     let take = usize::try_from(information).unwrap_or(usize::MAX).min(info.buffer_len);
-    let data = if crate::wdk_sys::NT_SUCCESS(status) { info.buffer()[..take].to_vec() } else { Vec::new() };
+    let data = if crate::wdk_sys::NT_ERROR(status) { Vec::new() } else { info.buffer()[..take].to_vec() };
     *info.result.lock().expect("slot") = Some(IoResult { status, information, data });
     // SAFETY: the IRP is still live: it is freed below at the earliest.
     info.pending_returned = unsafe { pending_marked(raw) };

@@ -100,11 +100,16 @@ fn unopened_file(ctx: &mut crate::machine::Ctx<'_>, device: usize) -> usize {
             handles: 0,
             outstanding: 0,
             overlapped: false,
+            sync_owner: None,
             _object: object,
             _name: Vec::new(),
         },
     );
     ctx.ob.insert(file, Kind::File, 1);
     crate::ob::reference(ctx, device);
+    // A stream file object counts as an open of its device: ReferenceCount goes up
+    // when it is made and down when it is deleted (WRK IoCreateStreamFileObjectEx,
+    // IopDeleteFile), so it too defers DriverUnload.
+    super::device::add_open(ctx, device);
     file
 }

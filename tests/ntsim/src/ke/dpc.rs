@@ -37,10 +37,22 @@ pub(crate) fn insert(state: &mut State, dpc: usize, from_cpu: usize, routine_kin
     let cpus = state.cpus.len();
     let running = state.ke.dpcs.running.get(&dpc).copied().unwrap_or(0) > 0;
     let cpu = if running && state.hostile.dpc_on_two_cpus { (from_cpu + 1) % cpus } else { from_cpu % cpus };
-    state.cpus[cpu].dpcs.push_back(Queued::Dpc { dpc, routine_kind });
-    state.cpus[cpu].queued_total += 1;
+    state.cpus[cpu].push(Queued::Dpc { dpc, routine_kind });
     state.ke.dpcs.inserted.insert(dpc, cpu);
     true
+}
+
+impl crate::machine::Cpu {
+    /// Queues `work` with the next ticket.
+    pub(crate) fn push(&mut self, work: Queued) {
+        self.dpcs.push_back((self.queued_total, work));
+        self.queued_total += 1;
+    }
+
+    /// Whether everything queued with a ticket below `ticket` has run or was removed.
+    fn flushed_below(&self, ticket: u64) -> bool {
+        self.running.is_none_or(|t| t >= ticket) && self.dpcs.iter().all(|(t, _)| *t >= ticket)
+    }
 }
 
 /// Starts processor `cpu`'s DPC thread.
@@ -57,12 +69,13 @@ pub(crate) fn start_processor(inner: &Arc<Inner>, state: &mut State, cpu: usize)
 
 fn next_work(ctx: &mut Ctx<'_>, cpu: usize) -> KResult<Option<Queued>> {
     ctx.block(Box::new(move |state| if state.cpus[cpu].dpcs.is_empty() { None } else { Some(0) }))?;
-    let work = ctx.cpus[cpu].dpcs.pop_front();
-    if let Some(Queued::Dpc { dpc, .. }) = &work {
+    let Some((ticket, work)) = ctx.cpus[cpu].dpcs.pop_front() else { return Ok(None) };
+    ctx.cpus[cpu].running = Some(ticket);
+    if let Queued::Dpc { dpc, .. } = &work {
         ctx.ke.dpcs.inserted.remove(dpc);
         *ctx.ke.dpcs.running.entry(*dpc).or_default() += 1;
     }
-    Ok(work)
+    Ok(Some(work))
 }
 
 fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
@@ -74,10 +87,11 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
             let (routine, context, arg1, arg2) = unsafe {
                 ((*raw).DeferredRoutine, (*raw).DeferredContext, (*raw).SystemArgument1, (*raw).SystemArgument2)
             };
-            if let Some(routine) = routine {
-                // SAFETY: calling the driver's DPC routine with its documented arguments.
-                ctx.call_driver(routine_kind, || unsafe { routine(raw, context, arg1, arg2) });
-            }
+            // A NULL routine (a KDPC never initialised, or initialised with NULL) is a
+            // call to address 0 at DISPATCH_LEVEL.
+            let Some(routine) = routine else { return Err(null_routine_called(ctx, "DPC")) };
+            // SAFETY: calling the driver's DPC routine with its documented arguments.
+            ctx.call_driver(routine_kind, || unsafe { routine(raw, context, arg1, arg2) });
             after_routine(ctx, routine_kind)?;
             if let Some(count) = ctx.ke.dpcs.running.get_mut(&dpc) {
                 *count -= 1;
@@ -88,16 +102,36 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
         }
         Queued::IoTimerTick => crate::ke::timer::run_io_timers(ctx)?,
     }
-    ctx.cpus[cpu].finished_total += 1;
+    ctx.cpus[cpu].running = None;
     ctx.signal();
     Ok(())
 }
 
-/// A DISPATCH_LEVEL callback must return at DISPATCH_LEVEL holding no spin lock.
+/// The kernel called a NULL routine pointer at the caller's IRQL: an instruction
+/// fetch from address 0, bug check 0x0A with P3 = 8 (execute), as the docs' example of
+/// a NULL DPC routine shows.
+pub(crate) fn null_routine_called(ctx: &Ctx<'_>, what: &str) -> crate::machine::Stop {
+    let irql = ctx.irql();
+    ctx.violation(Violation::new(
+        code::IRQL_NOT_LESS_OR_EQUAL,
+        [0, u64::from(irql), 8, 0],
+        "IRQL_NOT_LESS_OR_EQUAL",
+        format!("the kernel called a NULL {what} routine (never initialised, or initialised with NULL)."),
+    ))
+}
+
+/// A DISPATCH_LEVEL callback must return at DISPATCH_LEVEL holding no spin lock (an
+/// IoTimer routine returns holding only IopTimerLock, which the kernel took).
 pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> {
     let irql = ctx.irql();
     let me = ctx.tid;
-    let held: Vec<usize> = ctx.ke.lock_owner.iter().filter(|(_, t)| **t == me).map(|(l, _)| *l).collect();
+    let held: Vec<usize> = ctx
+        .ke
+        .lock_owner
+        .iter()
+        .filter(|(l, t)| **t == me && !(routine == Routine::IoTimer && **l == crate::ke::timer::IO_TIMER_LOCK))
+        .map(|(l, _)| *l)
+        .collect();
     if irql != DISPATCH_LEVEL || !held.is_empty() {
         let text = if held.is_empty() {
             format!("{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL.")
@@ -115,12 +149,30 @@ pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> 
     Ok(())
 }
 
+/// KOBJECTS' DpcObject, the Type KeInitializeDpc writes.
+const DPC_OBJECT: u8 = 0x13;
+/// MediumImportance.
+const MEDIUM_IMPORTANCE: u8 = 1;
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeInitializeDpc(Dpc: PRKDPC, DeferredRoutine: PKDEFERRED_ROUTINE, DeferredContext: PVOID) {
-    kcall("KeInitializeDpc", |_ctx| {
+    kcall("KeInitializeDpc", |ctx| {
+        let dpc = Dpc as usize;
+        if ctx.ke.dpcs.inserted.contains_key(&dpc) {
+            // Re-initialising a queued KDPC rewrites the links of the processor's DPC
+            // queue: Verifier reports the DPC object in memory where it may not be.
+            return Err(ctx.violation(Violation::new(
+                code::TIMER_OR_DPC_INVALID,
+                [1, dpc as u64, dpc as u64, (dpc + size_of::<KDPC>()) as u64],
+                "TIMER_OR_DPC_INVALID",
+                format!("KeInitializeDpc on {dpc:#x}, which is still queued: KeRemoveQueueDpc (or let it run) first."),
+            )));
+        }
         // SAFETY: the driver passed a KDPC to initialise; zeroing is a valid state.
         unsafe {
             core::ptr::write_bytes(Dpc, 0, 1);
+            (*Dpc).Type = DPC_OBJECT;
+            (*Dpc).Importance = MEDIUM_IMPORTANCE;
             (*Dpc).DeferredRoutine = DeferredRoutine;
             (*Dpc).DeferredContext = DeferredContext;
         }
@@ -153,8 +205,7 @@ pub unsafe extern "C" fn KeRemoveQueueDpc(Dpc: PRKDPC) -> BOOLEAN {
     kcall("KeRemoveQueueDpc", |ctx| {
         let dpc = Dpc as usize;
         let Some(cpu) = ctx.ke.dpcs.inserted.remove(&dpc) else { return Ok(0) };
-        ctx.cpus[cpu].dpcs.retain(|q| !matches!(q, Queued::Dpc { dpc: d, .. } if *d == dpc));
-        ctx.cpus[cpu].finished_total += 1;
+        ctx.cpus[cpu].dpcs.retain(|(_, q)| !matches!(q, Queued::Dpc { dpc: d, .. } if *d == dpc));
         ctx.signal();
         Ok(1)
     })
@@ -164,9 +215,11 @@ const _: crate::wdk_sys::fnsig::KeRemoveQueueDpc = KeRemoveQueueDpc;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeFlushQueuedDpcs() {
     kcall("KeFlushQueuedDpcs", |ctx| {
-        let targets: Vec<u64> = ctx.cpus.iter().map(|c| c.queued_total).collect();
+        // Waits for what was queued (or running) on every processor before the call; a
+        // DPC removed meanwhile no longer counts, and one queued after the call never does.
+        let tickets: Vec<u64> = ctx.cpus.iter().map(|c| c.queued_total).collect();
         ctx.block(Box::new(move |state| {
-            state.cpus.iter().zip(&targets).all(|(cpu, &target)| cpu.finished_total >= target).then_some(0)
+            state.cpus.iter().zip(&tickets).all(|(cpu, &ticket)| cpu.flushed_below(ticket)).then_some(0)
         }))?;
         Ok(())
     });

@@ -249,7 +249,9 @@ pub unsafe extern "C" fn KeSynchronizeExecution(
         let result = match SynchronizeRoutine {
             // SAFETY: the driver's synchronize routine with its context.
             Some(routine) => ctx.call_driver(Routine::SynchronizeRoutine, || unsafe { routine(SynchronizeContext) }),
-            None => 0,
+            // KeSynchronizeExecution calls the routine without checking it (ReactOS
+            // KeSynchronizeExecution): a fetch from address 0 at the synchronize IRQL.
+            None => return Err(crate::ke::dpc::null_routine_called(ctx, "synchronize")),
         };
         crate::ke::spinlock::release(ctx, lock_key(object))?;
         ctx.set_irql(old);

@@ -19,6 +19,10 @@ use crate::sched::Tid;
 pub(crate) struct Ke {
     /// Spin lock address → owning thread.
     pub(crate) lock_owner: HashMap<usize, Tid>,
+    /// Thread → the spin lock it is waiting for (to find deadlock cycles).
+    pub(crate) spinning: HashMap<Tid, usize>,
+    /// Locks held through KeAcquireInStackQueuedSpinLock.
+    pub(crate) queued_locks: std::collections::HashSet<usize>,
     pub(crate) timers: timer::Timers,
     pub(crate) dpcs: dpc::Dpcs,
     pub(crate) work: work::WorkQueue,
@@ -51,6 +55,21 @@ pub(crate) mod header {
     /// As for [`kind`].
     pub unsafe fn signal_state(object: usize) -> *mut i32 {
         (object + 4) as *mut i32
+    }
+
+    /// The address the kernel would follow from `object`'s `Header.WaitListHead`, if
+    /// that is not a valid empty list head: NULL links in a KEVENT, KSEMAPHORE or
+    /// KTIMER that was never initialised, or links pointing at the old place of one
+    /// that was moved after initialisation. ntsim never queues wait blocks on the list,
+    /// so a valid head links to itself.
+    ///
+    /// # Safety
+    /// `object` points to at least 0x18 readable bytes.
+    pub unsafe fn bad_wait_list(object: usize) -> Option<usize> {
+        let head = object + 8;
+        // SAFETY: the caller gives us the object's header to read.
+        let (flink, blink) = unsafe { (*(head as *const usize), *((head + 8) as *const usize)) };
+        (flink != head || blink != head).then_some(if flink == head { blink } else { flink })
     }
 
     /// Writes Type, Size (in LONGs) and SignalState, and self-links WaitListHead.

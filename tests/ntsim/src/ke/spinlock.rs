@@ -8,6 +8,8 @@
 use crate::checker::{Violation, c4, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::machine::{Ctx, KResult, kcall};
+use crate::sched::Tid;
+use crate::trace::Routine;
 use crate::wdk_sys::{KIRQL, KLOCK_QUEUE_HANDLE, PKIRQL, PKLOCK_QUEUE_HANDLE, PKSPIN_LOCK};
 
 /// The cancel spin lock's key in the owner table (no real address is this).
@@ -28,9 +30,79 @@ fn c4_violation(ctx: &Ctx<'_>, rule: u64, p2: u64, text: String) -> crate::machi
     ))
 }
 
-/// Takes `lock` for the calling thread, waiting while another thread holds it.
+/// Locks the kernel itself takes, which Verifier's deadlock detection does not track:
+/// a deadlock on one leaves processors spinning at DISPATCH_LEVEL until the DPC
+/// watchdog fires.
+fn is_kernel_internal(lock: usize) -> bool {
+    lock == crate::ke::timer::IO_TIMER_LOCK
+}
+
+fn lock_name(lock: usize) -> String {
+    match lock {
+        CANCEL_LOCK => "the cancel spin lock".to_owned(),
+        crate::ke::timer::IO_TIMER_LOCK => "IopTimerLock".to_owned(),
+        _ => format!("spin lock {lock:#x}"),
+    }
+}
+
+/// Would waiting for `lock` close a cycle of threads each spinning on a lock the next
+/// one holds? Returns the cycle as (thread, lock it spins on), starting with the caller.
+fn wait_cycle(ctx: &Ctx<'_>, lock: usize) -> Option<Vec<(Tid, usize)>> {
+    let me = ctx.tid;
+    let mut cycle = vec![(me, lock)];
+    let mut wanted = lock;
+    loop {
+        let owner = *ctx.ke.lock_owner.get(&wanted)?;
+        if owner == me {
+            return Some(cycle);
+        }
+        wanted = *ctx.ke.spinning.get(&owner)?;
+        if cycle.iter().any(|&(t, _)| t == owner) {
+            return None;
+        }
+        cycle.push((owner, wanted));
+    }
+}
+
+/// Processors spinning on each other's locks at DISPATCH_LEVEL or above never make
+/// progress: the DPC watchdog bug-checks 0x133, P1 = 0 when one of them is running a
+/// DPC (its single-DPC time allotment runs out), 1 otherwise (time at DISPATCH_LEVEL).
+/// ntsim measures no CPU time, so the tick counts (P2, P3) are 0.
+fn deadlock(ctx: &Ctx<'_>, cycle: &[(Tid, usize)]) -> crate::machine::Stop {
+    let in_dpc = cycle.iter().any(|&(t, _)| {
+        matches!(ctx.threads[t].routines.last(), Some(Routine::Dpc | Routine::CustomTimerDpc | Routine::IoTimer))
+    });
+    let who: Vec<String> = cycle
+        .iter()
+        .map(|&(t, l)| {
+            let routine = ctx.threads[t].routines.last().copied().unwrap_or(Routine::Kernel);
+            format!("{} ({routine}) spins on {}", ctx.threads[t].name, lock_name(l))
+        })
+        .collect();
+    let text = if cycle.len() == 1 {
+        format!(
+            "{} acquires {}, which this processor already holds: it spins forever (self-deadlock).",
+            ctx.api,
+            lock_name(cycle[0].1)
+        )
+    } else {
+        format!("deadlock: {}; each holds the lock the next one waits for.", who.join(", "))
+    };
+    ctx.violation(Violation::new(
+        code::DPC_WATCHDOG_VIOLATION,
+        [u64::from(!in_dpc), 0, 0, 0],
+        "DPC_WATCHDOG_VIOLATION",
+        text,
+    ))
+}
+
+/// Takes `lock` for the calling thread, waiting while another thread holds it. A wait
+/// that closes a cycle of spinning processors is reported as the deadlock it is.
 pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
     let me = ctx.tid;
+    if ctx.ke.lock_owner.get(&lock) == Some(&me) && is_kernel_internal(lock) {
+        return Err(deadlock(ctx, &[(me, lock)]));
+    }
     if ctx.ke.lock_owner.get(&lock) == Some(&me) {
         return Err(c4_violation(
             ctx,
@@ -42,13 +114,19 @@ pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
             ),
         ));
     }
-    ctx.block(Box::new(move |state| match state.ke.lock_owner.entry(lock) {
+    if let Some(cycle) = wait_cycle(ctx, lock) {
+        return Err(deadlock(ctx, &cycle));
+    }
+    ctx.ke.spinning.insert(me, lock);
+    let acquired = ctx.block(Box::new(move |state| match state.ke.lock_owner.entry(lock) {
         std::collections::hash_map::Entry::Occupied(_) => None,
         std::collections::hash_map::Entry::Vacant(free) => {
             free.insert(me);
             Some(0)
         }
-    }))?;
+    }));
+    ctx.ke.spinning.remove(&me);
+    acquired?;
     if is_lock_word(lock) {
         // Visible to a debugger-minded test: the lock word is non-zero while held.
         // SAFETY: the driver passed a valid KSPIN_LOCK.
@@ -120,6 +198,23 @@ fn lower_to(ctx: &mut Ctx<'_>, new_irql: KIRQL) -> KResult<()> {
     Ok(())
 }
 
+/// The in-stack queued and the ordinary spin-lock calls keep different state in the
+/// lock (a queue of KLOCK_QUEUE_HANDLEs versus a plain owner word): a lock taken with
+/// one family and released with the other is Verifier's DDI-compliance SpinLockRelease
+/// (0x4000B) or QueuedSpinLockRelease (0x40007) rule. P2–P4 (rule text and state) are 0.
+fn check_release_family(ctx: &Ctx<'_>, lock: usize, queued_release: bool) -> KResult<()> {
+    let held_queued = ctx.ke.queued_locks.contains(&lock);
+    if ctx.ke.lock_owner.get(&lock) != Some(&ctx.tid) || held_queued == queued_release {
+        return Ok(());
+    }
+    let (rule, text) = if queued_release {
+        (c4::QUEUED_SPIN_LOCK_RELEASE, "KeReleaseInStackQueuedSpinLock on a lock taken with KeAcquireSpinLock")
+    } else {
+        (c4::SPIN_LOCK_RELEASE_RULE, "KeReleaseSpinLock on a lock taken with KeAcquireInStackQueuedSpinLock")
+    };
+    Err(c4_violation(ctx, rule, 0, format!("{text} ({lock:#x}): release a lock with the call family that took it.")))
+}
+
 /// KeAcquireSpinLockRaiseToDpc (what `KeAcquireSpinLock` expands to on x64).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL {
@@ -135,6 +230,7 @@ const _: crate::wdk_sys::fnsig::KeAcquireSpinLockRaiseToDpc = KeAcquireSpinLockR
 pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
     kcall("KeReleaseSpinLock", |ctx| {
         require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        check_release_family(ctx, SpinLock as usize, false)?;
         release(ctx, SpinLock as usize)?;
         lower_to(ctx, NewIrql)
     });
@@ -154,6 +250,7 @@ const _: crate::wdk_sys::fnsig::KeAcquireSpinLockAtDpcLevel = KeAcquireSpinLockA
 pub unsafe extern "C" fn KeReleaseSpinLockFromDpcLevel(SpinLock: PKSPIN_LOCK) {
     kcall("KeReleaseSpinLockFromDpcLevel", |ctx| {
         require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        check_release_family(ctx, SpinLock as usize, false)?;
         release(ctx, SpinLock as usize)
     });
 }
@@ -164,6 +261,7 @@ pub unsafe extern "C" fn KeAcquireInStackQueuedSpinLock(SpinLock: PKSPIN_LOCK, L
     kcall("KeAcquireInStackQueuedSpinLock", |ctx| {
         let old = raise_to_dispatch(ctx)?;
         acquire(ctx, SpinLock as usize)?;
+        ctx.ke.queued_locks.insert(SpinLock as usize);
         // SAFETY: the driver passed a writable lock-queue handle.
         unsafe {
             (*LockHandle).LockQueue.Lock = SpinLock;
@@ -180,7 +278,10 @@ pub unsafe extern "C" fn KeReleaseInStackQueuedSpinLock(LockHandle: PKLOCK_QUEUE
         // SAFETY: the handle was filled by KeAcquireInStackQueuedSpinLock.
         let handle: KLOCK_QUEUE_HANDLE = unsafe { core::ptr::read(LockHandle) };
         require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
-        release(ctx, handle.LockQueue.Lock as usize)?;
+        let lock = handle.LockQueue.Lock as usize;
+        check_release_family(ctx, lock, true)?;
+        release(ctx, lock)?;
+        ctx.ke.queued_locks.remove(&lock);
         lower_to(ctx, handle.OldIrql)
     });
 }

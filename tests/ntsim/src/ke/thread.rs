@@ -8,8 +8,8 @@ use crate::machine::{KResult, Stop, kcall};
 use crate::ob::Kind;
 use crate::trace::Routine;
 use crate::wdk_sys::{
-    HANDLE, NTSTATUS, PCLIENT_ID, PHANDLE, PKSTART_ROUTINE, POBJECT_ATTRIBUTES, PVOID, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_SUCCESS, ULONG,
+    HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE, PCLIENT_ID, PHANDLE, PKSTART_ROUTINE, POBJECT_ATTRIBUTES, PVOID,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, ULONG,
 };
 
 /// Size of ntsim's thread object; only its DISPATCHER_HEADER is meaningful.
@@ -58,7 +58,7 @@ thread_local! {
 pub unsafe extern "C" fn PsCreateSystemThread(
     ThreadHandle: PHANDLE,
     _DesiredAccess: ULONG,
-    _ObjectAttributes: POBJECT_ATTRIBUTES,
+    ObjectAttributes: POBJECT_ATTRIBUTES,
     _ProcessHandle: HANDLE,
     _ClientId: PCLIENT_ID,
     StartRoutine: PKSTART_ROUTINE,
@@ -76,7 +76,14 @@ pub unsafe extern "C" fn PsCreateSystemThread(
         ctx.ke.threads.running += 1;
         // The thread's own reference, dropped when it ends.
         ctx.ob.insert(object, Kind::Thread, 1);
-        let handle = ctx.ob.open_kernel_handle(object);
+        // OBJ_KERNEL_HANDLE puts the handle in the System table; without it the handle
+        // is the calling process's (PsCreateSystemThread's documentation).
+        let kernel = !ObjectAttributes.is_null() && {
+            // SAFETY: the driver passed NULL or valid OBJECT_ATTRIBUTES.
+            unsafe { (*ObjectAttributes).Attributes & OBJ_KERNEL_HANDLE != 0 }
+        };
+        let owner = crate::ob::current_owner(ctx);
+        let handle = ctx.ob.open_handle(owner, kernel, crate::ob::Target::Object(object));
         // SAFETY: the driver passed a writable HANDLE.
         unsafe { *ThreadHandle = handle as HANDLE };
         let context = StartContext as usize;

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::dpc::{self, Queued};
-use super::header;
+use super::{header, spinlock};
+use crate::checker::{Violation, c9, code};
+use crate::irql::DISPATCH_LEVEL;
 use crate::machine::{Ctx, KResult, State, kcall};
 use crate::trace::Routine;
 use crate::wdk_sys::{
@@ -60,9 +62,6 @@ impl Timers {
             }
         }
     }
-    pub(crate) fn io_timer_started(&self, device: usize) -> bool {
-        self.io_timers.get(&device).is_some_and(|t| t.started)
-    }
 }
 
 /// The next moment something timed happens, if anything is scheduled.
@@ -110,8 +109,7 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
     }
     while state.ke.timers.next_io_tick <= now {
         if state.ke.timers.io_timers.values().any(|t| t.started) {
-            state.cpus[0].dpcs.push_back(Queued::IoTimerTick);
-            state.cpus[0].queued_total += 1;
+            state.cpus[0].push(Queued::IoTimerTick);
         }
         state.ke.timers.next_io_tick += SECOND;
     }
@@ -120,8 +118,15 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
     crate::sched::wake_satisfied(state);
 }
 
-/// Runs every started IoTimer routine once, at DISPATCH_LEVEL.
+/// The I/O manager's IopTimerLock in the spin-lock owner table (an odd key: no real
+/// lock word). IopTimerDispatch holds it while it calls every enabled IoTimer
+/// routine, and IoStartTimer, IoStopTimer and IoDeleteDevice take it (ReactOS
+/// `iotimer.c`; decompiled Windows 10 `IopTimerDispatch`).
+pub(crate) const IO_TIMER_LOCK: usize = usize::MAX - 2;
+
+/// Runs every started IoTimer routine once, at DISPATCH_LEVEL, holding IopTimerLock.
 pub(crate) fn run_io_timers(ctx: &mut Ctx<'_>) -> KResult<()> {
+    spinlock::acquire(ctx, IO_TIMER_LOCK)?;
     let mut started: Vec<(u64, usize, PIO_TIMER_ROUTINE, usize)> = ctx
         .ke
         .timers
@@ -132,13 +137,56 @@ pub(crate) fn run_io_timers(ctx: &mut Ctx<'_>) -> KResult<()> {
         .collect();
     started.sort_unstable_by_key(|&(seq, ..)| seq);
     for (_, device, routine, context) in started {
-        if let Some(routine) = routine {
-            // SAFETY: the driver registered this routine for this device with IoInitializeTimer.
-            ctx.call_driver(Routine::IoTimer, || unsafe { routine(device as PDEVICE_OBJECT, context as PVOID) });
-            dpc::after_routine(ctx, Routine::IoTimer)?;
-        }
+        let Some(routine) = routine else {
+            // IoInitializeTimer with a NULL routine: the tick calls address 0.
+            return Err(crate::ke::dpc::null_routine_called(ctx, "IoTimer"));
+        };
+        // SAFETY: the driver registered this routine for this device with IoInitializeTimer.
+        ctx.call_driver(Routine::IoTimer, || unsafe { routine(device as PDEVICE_OBJECT, context as PVOID) });
+        dpc::after_routine(ctx, Routine::IoTimer)?;
     }
-    Ok(())
+    spinlock::release(ctx, IO_TIMER_LOCK)
+}
+
+/// Runs `f` holding IopTimerLock, raised to DISPATCH_LEVEL as KeAcquireSpinLock does.
+fn with_timer_lock<R>(ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Ctx<'_>) -> KResult<R>) -> KResult<R> {
+    let old = ctx.irql();
+    ctx.set_irql(old.max(DISPATCH_LEVEL));
+    spinlock::acquire(ctx, IO_TIMER_LOCK)?;
+    let result = f(ctx)?;
+    spinlock::release(ctx, IO_TIMER_LOCK)?;
+    ctx.set_irql(old);
+    Ok(result)
+}
+
+/// IoStartTimer and IoStopTimer read `DeviceObject->Timer->TimerFlag` under
+/// IopTimerLock with no NULL check: without a successful IoInitializeTimer that is a
+/// read of address 2 (TimerFlag's offset in IO_TIMER) at DISPATCH_LEVEL.
+fn io_timer_of(ctx: &mut Ctx<'_>, device: usize, routine: usize) -> KResult<()> {
+    if ctx.ke.timers.io_timers.contains_key(&device) {
+        return Ok(());
+    }
+    let irql = ctx.irql();
+    let api = ctx.api;
+    Err(ctx.violation(Violation::new(
+        code::IRQL_NOT_LESS_OR_EQUAL,
+        [2, u64::from(irql), 0, routine as u64],
+        "IRQL_NOT_LESS_OR_EQUAL",
+        format!(
+            "{api} on device {device:#x}, which has no IoTimer: DeviceObject->Timer is NULL (IoInitializeTimer was never called, or failed)."
+        ),
+    )))
+}
+
+/// IoDeleteDevice's removal of the device's IoTimer, started or not.
+pub(crate) fn remove_io_timer(ctx: &mut Ctx<'_>, device: usize) -> KResult<()> {
+    if !ctx.ke.timers.io_timers.contains_key(&device) {
+        return Ok(());
+    }
+    with_timer_lock(ctx, |ctx| {
+        ctx.ke.timers.io_timers.remove(&device);
+        Ok(())
+    })
 }
 
 fn due_time(state: &State, due: LARGE_INTEGER) -> u64 {
@@ -150,7 +198,17 @@ fn due_time(state: &State, due: LARGE_INTEGER) -> u64 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeInitializeTimerEx(Timer: PKTIMER, Type: TIMER_TYPE) {
     kcall("KeInitializeTimerEx", |ctx| {
-        ctx.ke.timers.set.remove(&(Timer as usize));
+        let timer = Timer as usize;
+        if ctx.ke.timers.set.contains_key(&timer) {
+            // The timer is still linked into the timer table: re-initialising it
+            // rewrites those links. Verifier reports the timer found where it may not be.
+            return Err(ctx.violation(Violation::new(
+                code::TIMER_OR_DPC_INVALID,
+                [0, timer as u64, timer as u64, (timer + size_of::<crate::wdk_sys::KTIMER>()) as u64],
+                "TIMER_OR_DPC_INVALID",
+                format!("KeInitializeTimer(Ex) on {timer:#x}, which is still set: KeCancelTimer it first."),
+            )));
+        }
         let kind = if Type == 0 { header::TIMER_NOTIFICATION } else { header::TIMER_SYNCHRONIZATION };
         // SAFETY: the driver passed a KTIMER to initialise.
         unsafe {
@@ -169,7 +227,9 @@ pub unsafe extern "C" fn KeInitializeTimer(Timer: PKTIMER) {
 }
 const _: crate::wdk_sys::fnsig::KeInitializeTimer = KeInitializeTimer;
 
-fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: LONG, dpc: PKDPC) -> BOOLEAN {
+fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: LONG, dpc: PKDPC) -> KResult<BOOLEAN> {
+    // The expiry walks the timer's wait list (KiSignalTimer).
+    crate::ke::wait::check_initialised(ctx, timer as usize, false)?;
     let due = due_time(ctx, due);
     let period = u64::try_from(period_ms.max(0)).expect("non-negative") * 10_000;
     let seq = ctx.ke.timers.next_seq;
@@ -177,18 +237,18 @@ fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: L
     let was_set = ctx.ke.timers.set.insert(timer as usize, SetTimer { due, period, dpc: dpc as usize, seq }).is_some();
     // SAFETY: the driver passed an initialised KTIMER.
     unsafe { *header::signal_state(timer as usize) = 0 };
-    BOOLEAN::from(was_set)
+    Ok(BOOLEAN::from(was_set))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetTimerEx(Timer: PKTIMER, DueTime: LARGE_INTEGER, Period: LONG, Dpc: PKDPC) -> BOOLEAN {
-    kcall("KeSetTimerEx", |ctx| Ok(set_timer(ctx, Timer, DueTime, Period, Dpc)))
+    kcall("KeSetTimerEx", |ctx| set_timer(ctx, Timer, DueTime, Period, Dpc))
 }
 const _: crate::wdk_sys::fnsig::KeSetTimerEx = KeSetTimerEx;
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetTimer(Timer: PKTIMER, DueTime: LARGE_INTEGER, Dpc: PKDPC) -> BOOLEAN {
-    kcall("KeSetTimer", |ctx| Ok(set_timer(ctx, Timer, DueTime, 0, Dpc)))
+    kcall("KeSetTimer", |ctx| set_timer(ctx, Timer, DueTime, 0, Dpc))
 }
 const _: crate::wdk_sys::fnsig::KeSetTimer = KeSetTimer;
 
@@ -216,26 +276,49 @@ pub unsafe extern "C" fn IoInitializeTimer(
     Context: PVOID,
 ) -> NTSTATUS {
     kcall("IoInitializeTimer", |ctx| {
+        let device = DeviceObject as usize;
+        if ctx.ke.timers.io_timers.contains_key(&device) {
+            // Verifier's I/O verification: "IoInitializeTimer on a device object with an
+            // already-initialized timer" (0xC9/0x0A); without it the timer list is
+            // corrupted (ReactOS re-inserts the entry).
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+                [c9::TIMER_ALREADY_INITIALIZED, device as u64, 0, 0],
+                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                format!("IoInitializeTimer on device {device:#x}, whose IoTimer is already initialised (call it once per device object)."),
+            )));
+        }
         if ctx.should_fail() {
             return Ok(crate::wdk_sys::STATUS_INSUFFICIENT_RESOURCES);
         }
         let seq = ctx.ke.timers.next_seq;
         ctx.ke.timers.next_seq += 1;
-        ctx.ke.timers.io_timers.insert(
-            DeviceObject as usize,
-            IoTimer { routine: TimerRoutine, context: Context as usize, started: false, seq },
-        );
+        with_timer_lock(ctx, |ctx| {
+            let timer = IoTimer { routine: TimerRoutine, context: Context as usize, started: false, seq };
+            ctx.ke.timers.io_timers.insert(device, timer);
+            Ok(())
+        })?;
         Ok(STATUS_SUCCESS)
     })
 }
 const _: crate::wdk_sys::fnsig::IoInitializeTimer = IoInitializeTimer;
 
+/// Ignored once the device is unload- or delete-pending (ReactOS IoStartTimer checks
+/// DOE_UNLOAD_PENDING / DOE_DELETE_PENDING first); otherwise takes IopTimerLock.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoStartTimer(DeviceObject: PDEVICE_OBJECT) {
     kcall("IoStartTimer", |ctx| {
-        if let Some(timer) = ctx.ke.timers.io_timers.get_mut(&(DeviceObject as usize)) {
-            timer.started = true;
+        let device = DeviceObject as usize;
+        let pending =
+            ctx.io.devices.get(&device).is_none_or(|d| d.deleted || crate::io::driver::is_stopping(ctx, d.driver));
+        if pending {
+            return Ok(());
         }
+        with_timer_lock(ctx, |ctx| {
+            io_timer_of(ctx, device, IoStartTimer as *const () as usize)?;
+            ctx.ke.timers.io_timers.get_mut(&device).expect("checked").started = true;
+            Ok(())
+        })?;
         if ctx.ke.timers.next_io_tick <= ctx.clock {
             let next = (ctx.clock / SECOND + 1) * SECOND;
             ctx.ke.timers.next_io_tick = next;
@@ -245,14 +328,18 @@ pub unsafe extern "C" fn IoStartTimer(DeviceObject: PDEVICE_OBJECT) {
 }
 const _: crate::wdk_sys::fnsig::IoStartTimer = IoStartTimer;
 
-/// Stops future calls; like Windows, does not wait for a call already running.
+/// Stops future calls. It takes IopTimerLock, which a running tick holds: so it waits
+/// for a routine running on another processor, deadlocks when called from an IoTimer
+/// routine, and deadlocks (ABBA) when called holding a lock the routine takes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoStopTimer(DeviceObject: PDEVICE_OBJECT) {
     kcall("IoStopTimer", |ctx| {
-        if let Some(timer) = ctx.ke.timers.io_timers.get_mut(&(DeviceObject as usize)) {
-            timer.started = false;
-        }
-        Ok(())
+        let device = DeviceObject as usize;
+        with_timer_lock(ctx, |ctx| {
+            io_timer_of(ctx, device, IoStopTimer as *const () as usize)?;
+            ctx.ke.timers.io_timers.get_mut(&device).expect("checked").started = false;
+            Ok(())
+        })
     });
 }
 const _: crate::wdk_sys::fnsig::IoStopTimer = IoStopTimer;

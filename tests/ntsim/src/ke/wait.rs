@@ -5,9 +5,9 @@ use crate::checker::{Violation, c4, code};
 use crate::irql::DISPATCH_LEVEL;
 use crate::machine::{Ctx, KResult, State, kcall};
 use crate::wdk_sys::{
-    BOOLEAN, EVENT_TYPE, HANDLE, KPRIORITY, KPROCESSOR_MODE, KWAIT_REASON, LONG, NTSTATUS, PKWAIT_BLOCK,
-    PLARGE_INTEGER, PRKEVENT, PRKSEMAPHORE, PVOID, STATUS_INVALID_HANDLE, STATUS_OBJECT_TYPE_MISMATCH, STATUS_SUCCESS,
-    STATUS_TIMEOUT, ULONG, WAIT_TYPE,
+    BOOLEAN, EVENT_TYPE, HANDLE, KPRIORITY, KPROCESSOR_MODE, KWAIT_REASON, LONG, MAXIMUM_WAIT_OBJECTS, NTSTATUS,
+    PKWAIT_BLOCK, PLARGE_INTEGER, PRKEVENT, PRKSEMAPHORE, PVOID, STATUS_INVALID_HANDLE, STATUS_OBJECT_TYPE_MISMATCH,
+    STATUS_SEMAPHORE_LIMIT_EXCEEDED, STATUS_SUCCESS, STATUS_TIMEOUT, THREAD_WAIT_OBJECTS, ULONG, WAIT_TYPE,
 };
 
 /// Whether `object` is signalled; if so and `consume`, takes the signal as a satisfied
@@ -74,9 +74,43 @@ fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
     )))
 }
 
+/// KeSetEvent, KeReleaseSemaphore, an expiring KTIMER and a wait that blocks all walk
+/// or insert into the object's `Header.WaitListHead` under the dispatcher lock, at
+/// DISPATCH_LEVEL or above. An object never initialised (zeroed: NULL links) or moved
+/// after its initialisation sends the kernel to the bogus link: bug check 0x0A, P1 =
+/// the link, P3 = 1 when the kernel inserts (writes), 0 when it walks (reads).
+pub(crate) fn check_initialised(ctx: &Ctx<'_>, object: usize, write: bool) -> KResult<()> {
+    // SAFETY: the driver passed a dispatcher object, whose header is readable.
+    let Some(link) = (unsafe { header::bad_wait_list(object) }) else { return Ok(()) };
+    let irql = ctx.irql().max(DISPATCH_LEVEL);
+    Err(ctx.violation(Violation::new(
+        code::IRQL_NOT_LESS_OR_EQUAL,
+        [link as u64, u64::from(irql), u64::from(write), 0],
+        "IRQL_NOT_LESS_OR_EQUAL",
+        format!(
+            "{} on {object:#x}, whose Header.WaitListHead is not a list (link {link:#x}): the object was never initialised with its KeInitializeXxx, or was moved after it was.",
+            ctx.api
+        ),
+    )))
+}
+
 /// Waits for any (or all) of `objects`; returns the NTSTATUS the DDI returns.
 pub(crate) fn wait(ctx: &mut Ctx<'_>, objects: Vec<usize>, all: bool, timeout: PLARGE_INTEGER) -> KResult<NTSTATUS> {
     check_wait_irql(ctx, timeout)?;
+    let zero_timeout = !timeout.is_null() && {
+        // SAFETY: non-NULL timeouts point to a LARGE_INTEGER.
+        unsafe { (*timeout).QuadPart == 0 }
+    };
+    // SAFETY: the driver passed dispatcher objects (checked just below when the wait
+    // blocks); reading SignalState does not consume anything.
+    let signalled = |o: usize| unsafe { try_satisfy(o, false) };
+    let satisfied_now = if all { objects.iter().all(|&o| signalled(o)) } else { objects.iter().any(|&o| signalled(o)) };
+    if !satisfied_now && !zero_timeout {
+        // A wait that blocks links a wait block into every object's wait list.
+        for &object in &objects {
+            check_initialised(ctx, object, true)?;
+        }
+    }
     let deadline = deadline(ctx, timeout);
     if let Some(when) = deadline {
         ctx.ke.timers.add_deadline(when);
@@ -125,7 +159,8 @@ const _: crate::wdk_sys::fnsig::KeInitializeEvent = KeInitializeEvent;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetEvent(Event: PRKEVENT, _Increment: KPRIORITY, _Wait: BOOLEAN) -> LONG {
     kcall("KeSetEvent", |ctx| {
-        // SAFETY: the driver passed an initialised KEVENT.
+        check_initialised(ctx, Event as usize, false)?;
+        // SAFETY: the driver passed a KEVENT (its header checked above).
         let state = unsafe { header::signal_state(Event as usize) };
         // SAFETY: as above.
         let previous = unsafe { *state };
@@ -188,13 +223,29 @@ pub unsafe extern "C" fn KeReleaseSemaphore(
     _Wait: BOOLEAN,
 ) -> LONG {
     kcall("KeReleaseSemaphore", |ctx| {
-        // SAFETY: the driver passed an initialised KSEMAPHORE.
+        check_initialised(ctx, Semaphore as usize, false)?;
+        // SAFETY: the driver passed a KSEMAPHORE (its header checked above).
         let (state, limit) = unsafe { (header::signal_state(Semaphore as usize), (*Semaphore).Limit) };
         // SAFETY: as above.
         let previous = unsafe { *state };
-        // Windows raises STATUS_SEMAPHORE_LIMIT_EXCEEDED; ntsim saturates at the limit.
+        if Adjustment > limit || previous > limit - Adjustment {
+            // KeReleaseSemaphore raises STATUS_SEMAPHORE_LIMIT_EXCEEDED (ReactOS
+            // `semphobj.c`); a driver does not handle it: an exception not handled in
+            // kernel mode, bug check 0x1E with the exception code.
+            return Err(ctx.violation(Violation::new(
+                code::KMODE_EXCEPTION_NOT_HANDLED,
+                [
+                    u64::from(STATUS_SEMAPHORE_LIMIT_EXCEEDED.cast_unsigned()),
+                    KeReleaseSemaphore as *const () as u64,
+                    0,
+                    0,
+                ],
+                "KMODE_EXCEPTION_NOT_HANDLED",
+                format!("KeReleaseSemaphore by {Adjustment} from {previous} past the semaphore's limit of {limit}."),
+            )));
+        }
         // SAFETY: as above.
-        unsafe { *state = previous.saturating_add(Adjustment).min(limit) };
+        unsafe { *state = previous + Adjustment };
         ctx.signal();
         Ok(previous)
     })
@@ -222,9 +273,27 @@ pub unsafe extern "C" fn KeWaitForMultipleObjects(
     _WaitMode: KPROCESSOR_MODE,
     _Alertable: BOOLEAN,
     Timeout: PLARGE_INTEGER,
-    _WaitBlockArray: PKWAIT_BLOCK,
+    WaitBlockArray: PKWAIT_BLOCK,
 ) -> NTSTATUS {
     kcall("KeWaitForMultipleObjects", |ctx| {
+        // More than THREAD_WAIT_OBJECTS objects need the caller's wait blocks, and no
+        // more than MAXIMUM_WAIT_OBJECTS can be waited for (the DDI's documentation;
+        // ReactOS `wait.c` bug-checks 0x0C).
+        if Count > MAXIMUM_WAIT_OBJECTS || (Count > THREAD_WAIT_OBJECTS && WaitBlockArray.is_null()) {
+            return Err(ctx.violation(Violation::new(
+                code::MAXIMUM_WAIT_OBJECTS_EXCEEDED,
+                [0, 0, 0, 0],
+                "MAXIMUM_WAIT_OBJECTS_EXCEEDED",
+                format!(
+                    "KeWaitForMultipleObjects of {Count} objects {}.",
+                    if Count > MAXIMUM_WAIT_OBJECTS {
+                        "(at most 64)"
+                    } else {
+                        "without a WaitBlockArray (more than 3 need one)"
+                    }
+                ),
+            )));
+        }
         let objects = (0..Count as usize)
             // SAFETY: the driver passed `Count` object pointers.
             .map(|i| unsafe { *Object.add(i) } as usize)

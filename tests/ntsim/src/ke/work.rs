@@ -1,11 +1,13 @@
 //! Work items: IoAllocateWorkItem / IoQueueWorkItem / IoFreeWorkItem, run at
-//! PASSIVE_LEVEL on worker threads. A queued item holds a reference on its device
-//! object until its routine returns, which is what defers an unload.
+//! PASSIVE_LEVEL on worker threads. A queued item holds an object reference on its
+//! device until its routine returns (ReactOS `iowork.c`): that keeps the device
+//! object and the driver image, but does not defer DriverUnload. Misuse is bug check
+//! 0xE4 WORKER_INVALID with the documented P1.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::checker::{Violation, code, ntsim_rule};
+use crate::checker::{Violation, code, e4, ntsim_rule};
 use crate::irql::PASSIVE_LEVEL;
 use crate::machine::{Ctx, Inner, KResult, State, kcall, service};
 use crate::trace::Routine;
@@ -27,17 +29,36 @@ struct Queued {
 // SAFETY: the routine is a plain function pointer into driver code.
 unsafe impl Send for Queued {}
 
+/// What a worker thread runs: a driver's work item, or an object deletion the object
+/// manager deferred (ObpDeferObjectDeletion queues it to a system worker too).
+enum Work {
+    Item(Queued),
+    Delete { object: usize, kind: crate::ob::Kind },
+}
+
 #[derive(Default)]
 pub(crate) struct WorkQueue {
     pub(crate) items: HashMap<usize, Item>,
-    queue: VecDeque<Queued>,
+    queue: VecDeque<Work>,
     /// Devices of the work items whose routines are running now.
     pub(crate) running: Vec<usize>,
 }
 
 impl WorkQueue {
+    /// Driver work items queued or running.
     pub(crate) fn outstanding(&self) -> usize {
-        self.queue.len() + self.running.len()
+        self.queue.iter().filter(|w| matches!(w, Work::Item(_))).count() + self.running.len()
+    }
+
+    /// The routine `item` is queued with (0 if it is not queued).
+    fn routine_of(&self, item: usize) -> usize {
+        self.queue
+            .iter()
+            .find_map(|w| match w {
+                Work::Item(q) if q.item == item => Some(q.routine.map_or(0, |r| r as usize)),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -51,10 +72,10 @@ pub(crate) fn start_worker(inner: &Arc<Inner>, state: &mut State, n: usize) {
     });
 }
 
-fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
+fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Work>> {
     ctx.block(Box::new(|state| if state.ke.work.queue.is_empty() { None } else { Some(0) }))?;
     let work = ctx.ke.work.queue.pop_front();
-    if let Some(w) = &work {
+    if let Some(Work::Item(w)) = &work {
         ctx.ke.work.running.push(w.device);
         if let Some(item) = ctx.ke.work.items.get_mut(&w.item) {
             item.queued = false;
@@ -63,7 +84,24 @@ fn next_work(ctx: &mut Ctx<'_>) -> KResult<Option<Queued>> {
     Ok(work)
 }
 
-fn run(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
+/// Queues the deletion of an object whose last reference went above PASSIVE_LEVEL.
+pub(crate) fn defer_deletion(ctx: &mut Ctx<'_>, object: usize, kind: crate::ob::Kind) {
+    ctx.ke.work.queue.push_back(Work::Delete { object, kind });
+    ctx.signal();
+}
+
+fn run(ctx: &mut Ctx<'_>, work: Work) -> KResult<()> {
+    match work {
+        Work::Item(item) => run_item(ctx, item),
+        Work::Delete { object, kind } => {
+            crate::ob::delete(ctx, object, kind)?;
+            ctx.signal();
+            Ok(())
+        }
+    }
+}
+
+fn run_item(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
     let device = work.device;
     if let Some(routine) = work.routine {
         // SAFETY: the driver's work routine with the arguments it queued.
@@ -102,6 +140,11 @@ pub unsafe extern "C" fn IoAllocateWorkItem(DeviceObject: PDEVICE_OBJECT) -> PIO
 }
 const _: crate::wdk_sys::fnsig::IoAllocateWorkItem = IoAllocateWorkItem;
 
+/// Bug check 0xE4 WORKER_INVALID, whose P1 says what was wrong with the work item.
+fn worker_invalid(ctx: &Ctx<'_>, params: [u64; 4], text: String) -> crate::machine::Stop {
+    ctx.violation(Violation::new(code::WORKER_INVALID, params, "WORKER_INVALID", text))
+}
+
 fn work_item_rule(ctx: &Ctx<'_>, item: usize, text: String) -> crate::machine::Stop {
     ctx.violation(Violation::new(
         code::NTSIM_RULE,
@@ -115,7 +158,7 @@ fn work_item_rule(ctx: &Ctx<'_>, item: usize, text: String) -> crate::machine::S
 pub unsafe extern "C" fn IoQueueWorkItem(
     IoWorkItem: PIO_WORKITEM,
     WorkerRoutine: PIO_WORKITEM_ROUTINE,
-    _QueueType: WORK_QUEUE_TYPE,
+    QueueType: WORK_QUEUE_TYPE,
     Context: PVOID,
 ) {
     kcall("IoQueueWorkItem", |ctx| {
@@ -129,17 +172,27 @@ pub unsafe extern "C" fn IoQueueWorkItem(
                 ));
             }
             Some(i) if i.queued => {
-                return Err(work_item_rule(
+                let queue = u64::from(QueueType.cast_unsigned());
+                return Err(worker_invalid(
                     ctx,
-                    item,
+                    [e4::ACTIVE_ITEM_QUEUED, item as u64, queue, 0],
                     format!("IoQueueWorkItem on {item:#x}, which is already queued."),
                 ));
             }
             Some(i) => i.device,
         };
+        if WorkerRoutine.is_none() {
+            let queue = u64::from(QueueType.cast_unsigned());
+            return Err(worker_invalid(
+                ctx,
+                [e4::INVALID_ROUTINE, item as u64, queue, 0],
+                format!("IoQueueWorkItem on {item:#x} with a NULL worker routine."),
+            ));
+        }
         crate::ob::reference(ctx, device);
         ctx.ke.work.items.get_mut(&item).expect("checked").queued = true;
-        ctx.ke.work.queue.push_back(Queued { item, device, routine: WorkerRoutine, context: Context as usize });
+        let queued = Queued { item, device, routine: WorkerRoutine, context: Context as usize };
+        ctx.ke.work.queue.push_back(Work::Item(queued));
         ctx.signal();
         Ok(())
     });
@@ -156,12 +209,14 @@ pub unsafe extern "C" fn IoFreeWorkItem(IoWorkItem: PIO_WORKITEM) {
                 item,
                 format!("IoFreeWorkItem on {item:#x}, which is not an allocated work item (freed twice?)."),
             )),
-            Some(i) if i.queued => Err(ctx.violation(Violation::new(
-                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-                [crate::checker::c4::FREE_POOL_WITH_QUEUED_WORK_ITEM, item as u64, 0, 0],
-                "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                format!("IoFreeWorkItem on {item:#x} while it is still queued."),
-            ))),
+            Some(i) if i.queued => {
+                let routine = ctx.ke.work.routine_of(item);
+                Err(worker_invalid(
+                    ctx,
+                    [e4::QUEUED_IO_ITEM_FREED, item as u64, routine as u64, 0],
+                    format!("IoFreeWorkItem on {item:#x} while it is still queued: wait for its routine first."),
+                ))
+            }
             Some(_) => {
                 ctx.ke.work.items.remove(&item);
                 Ok(())
