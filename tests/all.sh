@@ -82,7 +82,7 @@ stage "bindgen names negative" tests/test-check-bindgen-names.sh
 stage "unsafe outside kernel" tests/check-unsafe.sh
 stage "unsafe check negative" tests/test-check-unsafe.sh
 stage "exploration (release)" env STAGEDRV_SCHEDULES=2000 cargo test --release --quiet --test explore
-# A wrong expected value in the layout contract (src/layout.rs) fails the build.
+# A wrong expected value in the layout contract (src/kernel/layout.rs) fails the build.
 stage "layout contract negative" tests/check-layout-negative.sh
 stage "re-introduced races"   tests/mutants.sh
 stage "cross-build .sys"      tests/cross/build-sys.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Negative test of the layout contract (src/layout.rs): with
+# Negative test of the layout contract (src/kernel/layout.rs): with
 # `--cfg stagedrv_layout_selftest` the contract expects a wrong IRP size, and the
 # driver must then fail to compile, naming the assertion.
 #
