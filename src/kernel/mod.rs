@@ -5,9 +5,11 @@
 //!   equivalents of `wdm.h`'s inline DDIs;
 //! - [`error`]: NTSTATUS failures as a typed error;
 //! - [`irp`]: the owned IRP and the dispatch adapter;
+//! - [`irql`]: IRQL contracts as debug assertions;
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
 pub mod error;
 pub mod irp;
+pub mod irql;
 mod layout;
 pub mod sys;

@@ -149,3 +149,20 @@ pub unsafe fn dereference_object(object: PVOID) {
     // SAFETY: the caller gives up its reference here.
     unsafe { ObfDereferenceObject(object) };
 }
+
+/// `KeGetCurrentIrql`: on x64 the IRQL is the task-priority register, CR8.
+#[must_use]
+pub fn current_irql() -> KIRQL {
+    #[cfg(target_os = "windows")]
+    {
+        let cr8: u64;
+        // SAFETY: reading CR8 is allowed at any IRQL in kernel mode and has no side
+        // effect (wdm.h's KeGetCurrentIrql is `__readcr8()`).
+        unsafe { core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags)) };
+        cr8 as KIRQL
+    }
+    #[cfg(not(target_os = "windows"))]
+    {
+        ntsim::inline::KeGetCurrentIrql()
+    }
+}
