@@ -10,11 +10,11 @@ use crate::kernel::sys::{
 };
 use crate::link::SymbolicLink;
 use crate::name::Name;
-use crate::protocol::{FILE_DEVICE_STAGEDRV, Stats};
 use crate::ring::Ring;
 use crate::sync::SpinLock;
 use crate::timer::{Producer, Watchdog};
 use crate::work::StatisticsWork;
+use stagedrv_protocol::{FILE_DEVICE_STAGEDRV, Stats};
 
 /// Adds one to a counter (counters wrap rather than panic).
 pub fn count(counter: &mut u64) {

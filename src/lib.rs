@@ -41,7 +41,6 @@ mod name;
 mod pool;
 #[cfg(not(target_os = "windows"))]
 pub mod probe;
-pub mod protocol;
 mod queue;
 mod registry;
 mod ring;
@@ -53,3 +52,5 @@ mod unload;
 mod work;
 
 pub use driver::driver_entry;
+/// The user-mode interface (`stagedrv-protocol`), re-exported for the host tests.
+pub use stagedrv_protocol as protocol;

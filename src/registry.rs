@@ -9,7 +9,7 @@ use crate::kernel::sys::{
     ZwOpenKey, ZwSetValueKey, nt_success,
 };
 use crate::name::{Name, PathBuf};
-use crate::protocol::Stats;
+use stagedrv_protocol::Stats;
 
 const DEVICEMAP_KEY: &str = "\\Registry\\Machine\\HARDWARE\\DEVICEMAP\\StageDrv";
 

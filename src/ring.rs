@@ -2,7 +2,7 @@
 //! record is overwritten and counted as dropped.
 
 use crate::pool::{Allocator, PoolBuf, tag};
-use crate::protocol::Record;
+use stagedrv_protocol::Record;
 
 pub struct Ring {
     slots: PoolBuf<Record>,

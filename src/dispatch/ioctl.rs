@@ -3,7 +3,7 @@
 use crate::device::DeviceExtension;
 use crate::kernel::irp::{Dispatched, Irp};
 use crate::kernel::sys::{STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
-use crate::protocol::{IOCTL_STAGEDRV_GET_STATS, Stats};
+use stagedrv_protocol::{IOCTL_STAGEDRV_GET_STATS, Stats};
 
 pub fn device_control(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     let Some((code, output_length)) = irp.device_control() else {

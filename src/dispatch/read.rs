@@ -7,9 +7,9 @@ use crate::kernel::sys::{
     STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING, STATUS_INVALID_DEVICE_REQUEST,
     STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
 };
-use crate::protocol::RECORD_SIZE;
 use crate::queue::{Completions, HandleContext, enqueue};
 use crate::timer::performance_counter;
+use stagedrv_protocol::RECORD_SIZE;
 
 pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     let length = irp.read_length();

@@ -18,9 +18,7 @@ macro_rules! say {
 }
 
 mod client;
-#[allow(dead_code, missing_docs, clippy::pedantic)]
-#[path = "../../../src/protocol.rs"]
-mod protocol;
+use stagedrv_protocol as protocol;
 mod rng;
 mod scenarios;
 #[cfg(not(windows))]

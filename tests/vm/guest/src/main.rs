@@ -27,9 +27,7 @@ mod out;
 #[cfg(windows)]
 mod bench;
 #[cfg(windows)]
-#[allow(dead_code)]
-#[path = "../../../../src/protocol.rs"]
-mod protocol;
+use stagedrv_protocol as protocol;
 #[cfg(windows)]
 #[allow(dead_code)]
 #[path = "../../../app/src/rng.rs"]

@@ -1,5 +1,9 @@
 //! What user mode sees: the record format returned by ReadFile and the IOCTLs.
-//! Platform-free; the test app includes this file as is.
+//!
+//! The driver and every client (the test app, the VM guest client) depend on this
+//! crate, the way a sample driver and its application share `public.h`.
+
+#![no_std]
 
 /// One timestamped sample, as ReadFile returns it (whole records only).
 #[repr(C)]
