@@ -6,17 +6,20 @@ use core::sync::atomic::Ordering;
 use crate::device::{Device, DeviceExtension};
 use crate::driver::DriverState;
 use crate::kernel::error::NtResult;
+use crate::kernel::irql;
 use crate::kernel::sys::STATUS_SUCCESS;
 use crate::kernel::thread::{SystemThread, ThreadRoutine, wait_for_any};
 use crate::queue::{Completions, HandleContext, dequeue};
 
 /// Starts the consumer thread. PASSIVE_LEVEL.
 pub fn start(state: &'static DriverState) -> NtResult<SystemThread> {
+    irql::assert_passive();
     SystemThread::start(state)
 }
 
 /// Asks the thread to end and waits until it has (Unload stage 2). PASSIVE_LEVEL.
 pub fn stop(thread: SystemThread, state: &DriverState) {
+    irql::assert_passive();
     state.request_exit();
     thread.wait_for_exit();
 }

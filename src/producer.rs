@@ -3,12 +3,15 @@
 //! ticks queues the statistics work item.
 
 use crate::device::DeviceExtension;
+use crate::kernel::irql;
 use crate::kernel::sync::AtDispatch;
 use crate::kernel::time::performance_counter;
 use crate::kernel::timer::{Period, RelativeDueTime, TimerRoutine};
 
-/// Starts producing: the first tick after one period, then one every period.
+/// Starts producing: the first tick after one period, then one every period. IRQL <=
+/// DISPATCH_LEVEL.
 pub fn start(extension: &DeviceExtension, period_ms: u32) {
+    irql::assert_at_most_dispatch();
     extension.producer.set_periodic(RelativeDueTime::from_millis(period_ms), Period::from_millis(period_ms));
 }
 

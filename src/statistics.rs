@@ -4,10 +4,12 @@
 
 use crate::device::{Device, DeviceExtension};
 use crate::kernel::error::NtResult;
+use crate::kernel::irql;
 use crate::kernel::work_item::{WorkDone, WorkRoutine};
 
 /// IoAllocateWorkItem for the device. PASSIVE_LEVEL (DriverEntry).
 pub fn allocate(device: Device, extension: &'static DeviceExtension) -> NtResult {
+    irql::assert_passive();
     // SAFETY: `device` is ours (Device's invariant) and `extension` is its extension,
     // which holds the work item.
     unsafe { extension.statistics.allocate(device.as_raw(), extension) }

@@ -7,6 +7,7 @@ use core::sync::atomic::Ordering;
 use crate::device::{Device, DeviceExtension};
 use crate::kernel::error::NtResult;
 use crate::kernel::io_timer::IoTimerRoutine;
+use crate::kernel::irql;
 use crate::kernel::sync::AtDispatch;
 use crate::kernel::sys::STATUS_IO_TIMEOUT;
 use crate::kernel::time::performance_counter;
@@ -18,6 +19,7 @@ use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
 /// the statistics IOCTL computes anyway, so the driver logs and runs without it.
 /// PASSIVE_LEVEL.
 pub fn init(device: Device, extension: &'static DeviceExtension) -> NtResult {
+    irql::assert_passive();
     let timeout_s = extension.driver().config.read_timeout_s;
     // SAFETY: `device` is ours (Device's invariant), still initialising, and `extension`
     // is its extension, which holds the timer.
