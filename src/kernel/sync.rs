@@ -1,4 +1,11 @@
 //! Evidence of the IRQL a routine runs at.
+//!
+//! Code outside the kernel layer cannot make the token; it only receives one:
+//!
+//! ```compile_fail,E0624
+//! // SAFETY: (none can be given: the constructor is the kernel layer's)
+//! let at_dispatch = unsafe { stagedrv::kernel::sync::AtDispatch::new() };
+//! ```
 
 use core::marker::PhantomData;
 

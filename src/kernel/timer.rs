@@ -6,6 +6,22 @@
 //! Unload follows is: mark the owner stopping (the routine checks it), [`Timer::cancel`]
 //! every timer, then one [`flush_queued_dpcs`], which waits for the DPCs queued before
 //! it. Only after that may the memory of the timer and its context go.
+//!
+//! Due times are relative by construction:
+//!
+//! ```
+//! use stagedrv::kernel::timer::{Period, RelativeDueTime};
+//!
+//! let (due, period) = (RelativeDueTime::from_millis(10), Period::from_millis(10));
+//! ```
+//!
+//! and a positive (absolute) value cannot be written into one:
+//!
+//! ```compile_fail,E0451
+//! use stagedrv::kernel::timer::RelativeDueTime;
+//!
+//! let absolute = RelativeDueTime { negative_100ns: 133_000_000_000_000_000 };
+//! ```
 
 use core::cell::{Cell, UnsafeCell};
 use core::marker::PhantomData;
