@@ -4,16 +4,17 @@ use core::ptr::NonNull;
 use core::sync::atomic::AtomicU64;
 
 use crate::kernel::error::{NtError, NtResult, to_result};
+use crate::kernel::io_timer::IoTimer;
 use crate::kernel::sys::{
     DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
     IoCreateDevice, IoDeleteDevice, LIST_ENTRY, PDEVICE_OBJECT, ULONG,
 };
+use crate::kernel::timer::Timer;
+use crate::kernel::work_item::WorkItem;
 use crate::link::SymbolicLink;
 use crate::name::Name;
 use crate::ring::Ring;
 use crate::sync::SpinLock;
-use crate::timer::{Producer, Watchdog};
-use crate::work::StatisticsWork;
 use stagedrv_protocol::{FILE_DEVICE_STAGEDRV, Stats};
 
 /// Adds one to a counter (counters wrap rather than panic).
@@ -63,9 +64,12 @@ pub struct DeviceExtension {
     /// Set once DriverEntry created it; taken by Unload's stage 3.
     pub link: Option<SymbolicLink>,
     pub shared: SpinLock<Shared>,
-    pub producer: Producer,
-    pub watchdog: Watchdog,
-    pub statistics: StatisticsWork,
+    /// The producer's periodic timer (`producer.rs`).
+    pub producer: Timer<DeviceExtension>,
+    /// The watchdog's IoTimer (`watchdog.rs`).
+    pub watchdog: IoTimer<DeviceExtension>,
+    /// The statistics work item (`statistics.rs`).
+    pub statistics: WorkItem<DeviceExtension>,
     /// The driver-wide state, for the consumer thread's wake-up event.
     pub driver: *const crate::driver::DriverState,
     pub max_pending_reads: u32,
@@ -135,9 +139,9 @@ impl Device {
                 work_queued: false,
                 ticks_since_statistics: 0,
             }),
-            producer: Producer::new(),
-            watchdog: Watchdog::new(config.read_timeout_s),
-            statistics: StatisticsWork::new(),
+            producer: Timer::new(),
+            watchdog: IoTimer::new(),
+            statistics: WorkItem::new(),
             driver: state,
             max_pending_reads: config.max_pending_reads,
             handle_nodes_visited: AtomicU64::new(0),

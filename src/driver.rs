@@ -7,12 +7,12 @@ use crate::config::Config;
 use crate::device::Device;
 use crate::kernel::error::{NtError, NtResult};
 use crate::kernel::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_SUCCESS};
+use crate::kernel::thread::SystemThread;
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
 use crate::pool::{Allocator, PoolBuf, tag};
 use crate::sync::Event;
-use crate::thread::ConsumerThread;
-use crate::{dispatch, hardware, registry, security, unload};
+use crate::{consumer, dispatch, hardware, producer, registry, security, statistics, unload, watchdog};
 
 /// Most devices one driver instance creates (`Parameters\DeviceCount` is bounded by it).
 pub const MAX_DEVICES: usize = 8;
@@ -32,7 +32,8 @@ pub struct DriverState {
     pub data_ready: Event,
     /// Unload signals it to end the consumer thread (notification event).
     pub stop: Event,
-    pub thread: Cell<Option<ConsumerThread>>,
+    /// The consumer thread (`consumer.rs`).
+    pub thread: Cell<Option<SystemThread>>,
     /// The DEVICEMAP key exists (set as soon as it is created).
     pub device_names_published: Cell<bool>,
     pub hardware: hardware::Hardware,
@@ -147,12 +148,12 @@ fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> NtResult 
         }
     }
     registry::publish_device_names(state).map_err(NtError::from_failed)?;
-    state.thread.set(Some(ConsumerThread::start(state).map_err(NtError::from_failed)?));
+    state.thread.set(Some(consumer::start(state)?));
     hardware::connect(state).map_err(NtError::from_failed)?;
     for device in state.devices() {
         let extension = device.extension();
-        extension.producer.start(state.config.sample_period_ms);
-        extension.watchdog.start(device.as_raw());
+        producer::start(extension, state.config.sample_period_ms);
+        extension.watchdog.start();
         device.finish_initializing();
     }
     Ok(())
@@ -165,11 +166,9 @@ fn create_device(driver: &mut DRIVER_OBJECT, index: u32, state: &DriverState) ->
     let result = (|| {
         security::apply(device.as_raw(), state.config.open_to_everyone)?;
         let extension = device.extension();
-        extension.producer.init(device.as_raw());
-        extension.watchdog.init(device.as_raw()).map_err(NtError::from_failed)?;
-        if !extension.statistics.allocate(device.as_raw()) {
-            return Err(NtError::INSUFFICIENT_RESOURCES);
-        }
+        extension.producer.init(extension);
+        watchdog::init(device, extension)?;
+        statistics::allocate(device, extension)?;
         let link = SymbolicLink::create(index, &extension.device_name)?;
         device.extension_mut().link = Some(link);
         Ok(())

@@ -377,7 +377,7 @@ unsafe extern "C" fn hardware_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
         KeSynchronizeExecution(extension.interrupt.get(), Some(take_latched), (&raw mut exchange).cast());
     }
     let latched = exchange.1;
-    let (now, _) = crate::timer::performance_counter();
+    let now = crate::kernel::time::performance_counter().ticks;
     let device_count = state.devices().count();
     let mut wake = false;
     for &(channel, value) in latched.samples.iter().take(latched.count) {

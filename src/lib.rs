@@ -30,6 +30,7 @@ extern crate wdk_panic;
 mod log;
 
 mod config;
+mod consumer;
 mod device;
 mod dispatch;
 mod driver;
@@ -41,15 +42,15 @@ mod name;
 mod pool;
 #[cfg(not(target_os = "windows"))]
 pub mod probe;
+mod producer;
 mod queue;
 mod registry;
 mod ring;
 mod security;
+mod statistics;
 mod sync;
-mod thread;
-mod timer;
 mod unload;
-mod work;
+mod watchdog;
 
 pub use driver::driver_entry;
 /// The user-mode interface (`stagedrv-protocol`), re-exported for the host tests.

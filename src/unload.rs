@@ -6,9 +6,10 @@
 
 use crate::device::Device;
 use crate::driver::DriverState;
-use crate::kernel::sys::{KeFlushQueuedDpcs, PDRIVER_OBJECT};
+use crate::kernel::sys::PDRIVER_OBJECT;
+use crate::kernel::timer::flush_queued_dpcs;
 use crate::pool::{PoolBuf, tag};
-use crate::{hardware, registry};
+use crate::{consumer, hardware, registry};
 
 /// Called at PASSIVE_LEVEL once no device of the driver is referenced.
 ///
@@ -52,13 +53,12 @@ fn stage_2_stop_work(state: &DriverState) {
         let extension = device.extension();
         extension.shared.lock().stopping = true;
         extension.producer.cancel();
-        extension.watchdog.stop(device.as_raw());
+        extension.watchdog.stop();
     }
-    // SAFETY: PASSIVE_LEVEL; waits for DPCs queued before the call (timer DPCs that were
-    // already queued when KeCancelTimer ran, or running on another processor).
-    #[cfg(not(stagedrv_mutant = "no_dpc_flush"))]
-    unsafe {
-        KeFlushQueuedDpcs();
+    // Timer DPCs that were already queued when KeCancelTimer ran, or are running on
+    // another processor.
+    if FLUSH_QUEUED_DPCS {
+        flush_queued_dpcs();
     }
     if WAIT_FOR_WORK_ITEMS {
         for device in state.devices() {
@@ -66,7 +66,7 @@ fn stage_2_stop_work(state: &DriverState) {
         }
     }
     if let Some(thread) = state.thread.take() {
-        thread.stop(state);
+        consumer::stop(thread, state);
     }
     log!(Info, "Unload: stage 2 timers, DPCs, work items and thread stopped");
 }
@@ -126,10 +126,14 @@ fn delete_device_objects(state: &DriverState) {
 pub fn release_device(device: Device) {
     let extension = device.extension();
     extension.producer.cancel();
-    extension.watchdog.stop(device.as_raw());
+    extension.watchdog.stop();
     release_device_resources(device);
     device.delete();
 }
+
+/// Stage 2 flushes the timers' DPCs after cancelling the timers. The `no_dpc_flush`
+/// mutant build (tests/mutants.rs) leaves the flush out.
+const FLUSH_QUEUED_DPCS: bool = !cfg!(stagedrv_mutant = "no_dpc_flush");
 
 /// Stage 2 waits for the statistics work item: Windows calls DriverUnload even while
 /// one is queued (its reference keeps only the device object and the image). The

@@ -8,7 +8,6 @@ use crate::kernel::sys::{
     STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
 };
 use crate::queue::{Completions, HandleContext, enqueue};
-use crate::timer::performance_counter;
 use stagedrv_protocol::RECORD_SIZE;
 
 pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
@@ -31,7 +30,7 @@ pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
         }
         return irp.complete(STATUS_SUCCESS, 0);
     }
-    let (now, _) = performance_counter();
+    let now = crate::kernel::time::performance_counter().ticks;
     let mut shared = extension.shared.lock();
     crate::device::count(&mut shared.stats.reads_received);
     // SAFETY: the context is live while its file object has IRPs; the guard protects it.

@@ -1,0 +1,90 @@
+//! The watchdog: the device's IoTimer, once a second, completes reads older than
+//! `ReadTimeoutSeconds` with STATUS_IO_TIMEOUT and keeps the dropped-records counter
+//! current.
+
+use core::sync::atomic::Ordering;
+
+use crate::device::{Device, DeviceExtension};
+use crate::kernel::error::NtResult;
+use crate::kernel::io_timer::IoTimerRoutine;
+use crate::kernel::irql;
+use crate::kernel::sync::AtDispatch;
+use crate::kernel::sys::STATUS_IO_TIMEOUT;
+use crate::kernel::time::performance_counter;
+use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
+
+/// IoInitializeTimer for the device. If it fails (it allocates; Wine does not implement
+/// it) and a read timeout is configured, the device cannot keep that promise and the
+/// error fails DriverEntry; with no timeout the watchdog only refreshes a counter that
+/// the statistics IOCTL computes anyway, so the driver logs and runs without it.
+/// PASSIVE_LEVEL.
+pub fn init(device: Device, extension: &'static DeviceExtension) -> NtResult {
+    irql::assert_passive();
+    let timeout_s = extension.driver().config.read_timeout_s;
+    // SAFETY: `device` is ours (Device's invariant), still initialising, and `extension`
+    // is its extension, which holds the timer.
+    let result = unsafe { extension.watchdog.init(device.as_raw(), extension) };
+    match result {
+        Err(error) if timeout_s > 0 => {
+            log!(Error, "IoInitializeTimer failed ({error}): no watchdog for ReadTimeoutSeconds={timeout_s}");
+            Err(error)
+        }
+        Err(error) => {
+            log!(Warning, "IoInitializeTimer failed ({error}): running without the watchdog");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+impl IoTimerRoutine for DeviceExtension {
+    /// One watchdog pass. DISPATCH_LEVEL.
+    fn tick(&'static self, _at_dispatch: &AtDispatch) {
+        let counter = performance_counter();
+        let limit = i64::from(self.driver().config.read_timeout_s).saturating_mul(counter.frequency);
+        let mut expired = Completions::new();
+        let mut visited: u64 = 0;
+        {
+            let mut shared = self.shared.lock_at_dpc_level();
+            if shared.stopping {
+                return;
+            }
+            shared.stats.records_dropped = shared.ring.as_ref().map_or(0, |r| r.dropped);
+            if limit > 0 {
+                let head = &raw mut shared.active;
+                // SAFETY: the guard protects the active list and every handle's queue.
+                let mut link = unsafe { (*head).Flink };
+                while link != head {
+                    visited = visited.wrapping_add(1);
+                    // Read first: a handle whose queue empties below leaves the list (only
+                    // this handle: nothing else runs under the guard).
+                    // SAFETY: as above.
+                    let next = unsafe { (*link).Flink };
+                    // SAFETY: as above; every node on the active list is a live handle's.
+                    let handle = unsafe { HandleContext::from_active(link) };
+                    let expired_read = |irp| {
+                        // SAFETY: the dequeue helper passes queued IRPs, which carry their enqueue time.
+                        let queued_at = unsafe { *enqueue_time(irp) };
+                        counter.ticks.saturating_sub(queued_at) >= limit
+                    };
+                    // SAFETY: as above.
+                    while let Some(irp) = unsafe { dequeue(&mut shared, handle, expired_read) } {
+                        crate::device::count(&mut shared.stats.reads_timed_out);
+                        expired.push(irp, STATUS_IO_TIMEOUT, 0);
+                    }
+                    link = next;
+                }
+            }
+        }
+        self.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
+        expired.complete_all();
+        if STOP_WHEN_IDLE && self.shared.lock_at_dpc_level().stats.reads_pending == 0 {
+            self.watchdog.stop();
+        }
+    }
+}
+
+/// The `stop_timer_in_routine` mutant build (tests/mutants.rs) stops the watchdog from
+/// its own IoTimer routine when no read is pending: IoStopTimer takes IopTimerLock,
+/// which the I/O manager holds while it calls the routine (a self-deadlock).
+const STOP_WHEN_IDLE: bool = cfg!(stagedrv_mutant = "stop_timer_in_routine");
