@@ -9,8 +9,8 @@ use crate::kernel::error::{NtError, NtResult};
 use crate::kernel::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_SUCCESS};
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
-use crate::pool::{Allocator, PoolBuf, tag};
-use crate::sync::Event;
+use crate::kernel::pool::{Allocator, PoolBuf, tag};
+use crate::kernel::sync::{Event, EventKind, EventState};
 use crate::thread::ConsumerThread;
 use crate::{dispatch, hardware, registry, security, unload};
 
@@ -132,8 +132,8 @@ fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> NtRe
     }
     // SAFETY: initialised above.
     let state_ref = unsafe { &*state };
-    state_ref.data_ready.init(true, false);
-    state_ref.stop.init(false, false);
+    state_ref.data_ready.init(EventKind::Synchronization, EventState::NotSignalled);
+    state_ref.stop.init(EventKind::Notification, EventState::NotSignalled);
     Ok(block)
 }
 

@@ -36,9 +36,7 @@ mod driver;
 mod hardware;
 pub mod kernel;
 mod link;
-mod list;
 mod name;
-mod pool;
 #[cfg(not(target_os = "windows"))]
 pub mod probe;
 pub mod protocol;
@@ -46,7 +44,6 @@ mod queue;
 mod registry;
 mod ring;
 mod security;
-mod sync;
 mod thread;
 mod timer;
 mod unload;

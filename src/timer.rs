@@ -10,7 +10,9 @@ use crate::kernel::sys::{
     KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, NTSTATUS,
     PDEVICE_OBJECT, PKDPC, PVOID, STATUS_IO_TIMEOUT, nt_success,
 };
-use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
+use crate::device::ReadOutcome;
+use crate::kernel::irp::Completions;
+use crate::kernel::sync::AtDispatch;
 
 /// KeQueryPerformanceCounter and its frequency.
 pub fn performance_counter() -> (i64, i64) {
@@ -71,11 +73,13 @@ impl Producer {
 /// every few ticks queues the statistics work item. DISPATCH_LEVEL.
 unsafe extern "C" fn producer_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _arg2: PVOID) {
     let device: PDEVICE_OBJECT = context.cast();
+    // SAFETY: the kernel calls a DPC at DISPATCH_LEVEL; the token stays in this call.
+    let at_dispatch = unsafe { AtDispatch::assume() };
     // SAFETY: the DPC's context is our device, alive until Unload has flushed DPCs.
     let extension = unsafe { DeviceExtension::of(device) };
     let (now, _) = performance_counter();
     let wake = {
-        let mut shared = extension.shared.lock_at_dpc_level();
+        let mut shared = extension.shared.lock_at_dpc_level(&at_dispatch);
         if shared.stopping {
             return;
         }
@@ -90,7 +94,7 @@ unsafe extern "C" fn producer_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
             shared.ticks_since_statistics = 0;
             shared.work_queued = extension.statistics.queue(device);
         }
-        shared.stats.reads_pending > 0
+        shared.stats.reads_pending() > 0
     };
     if wake {
         extension.driver().data_ready.set();
@@ -153,6 +157,9 @@ impl Watchdog {
 
 /// The IoTimer routine. DISPATCH_LEVEL.
 unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
+    // SAFETY: the I/O manager calls IoTimer routines at DISPATCH_LEVEL; the token stays
+    // in this call.
+    let at_dispatch = unsafe { AtDispatch::assume() };
     // SAFETY: the IoTimer is ours and stopped before the device is deleted.
     let extension = unsafe { DeviceExtension::of(device) };
     let (now, frequency) = performance_counter();
@@ -160,40 +167,27 @@ unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
     let mut expired = Completions::new();
     let mut visited: u64 = 0;
     {
-        let mut shared = extension.shared.lock_at_dpc_level();
+        let mut shared = extension.shared.lock_at_dpc_level(&at_dispatch);
         if shared.stopping {
             return;
         }
-        shared.stats.records_dropped = shared.ring.as_ref().map_or(0, |r| r.dropped);
+        shared.refresh_records_dropped();
         if limit > 0 {
-            let head = &raw mut shared.active;
-            // SAFETY: the guard protects the active list and every handle's queue.
-            let mut link = unsafe { (*head).Flink };
-            while link != head {
-                visited = visited.wrapping_add(1);
-                // Read first: a handle whose queue empties below leaves the list (only
-                // this handle: nothing else runs under the guard).
-                // SAFETY: as above.
-                let next = unsafe { (*link).Flink };
-                // SAFETY: as above; every node on the active list is a live handle's.
-                let handle = unsafe { HandleContext::from_active(link) };
-                let expired_read = |irp| {
-                    // SAFETY: the dequeue helper passes queued IRPs, which carry their enqueue time.
-                    let queued_at = unsafe { *enqueue_time(irp) };
-                    now.saturating_sub(queued_at) >= limit
-                };
-                // SAFETY: as above.
-                while let Some(irp) = unsafe { dequeue(&mut shared, handle, expired_read) } {
-                    crate::device::count(&mut shared.stats.reads_timed_out);
-                    expired.push(irp, STATUS_IO_TIMEOUT, 0);
-                }
-                link = next;
+            let crate::device::DeviceState { reads, stats, .. } = &mut *shared;
+            let expired_read = |irp: &crate::kernel::file_queue::QueuedIrp| now.saturating_sub(irp.stamp()) >= limit;
+            let (walked, cancelling) = reads.take_each(expired_read, |irp| {
+                stats.read_left_queue(ReadOutcome::TimedOut);
+                expired.push(irp, STATUS_IO_TIMEOUT, 0);
+            });
+            for _ in 0..cancelling {
+                stats.read_left_queue(ReadOutcome::Cancelled);
             }
+            visited = walked;
         }
     }
     extension.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
     expired.complete_all();
-    if STOP_WHEN_IDLE && extension.shared.lock_at_dpc_level().stats.reads_pending == 0 {
+    if STOP_WHEN_IDLE && extension.shared.lock_at_dpc_level(&at_dispatch).stats.reads_pending() == 0 {
         extension.watchdog.stop(device);
     }
 }

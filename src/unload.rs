@@ -7,7 +7,7 @@
 use crate::device::Device;
 use crate::driver::DriverState;
 use crate::kernel::sys::{KeFlushQueuedDpcs, PDRIVER_OBJECT};
-use crate::pool::{PoolBuf, tag};
+use crate::kernel::pool::{PoolBuf, tag};
 use crate::{hardware, registry};
 
 /// Called at PASSIVE_LEVEL once no device of the driver is referenced.

@@ -9,7 +9,7 @@ use crate::kernel::sys::{
     _WORK_QUEUE_TYPE::DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT,
     PIO_WORKITEM, PVOID,
 };
-use crate::sync::Event;
+use crate::kernel::sync::{Event, EventKind, EventState};
 
 pub struct StatisticsWork {
     item: Cell<PIO_WORKITEM>,
@@ -24,7 +24,7 @@ impl StatisticsWork {
 
     /// IoAllocateWorkItem and the idle event. PASSIVE_LEVEL (DriverEntry).
     pub fn allocate(&self, device: PDEVICE_OBJECT) -> bool {
-        self.idle.init(false, true);
+        self.idle.init(EventKind::Notification, EventState::Signalled);
         // SAFETY: the device is ours.
         let item = unsafe { IoAllocateWorkItem(device) };
         self.item.set(item);

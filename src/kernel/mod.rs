@@ -6,10 +6,18 @@
 //! - [`error`]: NTSTATUS failures as a typed error;
 //! - [`irp`]: the owned IRP and the dispatch adapter;
 //! - [`irql`]: IRQL contracts as debug assertions;
+//! - [`sync`]: spin locks and their guards, the `AtDispatch` token, `LockedBy`, events;
+//! - [`list`]: NULL-terminated intrusive lists of `LIST_ENTRY`s;
+//! - [`pool`]: owned nonpaged pool, the allocator the kernel offers, pool tags;
+//! - [`file_queue`]: per-file-object contexts and their cancel-safe IRP queues;
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
 pub mod error;
+pub(crate) mod file_queue;
 pub mod irp;
 pub mod irql;
 mod layout;
+pub(crate) mod list;
+pub(crate) mod pool;
+pub(crate) mod sync;
 pub mod sys;

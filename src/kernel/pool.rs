@@ -10,7 +10,8 @@
 
 use core::ptr::NonNull;
 
-use crate::kernel::sys::{
+use super::irql;
+use super::sys::{
     ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG,
 };
 use crate::name::Name;
@@ -46,6 +47,7 @@ pub enum Allocator {
 impl Allocator {
     /// Looks the allocator up with MmGetSystemRoutineAddress. PASSIVE_LEVEL, DriverEntry.
     pub fn resolve() -> Option<Self> {
+        irql::assert_passive();
         let lookup = |name: &str| {
             let name = Name::from_ascii(name);
             let mut unicode = name.as_unicode_string();
@@ -75,6 +77,7 @@ impl Allocator {
 
     /// Zeroed nonpaged pool. IRQL <= DISPATCH_LEVEL. NULL if exhausted.
     fn allocate_zeroed(self, bytes: usize, tag: ULONG) -> PVOID {
+        irql::assert_at_most_dispatch();
         if bytes == 0 {
             return core::ptr::null_mut();
         }
@@ -128,6 +131,13 @@ impl<T> PoolBuf<T> {
 
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// The values, in place.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: `count` values of `T`, zeroed at allocation (valid when all-zero, the
+        // promise of `zeroed`) and owned by this buffer; `&mut self` is unique.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.count) }
     }
 
     /// ExFreePoolWithTag.
