@@ -4,6 +4,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::AtomicU64;
 
 use crate::kernel::error::{NtError, NtResult, to_result};
+use crate::kernel::sync::SpinLock;
 use crate::kernel::sys::{
     DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
     IoCreateDevice, IoDeleteDevice, PDEVICE_OBJECT, ULONG,
@@ -11,9 +12,8 @@ use crate::kernel::sys::{
 use crate::link::SymbolicLink;
 use crate::name::Name;
 use crate::protocol::{FILE_DEVICE_STAGEDRV, Stats};
-use crate::ring::Ring;
-use crate::kernel::sync::SpinLock;
 use crate::queue::PendingReads;
+use crate::ring::Ring;
 use crate::timer::{Producer, Watchdog};
 use crate::work::StatisticsWork;
 

@@ -6,11 +6,11 @@ use core::cell::Cell;
 use crate::config::Config;
 use crate::device::Device;
 use crate::kernel::error::{NtError, NtResult};
+use crate::kernel::pool::{Allocator, PoolBuf, tag};
+use crate::kernel::sync::{Event, EventKind, EventState};
 use crate::kernel::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_SUCCESS};
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
-use crate::kernel::pool::{Allocator, PoolBuf, tag};
-use crate::kernel::sync::{Event, EventKind, EventState};
 use crate::thread::ConsumerThread;
 use crate::{dispatch, hardware, registry, security, unload};
 

@@ -4,16 +4,16 @@
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
+use crate::device::ReadOutcome;
 use crate::device::{Device, DeviceExtension};
 use crate::driver::DriverState;
+use crate::kernel::irp::Completions;
 use crate::kernel::sys::{
     _KWAIT_REASON::Executive, _MODE::KernelMode, _WAIT_TYPE::WaitAny, HANDLE, KeWaitForMultipleObjects,
     KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID, PsCreateSystemThread, PsTerminateSystemThread,
     STATUS_SUCCESS, STATUS_UNSUCCESSFUL, THREAD_ALL_ACCESS, ZwClose, ZwWaitForSingleObject, dereference_object,
     nt_success, thread_object_type,
 };
-use crate::device::ReadOutcome;
-use crate::kernel::irp::Completions;
 
 /// The thread object, referenced, so Unload can wait for the thread to end.
 pub struct ConsumerThread(NonNull<core::ffi::c_void>);

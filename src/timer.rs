@@ -5,14 +5,14 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::Ordering;
 
 use crate::device::DeviceExtension;
+use crate::device::ReadOutcome;
+use crate::kernel::irp::Completions;
+use crate::kernel::sync::AtDispatch;
 use crate::kernel::sys::{
     _TIMER_TYPE::NotificationTimer, IoInitializeTimer, IoStartTimer, IoStopTimer, KDPC, KTIMER, KeCancelTimer,
     KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, NTSTATUS,
     PDEVICE_OBJECT, PKDPC, PVOID, STATUS_IO_TIMEOUT, nt_success,
 };
-use crate::device::ReadOutcome;
-use crate::kernel::irp::Completions;
-use crate::kernel::sync::AtDispatch;
 
 /// KeQueryPerformanceCounter and its frequency.
 pub fn performance_counter() -> (i64, i64) {

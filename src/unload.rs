@@ -6,8 +6,8 @@
 
 use crate::device::Device;
 use crate::driver::DriverState;
-use crate::kernel::sys::{KeFlushQueuedDpcs, PDRIVER_OBJECT};
 use crate::kernel::pool::{PoolBuf, tag};
+use crate::kernel::sys::{KeFlushQueuedDpcs, PDRIVER_OBJECT};
 use crate::{hardware, registry};
 
 /// Called at PASSIVE_LEVEL once no device of the driver is referenced.

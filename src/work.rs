@@ -5,11 +5,11 @@
 use core::cell::Cell;
 
 use crate::device::DeviceExtension;
+use crate::kernel::sync::{Event, EventKind, EventState};
 use crate::kernel::sys::{
     _WORK_QUEUE_TYPE::DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT,
     PIO_WORKITEM, PVOID,
 };
-use crate::kernel::sync::{Event, EventKind, EventState};
 
 pub struct StatisticsWork {
     item: Cell<PIO_WORKITEM>,

@@ -107,13 +107,18 @@ impl<C: Sync + 'static> FileContext<C> {
 }
 
 impl Irp {
-    /// Makes `context` the file object's context (FsContext). Gives it back if the IRP
-    /// is not an IRP_MJ_CREATE with a file object that has no context yet.
+    /// Makes `context` the file object's context (FsContext).
+    ///
+    /// # Errors
+    /// Gives the context back if the IRP is not an IRP_MJ_CREATE with a file object
+    /// that has no context yet.
     pub fn attach_file_context<C: 'static>(&mut self, context: FileContext<C>) -> Result<(), FileContext<C>> {
         let file = self.file_object();
         // SAFETY: the file object of an owned IRP is live; a CREATE's FsContext is NULL
         // until the driver sets it.
-        if self.major_function() != super::sys::IRP_MJ_CREATE || file.is_null() || !unsafe { (*file).FsContext }.is_null()
+        if self.major_function() != super::sys::IRP_MJ_CREATE
+            || file.is_null()
+            || !unsafe { (*file).FsContext }.is_null()
         {
             return Err(context);
         }
@@ -214,12 +219,15 @@ pub struct FileQueues<C: 'static, R: CancelRoutine> {
 unsafe impl<C: Sync + 'static, R: CancelRoutine> Send for FileQueues<C, R> {}
 
 impl<C: Sync + 'static, R: CancelRoutine> FileQueues<C, R> {
+    /// No file has IRPs queued.
     pub const fn new() -> Self {
         Self { first: core::ptr::null_mut(), last: core::ptr::null_mut(), _routine: PhantomData }
     }
 
     /// IRPs queued on `irp`'s file object (0 without a file context of type `C`).
     #[must_use]
+    // `&self` is the evidence that the lock is held, not data the count needs.
+    #[allow(clippy::unused_self)]
     pub fn queued_on_file_of(&self, irp: &Irp) -> u32 {
         node_of::<C>(irp.as_raw()).map_or(0, |node| {
             // SAFETY: the owned IRP keeps its context live; `&self` means our lock is
@@ -242,7 +250,7 @@ impl<C: Sync + 'static, R: CancelRoutine> FileQueues<C, R> {
         let raw = irp.as_raw();
         // SAFETY: we own the IRP; from here the cancel routine may run, and it takes
         // the caller's lock (held) before it touches the queue.
-        unsafe { set_cancel_routine(raw, cancel_routine::<R>()) };
+        unsafe { set_cancel_routine(raw, Some(cancel_routine::<R>())) };
         // IoCancelIrp sets Cancel before it takes the routine: if it ran before we set
         // ours, it found none, and the cancel is ours to carry out.
         // SAFETY: the IRP is not completed (its cancel routine needs our lock).
@@ -322,8 +330,11 @@ impl<C: Sync + 'static, R: CancelRoutine> FileQueues<C, R> {
 
     /// Turns a cancelled IRP into an owned one, unlinking it if it is still queued;
     /// the flag says whether it was (if not, a remover unlinked it and counted it).
+    // By value: the cancelled IRP is used up, and only this makes an `Irp` of it.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn take_cancelled(&mut self, irp: CancelledIrp) -> (Irp, bool) {
-        let raw = irp.raw.as_ptr();
+        let CancelledIrp { raw: owned, extension } = irp;
+        let raw = owned.as_ptr();
         // SAFETY: the cancel routine owns the IRP (CancelledIrp invariant); its entry is
         // the queue's and our lock is held.
         let linked = unsafe { list::is_linked(list_entry(raw)) };
@@ -333,7 +344,7 @@ impl<C: Sync + 'static, R: CancelRoutine> FileQueues<C, R> {
             unsafe { self.unlink(node, raw) };
         }
         // SAFETY: unlinked, with its cancel routine spent: the IRP is ours alone.
-        (unsafe { Irp::from_raw(irp.raw, Some(irp.extension)) }, linked)
+        (unsafe { Irp::from_raw(owned, Some(extension)) }, linked)
     }
 
     /// Removes the oldest read of `node` that `take` accepts, if any.

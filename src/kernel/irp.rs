@@ -48,7 +48,7 @@ use core::ptr::NonNull;
 use super::list;
 use super::sys::{
     self, IO_STACK_LOCATION, IRP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, IoReleaseCancelSpinLock, NTSTATUS,
-    PDEVICE_OBJECT, PDRIVER_CANCEL, PDRIVER_DISPATCH, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_PENDING,
+    PDEVICE_OBJECT, PDRIVER_DISPATCH, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_PENDING,
 };
 
 /// An IRP this driver owns and must complete or queue.
@@ -307,9 +307,12 @@ pub trait CancelRoutine: 'static {
 
 /// The `DRIVER_CANCEL` entry for `R`. Only the queue sets it, and only on IRPs whose
 /// device extension is an `R::Extension` (the [`Irp`]'s recorded type).
-pub(crate) fn cancel_routine<R: CancelRoutine>() -> PDRIVER_CANCEL {
-    Some(cancel::<R>)
+pub(crate) fn cancel_routine<R: CancelRoutine>() -> CancelEntry {
+    cancel::<R>
 }
+
+/// A `DRIVER_CANCEL` routine.
+pub(crate) type CancelEntry = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP);
 
 unsafe extern "C" fn cancel<R: CancelRoutine>(device: PDEVICE_OBJECT, irp: PIRP) {
     // The I/O manager calls the routine with the cancel spin lock held, and stored in
@@ -336,7 +339,15 @@ pub struct Completions {
     irps: list::RawList,
 }
 
+impl Default for Completions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Completions {
+    /// An empty list.
+    #[must_use]
     pub const fn new() -> Self {
         Self { irps: list::RawList::new() }
     }

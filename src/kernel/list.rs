@@ -22,14 +22,17 @@ pub struct RawList {
 }
 
 impl RawList {
+    /// An empty list.
     pub const fn new() -> Self {
         Self { first: core::ptr::null_mut(), last: core::ptr::null_mut(), len: 0 }
     }
 
+    /// Whether no entry is linked.
     pub fn is_empty(&self) -> bool {
         self.first.is_null()
     }
 
+    /// Entries linked.
     pub fn len(&self) -> u32 {
         self.len
     }

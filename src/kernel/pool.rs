@@ -11,9 +11,7 @@
 use core::ptr::NonNull;
 
 use super::irql;
-use super::sys::{
-    ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG,
-};
+use super::sys::{ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG};
 use crate::name::Name;
 
 /// Pool tags, written so that debuggers show them as the quoted text.
@@ -40,7 +38,9 @@ const NON_PAGED_POOL_NX: i32 = 512;
 /// a global, so that every loaded instance uses what its own kernel offered.
 #[derive(Clone, Copy)]
 pub enum Allocator {
+    /// `ExAllocatePool2` (Windows 10 2004 and later).
     Pool2(AllocatePool2),
+    /// `ExAllocatePoolWithTag(NonPagedPoolNx)`, then zeroing.
     WithTagDownLevel(AllocatePoolWithTag),
 }
 
@@ -125,10 +125,12 @@ impl<T> PoolBuf<T> {
         self.ptr
     }
 
+    /// The first value.
     pub fn as_ptr(&self) -> *mut T {
         self.ptr.as_ptr()
     }
 
+    /// How many values.
     pub fn len(&self) -> usize {
         self.count
     }

@@ -69,6 +69,7 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
+    /// An unheld lock around `data`.
     pub const fn new(data: T) -> Self {
         Self { lock: UnsafeCell::new(0), data: UnsafeCell::new(data) }
     }
@@ -210,7 +211,9 @@ pub enum EventKind {
 /// A KEVENT's state at initialisation.
 #[derive(Clone, Copy)]
 pub enum EventState {
+    /// Signalled.
     Signalled,
+    /// Not signalled.
     NotSignalled,
 }
 
