@@ -16,6 +16,7 @@ pub struct Ring {
 impl Ring {
     /// Allocates `capacity` (>= 1) slots. IRQL <= DISPATCH_LEVEL.
     pub fn new(allocator: Allocator, capacity: usize) -> Option<Self> {
+        crate::kernel::irql::assert_at_most_dispatch();
         Some(Self {
             slots: PoolBuf::zeroed(allocator, capacity.max(1), tag::RING)?,
             head: 0,

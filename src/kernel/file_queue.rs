@@ -70,6 +70,7 @@ impl<C: Sync + 'static> FileContext<C> {
     /// `value` in nonpaged pool with `tag`; `None` if the pool is exhausted. IRQL <=
     /// DISPATCH_LEVEL.
     pub fn new(allocator: Allocator, tag: ULONG, value: C) -> Option<Self> {
+        super::irql::assert_at_most_dispatch();
         let node = PoolBuf::<Node<C>>::zeroed(allocator, 1, tag)?;
         let initial = Node {
             type_id: TypeId::of::<C>(),

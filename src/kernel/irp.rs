@@ -320,6 +320,7 @@ unsafe extern "C" fn cancel<R: CancelRoutine>(device: PDEVICE_OBJECT, irp: PIRP)
     // protocol requires ("Canceling IRPs": a cancel routine must release it).
     // SAFETY: the IRP is live (its cancellation is ours); the lock is held.
     unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    super::irql::assert_at_most_dispatch();
     // SAFETY: the queue set this routine only on IRPs sent to devices whose extension
     // is an `R::Extension` (`cancel_routine`), and a device with IRPs is live.
     let extension = unsafe { &*(*device).DeviceExtension.cast::<R::Extension>() };
