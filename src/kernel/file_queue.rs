@@ -115,12 +115,12 @@ impl Irp {
     /// that has no context yet.
     pub fn attach_file_context<C: 'static>(&mut self, context: FileContext<C>) -> Result<(), FileContext<C>> {
         let file = self.file_object();
+        if self.major_function() != super::sys::IRP_MJ_CREATE || file.is_null() {
+            return Err(context);
+        }
         // SAFETY: the file object of an owned IRP is live; a CREATE's FsContext is NULL
         // until the driver sets it.
-        if self.major_function() != super::sys::IRP_MJ_CREATE
-            || file.is_null()
-            || !unsafe { (*file).FsContext }.is_null()
-        {
+        if !unsafe { (*file).FsContext }.is_null() {
             return Err(context);
         }
         // SAFETY: as above; the driver owns FsContext of its file objects.
