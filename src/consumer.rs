@@ -3,13 +3,13 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::device::{Device, DeviceExtension};
+use crate::device::{Device, DeviceExtension, ReadOutcome};
 use crate::driver::DriverState;
 use crate::kernel::error::NtResult;
+use crate::kernel::irp::Completions;
 use crate::kernel::irql;
 use crate::kernel::sys::STATUS_SUCCESS;
 use crate::kernel::thread::{SystemThread, ThreadRoutine, wait_for_any};
-use crate::queue::{Completions, HandleContext, dequeue};
 
 /// Starts the consumer thread. PASSIVE_LEVEL.
 pub fn start(state: &'static DriverState) -> NtResult<SystemThread> {
@@ -53,36 +53,18 @@ fn deliver(device: Device) {
     let mut visited: u64 = 0;
     {
         let mut shared = extension.shared.lock();
-        let head = &raw mut shared.active;
         while shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
-            // SAFETY: the guard protects the active list and the queues.
-            let first = unsafe { (*head).Flink };
-            if first == head {
-                break;
-            }
+            let Some(served) = shared.reads.serve_front() else { break };
             visited = visited.wrapping_add(1);
-            // SAFETY: as above; every node on the active list is a live handle's.
-            let handle = unsafe { HandleContext::from_active(first) };
-            // SAFETY: as above.
-            let Some(mut irp) = (unsafe { dequeue(&mut shared, handle, |_| true) }) else {
-                // Each of its reads was being cancelled, so its queue emptied and it
-                // left the list. Removing it again is harmless and guarantees that the
-                // loop moves on.
-                // SAFETY: as above.
-                unsafe { crate::list::remove(first) };
-                continue;
-            };
-            let bytes = crate::dispatch::read::copy_records(&mut shared, &mut irp);
-            crate::device::count(&mut shared.stats.reads_completed);
-            done.push(irp, STATUS_SUCCESS, bytes);
-            // SAFETY: as above; a handle still on the list moves to its tail.
-            unsafe {
-                let link = &raw mut (*handle).active;
-                if !crate::list::is_empty(link) {
-                    crate::list::remove(link);
-                    crate::list::insert_tail(head, link);
-                }
+            // Reads being cancelled were unlinked on the way; a handle left with none
+            // has left the list, so the loop moves on.
+            for _ in 0..served.cancelling {
+                shared.stats.read_left_queue(ReadOutcome::Cancelled);
             }
+            let Some(mut irp) = served.irp else { continue };
+            let bytes = crate::dispatch::read::copy_records(&mut shared, &mut irp);
+            shared.stats.read_left_queue(ReadOutcome::Completed);
+            done.push(irp, STATUS_SUCCESS, bytes);
         }
     }
     extension.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);

@@ -5,55 +5,135 @@ use core::sync::atomic::AtomicU64;
 
 use crate::kernel::error::{NtError, NtResult, to_result};
 use crate::kernel::io_timer::IoTimer;
+use crate::kernel::sync::SpinLock;
 use crate::kernel::sys::{
     DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FALSE, FILE_DEVICE_SECURE_OPEN,
-    IoCreateDevice, IoDeleteDevice, LIST_ENTRY, PDEVICE_OBJECT, ULONG,
+    IoCreateDevice, IoDeleteDevice, PDEVICE_OBJECT, ULONG,
 };
 use crate::kernel::timer::Timer;
 use crate::kernel::work_item::WorkItem;
 use crate::link::SymbolicLink;
 use crate::name::Name;
+use crate::queue::PendingReads;
 use crate::ring::Ring;
-use crate::sync::SpinLock;
 use stagedrv_protocol::{FILE_DEVICE_STAGEDRV, Stats};
-
-/// Adds one to a counter (counters wrap rather than panic).
-pub fn count(counter: &mut u64) {
-    *counter = counter.wrapping_add(1);
-}
-
-/// Takes one from a gauge that is never below zero when this is called.
-pub fn uncount(gauge: &mut u64) {
-    *gauge = gauge.saturating_sub(1);
-}
 
 /// Object-manager prefix of every device name.
 pub const DEVICE_PREFIX: &str = "\\Device\\StageDrv";
 
 /// What the device guard protects.
-pub struct Shared {
+pub struct DeviceState {
     /// Set by Unload stage 2 before anything is stopped; every source of new work
     /// (timer DPC, ISR DPC, watchdog, read path) checks it under the guard.
     pub stopping: bool,
     pub ring: Option<Ring>,
-    /// Handles with pending reads (HandleContext::active), in the order the consumer
-    /// serves them: a handle joins at the tail when its queue goes non-empty, and goes
-    /// back to the tail each time it is served.
-    pub active: LIST_ENTRY,
-    pub stats: Stats,
+    /// Pending reads, per handle; the handles with reads queued, in the order the
+    /// consumer serves them (a handle joins at the back when its first read is queued
+    /// and goes back there each time it is served).
+    pub reads: PendingReads,
+    /// The counters; the read counters change only through [`ReadCounters`]' methods.
+    pub stats: ReadCounters,
     /// A statistics work item is queued or running.
     pub work_queued: bool,
     pub ticks_since_statistics: u32,
 }
 
-impl Shared {
+impl DeviceState {
     /// The counters, with the ring's produced and dropped counts brought up to date.
     pub fn stats_now(&mut self) -> Stats {
         if let Some(ring) = self.ring.as_ref() {
-            self.stats.records_produced = ring.produced();
-            self.stats.records_dropped = ring.dropped;
+            self.stats.0.records_produced = ring.produced();
+            self.stats.0.records_dropped = ring.dropped;
         }
-        self.stats
+        self.stats.0
+    }
+
+    /// Brings the dropped-records counter up to date with the ring.
+    pub fn refresh_records_dropped(&mut self) {
+        self.stats.0.records_dropped = self.ring.as_ref().map_or(0, |ring| ring.dropped);
+    }
+}
+
+/// How a queued read left its queue.
+#[derive(Clone, Copy)]
+pub enum ReadOutcome {
+    Completed,
+    Cancelled,
+    TimedOut,
+}
+
+/// The device's [`Stats`]. Every read is counted once on arrival together with where it
+/// went, and once more if it was queued and leaves the queue, so that
+/// `reads_received = reads_completed + reads_cancelled + reads_timed_out +
+/// reads_rejected + reads_pending` holds whenever the guard is released (checked in
+/// debug builds). Counters wrap rather than panic.
+pub struct ReadCounters(Stats);
+
+impl ReadCounters {
+    pub const fn new() -> Self {
+        Self(Stats {
+            records_produced: 0,
+            records_dropped: 0,
+            reads_received: 0,
+            reads_completed: 0,
+            reads_cancelled: 0,
+            reads_timed_out: 0,
+            reads_rejected: 0,
+            reads_pending: 0,
+        })
+    }
+
+    /// Reads queued now.
+    #[must_use]
+    pub fn reads_pending(&self) -> u64 {
+        self.0.reads_pending
+    }
+
+    /// A read failed at once.
+    pub fn read_rejected(&mut self) {
+        self.received(|stats| &mut stats.reads_rejected);
+    }
+
+    /// A read completed at once.
+    pub fn read_completed_at_once(&mut self) {
+        self.received(|stats| &mut stats.reads_completed);
+    }
+
+    /// A read was cancelled as it was being queued.
+    pub fn read_cancelled_before_queued(&mut self) {
+        self.received(|stats| &mut stats.reads_cancelled);
+    }
+
+    /// A read was queued.
+    pub fn read_queued(&mut self) {
+        self.received(|stats| &mut stats.reads_pending);
+    }
+
+    /// A queued read left its queue, with this outcome.
+    pub fn read_left_queue(&mut self, outcome: ReadOutcome) {
+        self.0.reads_pending = self.0.reads_pending.saturating_sub(1);
+        let counter = match outcome {
+            ReadOutcome::Completed => &mut self.0.reads_completed,
+            ReadOutcome::Cancelled => &mut self.0.reads_cancelled,
+            ReadOutcome::TimedOut => &mut self.0.reads_timed_out,
+        };
+        *counter = counter.wrapping_add(1);
+        self.check_balance();
+    }
+
+    fn received(&mut self, went: impl FnOnce(&mut Stats) -> &mut u64) {
+        self.0.reads_received = self.0.reads_received.wrapping_add(1);
+        let counter = went(&mut self.0);
+        *counter = counter.wrapping_add(1);
+        self.check_balance();
+    }
+
+    fn check_balance(&self) {
+        let stats = &self.0;
+        let accounted = [stats.reads_cancelled, stats.reads_timed_out, stats.reads_rejected, stats.reads_pending]
+            .iter()
+            .fold(stats.reads_completed, |sum, counter| sum.wrapping_add(*counter));
+        debug_assert_eq!(stats.reads_received, accounted, "read counters out of balance: {stats:?}");
     }
 }
 
@@ -63,7 +143,7 @@ pub struct DeviceExtension {
     pub device_name: Name,
     /// Set once DriverEntry created it; taken by Unload's stage 3.
     pub link: Option<SymbolicLink>,
-    pub shared: SpinLock<Shared>,
+    pub shared: SpinLock<DeviceState>,
     /// The producer's periodic timer (`producer.rs`).
     pub producer: Timer<DeviceExtension>,
     /// The watchdog's IoTimer (`watchdog.rs`).
@@ -131,11 +211,11 @@ impl Device {
             index,
             device_name,
             link: None,
-            shared: SpinLock::new(Shared {
+            shared: SpinLock::new(DeviceState {
                 stopping: false,
                 ring,
-                active: LIST_ENTRY { Flink: core::ptr::null_mut(), Blink: core::ptr::null_mut() },
-                stats: Stats::default(),
+                reads: PendingReads::new(),
+                stats: ReadCounters::new(),
                 work_queued: false,
                 ticks_since_statistics: 0,
             }),
@@ -149,11 +229,6 @@ impl Device {
         // SAFETY: IoCreateDevice succeeded, so the object and its zeroed extension of
         // `extension_size` bytes are ours; writing initialises the extension in place.
         unsafe { device.extension_ptr().write(extension) };
-        {
-            let mut shared = device.extension().shared.lock();
-            // SAFETY: the extension no longer moves; the head is initialised in place.
-            unsafe { crate::list::init(&raw mut shared.active) };
-        }
         // SAFETY: the new object is not visible to I/O yet; Flags is ours to set.
         unsafe { (*device.0.as_ptr()).Flags |= DO_BUFFERED_IO };
         if ring_missing {

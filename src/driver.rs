@@ -6,12 +6,12 @@ use core::cell::Cell;
 use crate::config::Config;
 use crate::device::Device;
 use crate::kernel::error::{NtError, NtResult};
+use crate::kernel::pool::{Allocator, PoolBuf, tag};
+use crate::kernel::sync::{Event, EventKind, EventState};
 use crate::kernel::sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_SUCCESS};
 use crate::kernel::thread::SystemThread;
 use crate::link::SymbolicLink;
 use crate::name::PathBuf;
-use crate::pool::{Allocator, PoolBuf, tag};
-use crate::sync::Event;
 use crate::{consumer, dispatch, hardware, producer, registry, security, statistics, unload, watchdog};
 
 /// Most devices one driver instance creates (`Parameters\DeviceCount` is bounded by it).
@@ -133,8 +133,8 @@ fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> NtRe
     }
     // SAFETY: initialised above.
     let state_ref = unsafe { &*state };
-    state_ref.data_ready.init(true, false);
-    state_ref.stop.init(false, false);
+    state_ref.data_ready.init(EventKind::Synchronization, EventState::NotSignalled);
+    state_ref.stop.init(EventKind::Notification, EventState::NotSignalled);
     Ok(block)
 }
 

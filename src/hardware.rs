@@ -363,6 +363,8 @@ unsafe extern "C" fn take_latched(context: PVOID) -> BOOLEAN {
 
 /// The CustomDpc: moves the ISR's samples into the devices' rings. DISPATCH_LEVEL.
 unsafe extern "C" fn hardware_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _arg2: PVOID) {
+    // SAFETY: the kernel calls a DPC at DISPATCH_LEVEL; the token stays in this call.
+    let at_dispatch = unsafe { crate::kernel::sync::AtDispatch::assume() };
     // SAFETY: the DPC's context is the driver state, alive until Unload flushed DPCs.
     let state = unsafe { &*context.cast::<DriverState>() };
     let Some(extension) = state.hardware.extension() else { return };
@@ -384,14 +386,14 @@ unsafe extern "C" fn hardware_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
         let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| state.devices().nth(k)) else {
             continue;
         };
-        let mut shared = device.extension().shared.lock_at_dpc_level();
+        let mut shared = device.extension().shared.lock_at_dpc_level(&at_dispatch);
         if shared.stopping {
             continue;
         }
         if let Some(ring) = shared.ring.as_mut() {
             ring.push(now, u64::from(value));
         }
-        wake |= shared.stats.reads_pending > 0;
+        wake |= shared.stats.reads_pending() > 0;
     }
     if wake {
         state.data_ready.set();

@@ -37,9 +37,7 @@ mod driver;
 mod hardware;
 pub mod kernel;
 mod link;
-mod list;
 mod name;
-mod pool;
 #[cfg(not(target_os = "windows"))]
 pub mod probe;
 mod producer;
@@ -48,7 +46,6 @@ mod registry;
 mod ring;
 mod security;
 mod statistics;
-mod sync;
 mod unload;
 mod watchdog;
 

@@ -17,10 +17,10 @@ pub fn start(extension: &DeviceExtension, period_ms: u32) {
 
 impl TimerRoutine for DeviceExtension {
     /// One tick. DISPATCH_LEVEL.
-    fn expired(&'static self, _at_dispatch: &AtDispatch) {
+    fn expired(&'static self, at_dispatch: &AtDispatch) {
         let now = performance_counter().ticks;
         let wake = {
-            let mut shared = self.shared.lock_at_dpc_level();
+            let mut shared = self.shared.lock_at_dpc_level(at_dispatch);
             if shared.stopping {
                 return;
             }
@@ -35,7 +35,7 @@ impl TimerRoutine for DeviceExtension {
                 shared.ticks_since_statistics = 0;
                 shared.work_queued = self.statistics.queue();
             }
-            shared.stats.reads_pending > 0
+            shared.stats.reads_pending() > 0
         };
         if wake {
             self.driver().data_ready.set();

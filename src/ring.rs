@@ -1,7 +1,7 @@
 //! The per-device ring of sample records, in nonpaged pool. When full, the oldest
 //! record is overwritten and counted as dropped.
 
-use crate::pool::{Allocator, PoolBuf, tag};
+use crate::kernel::pool::{Allocator, PoolBuf, tag};
 use stagedrv_protocol::Record;
 
 pub struct Ring {
@@ -16,6 +16,7 @@ pub struct Ring {
 impl Ring {
     /// Allocates `capacity` (>= 1) slots. IRQL <= DISPATCH_LEVEL.
     pub fn new(allocator: Allocator, capacity: usize) -> Option<Self> {
+        crate::kernel::irql::assert_at_most_dispatch();
         Some(Self {
             slots: PoolBuf::zeroed(allocator, capacity.max(1), tag::RING)?,
             head: 0,
@@ -43,11 +44,9 @@ impl Ring {
         self.head.wrapping_add(offset).checked_rem(self.slots.len()).unwrap_or(0)
     }
 
-    fn slot(&mut self, index: usize) -> &mut Record {
-        debug_assert!(index < self.slots.len());
-        // SAFETY: callers pass `index()` results, which are below the capacity; the
-        // records are initialised (zeroed Records are valid) and owned by this ring.
-        unsafe { &mut *self.slots.as_ptr().add(index) }
+    /// The slot at `index` (an `index()` result, so below the capacity).
+    fn slot(&mut self, index: usize) -> Option<&mut Record> {
+        self.slots.as_mut_slice().get_mut(index)
     }
 
     /// Appends a record stamped with the next sequence number.
@@ -60,7 +59,9 @@ impl Ring {
             self.dropped = self.dropped.wrapping_add(1);
         }
         let tail = self.index(self.len);
-        *self.slot(tail) = record;
+        if let Some(slot) = self.slot(tail) {
+            *slot = record;
+        }
         self.len = self.len.saturating_add(1);
     }
 
@@ -70,7 +71,7 @@ impl Ring {
             return None;
         }
         let head = self.head;
-        let record = *self.slot(head);
+        let record = *self.slot(head)?;
         self.head = self.index(1);
         self.len = self.len.saturating_sub(1);
         Some(record)

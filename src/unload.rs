@@ -6,9 +6,9 @@
 
 use crate::device::Device;
 use crate::driver::DriverState;
+use crate::kernel::pool::{PoolBuf, tag};
 use crate::kernel::sys::PDRIVER_OBJECT;
 use crate::kernel::timer::flush_queued_dpcs;
-use crate::pool::{PoolBuf, tag};
 use crate::{consumer, hardware, registry};
 
 /// Called at PASSIVE_LEVEL once no device of the driver is referenced.

@@ -4,14 +4,15 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::device::{Device, DeviceExtension};
+use crate::device::{Device, DeviceExtension, ReadOutcome};
 use crate::kernel::error::NtResult;
+use crate::kernel::file_queue::QueuedIrp;
 use crate::kernel::io_timer::IoTimerRoutine;
+use crate::kernel::irp::Completions;
 use crate::kernel::irql;
 use crate::kernel::sync::AtDispatch;
 use crate::kernel::sys::STATUS_IO_TIMEOUT;
 use crate::kernel::time::performance_counter;
-use crate::queue::{Completions, HandleContext, dequeue, enqueue_time};
 
 /// IoInitializeTimer for the device. If it fails (it allocates; Wine does not implement
 /// it) and a read timeout is configured, the device cannot keep that promise and the
@@ -39,46 +40,33 @@ pub fn init(device: Device, extension: &'static DeviceExtension) -> NtResult {
 
 impl IoTimerRoutine for DeviceExtension {
     /// One watchdog pass. DISPATCH_LEVEL.
-    fn tick(&'static self, _at_dispatch: &AtDispatch) {
+    fn tick(&'static self, at_dispatch: &AtDispatch) {
         let counter = performance_counter();
         let limit = i64::from(self.driver().config.read_timeout_s).saturating_mul(counter.frequency);
         let mut expired = Completions::new();
         let mut visited: u64 = 0;
         {
-            let mut shared = self.shared.lock_at_dpc_level();
+            let mut shared = self.shared.lock_at_dpc_level(at_dispatch);
             if shared.stopping {
                 return;
             }
-            shared.stats.records_dropped = shared.ring.as_ref().map_or(0, |r| r.dropped);
+            shared.refresh_records_dropped();
             if limit > 0 {
-                let head = &raw mut shared.active;
-                // SAFETY: the guard protects the active list and every handle's queue.
-                let mut link = unsafe { (*head).Flink };
-                while link != head {
-                    visited = visited.wrapping_add(1);
-                    // Read first: a handle whose queue empties below leaves the list (only
-                    // this handle: nothing else runs under the guard).
-                    // SAFETY: as above.
-                    let next = unsafe { (*link).Flink };
-                    // SAFETY: as above; every node on the active list is a live handle's.
-                    let handle = unsafe { HandleContext::from_active(link) };
-                    let expired_read = |irp| {
-                        // SAFETY: the dequeue helper passes queued IRPs, which carry their enqueue time.
-                        let queued_at = unsafe { *enqueue_time(irp) };
-                        counter.ticks.saturating_sub(queued_at) >= limit
-                    };
-                    // SAFETY: as above.
-                    while let Some(irp) = unsafe { dequeue(&mut shared, handle, expired_read) } {
-                        crate::device::count(&mut shared.stats.reads_timed_out);
-                        expired.push(irp, STATUS_IO_TIMEOUT, 0);
-                    }
-                    link = next;
+                let crate::device::DeviceState { reads, stats, .. } = &mut *shared;
+                let expired_read = |irp: &QueuedIrp| counter.ticks.saturating_sub(irp.stamp()) >= limit;
+                let (walked, cancelling) = reads.take_each(expired_read, |irp| {
+                    stats.read_left_queue(ReadOutcome::TimedOut);
+                    expired.push(irp, STATUS_IO_TIMEOUT, 0);
+                });
+                for _ in 0..cancelling {
+                    stats.read_left_queue(ReadOutcome::Cancelled);
                 }
+                visited = walked;
             }
         }
         self.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
         expired.complete_all();
-        if STOP_WHEN_IDLE && self.shared.lock_at_dpc_level().stats.reads_pending == 0 {
+        if STOP_WHEN_IDLE && self.shared.lock_at_dpc_level(at_dispatch).stats.reads_pending() == 0 {
             self.watchdog.stop();
         }
     }

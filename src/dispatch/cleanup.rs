@@ -3,23 +3,20 @@
 //! read path queues under; the handle is marked so that a read still in flight fails.
 
 use crate::device::DeviceExtension;
-use crate::kernel::irp::{Dispatched, Irp};
+use crate::kernel::irp::{Completions, Dispatched, Irp};
 use crate::kernel::sys::{STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
-use crate::queue::{Completions, HandleContext, drain};
+use crate::queue::{HandleContext, drain};
 
 pub fn cleanup(extension: &DeviceExtension, irp: Irp) -> Dispatched {
-    let Some(handle) = HandleContext::of_request(&irp) else {
+    let Some(handle) = irp.file_context::<HandleContext>() else {
         // Not a handle this driver opened (a kernel caller's IRP).
         return irp.complete(STATUS_INVALID_DEVICE_REQUEST, 0);
     };
     let mut cancelled = Completions::new();
     {
         let mut shared = extension.shared.lock();
-        // SAFETY: under the guard; the context is live while its file object has IRPs.
-        unsafe {
-            (*handle).cleaned_up = true;
-            drain(&mut shared, handle, &mut cancelled);
-        }
+        handle.mark_cleaned_up(&mut shared);
+        drain(&mut shared, &irp, &mut cancelled);
     }
     cancelled.complete_all();
     irp.complete(STATUS_SUCCESS, 0)

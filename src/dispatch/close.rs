@@ -3,27 +3,24 @@
 //! while reads are queued, so they are drained here too (a no-op on Windows).
 
 use crate::device::DeviceExtension;
-use crate::kernel::irp::{Dispatched, Irp};
-use crate::kernel::sys::{ExFreePoolWithTag, STATUS_SUCCESS};
-use crate::pool::tag;
-use crate::queue::{Completions, HandleContext, drain};
+use crate::kernel::irp::{Completions, Dispatched, Irp};
+use crate::kernel::sys::STATUS_SUCCESS;
+use crate::queue::{HandleContext, drain};
 
 pub fn close(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
+    let mut cancelled = Completions::new();
+    let context = {
+        let mut shared = extension.shared.lock();
+        // The drain empties the queue, which takes the handle off the list of handles
+        // with reads; detached after it, the context is unreachable from the device.
+        drain(&mut shared, &irp, &mut cancelled);
+        irp.detach_file_context::<HandleContext>()
+    };
+    cancelled.complete_all();
     // A file object that never went through CREATE (a kernel caller's) has no context:
     // nothing to release, and CLOSE still succeeds.
-    let Some(handle) = HandleContext::of_request(&irp) else {
-        return irp.complete(STATUS_SUCCESS, 0);
-    };
-    let mut cancelled = Completions::new();
-    {
-        let mut shared = extension.shared.lock();
-        // SAFETY: under the guard; the drain empties the queue, which takes the handle
-        // off the active list, so after this the context is unreachable from the device.
-        unsafe { drain(&mut shared, handle, &mut cancelled) };
-        irp.set_file_context(core::ptr::null_mut());
+    if let Some(context) = context {
+        context.free();
     }
-    cancelled.complete_all();
-    // SAFETY: allocated in CREATE with this tag, unreachable now, freed once.
-    unsafe { ExFreePoolWithTag(handle.cast(), tag::HANDLE) };
     irp.complete(STATUS_SUCCESS, 0)
 }

@@ -1,72 +1,58 @@
 //! IRP_MJ_READ: whole records now if the handle has no earlier read waiting and the
 //! ring has data; otherwise the read is queued on its handle.
 
-use crate::device::{DeviceExtension, Shared};
-use crate::kernel::irp::{Dispatched, Irp};
+use crate::device::{DeviceExtension, DeviceState};
+use crate::kernel::irp::{Completions, Dispatched, Irp};
 use crate::kernel::sys::{
     STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING, STATUS_INVALID_DEVICE_REQUEST,
     STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
 };
-use crate::queue::{Completions, HandleContext, enqueue};
+use crate::queue::{HandleContext, enqueue};
 use stagedrv_protocol::RECORD_SIZE;
 
 pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     let length = irp.read_length();
-    let Some(handle) = HandleContext::of_request(&irp) else {
+    let Some(handle) = irp.file_context::<HandleContext>() else {
         // Not a handle this driver opened (a kernel caller's IRP): nothing to queue on.
-        {
-            let mut shared = extension.shared.lock();
-            crate::device::count(&mut shared.stats.reads_received);
-            crate::device::count(&mut shared.stats.reads_rejected);
-        }
+        extension.shared.lock().stats.read_rejected();
         return irp.complete(STATUS_INVALID_DEVICE_REQUEST, 0);
     };
     if length == 0 {
         // A zero-length read succeeds at once with nothing, as on any Windows device.
-        {
-            let mut shared = extension.shared.lock();
-            crate::device::count(&mut shared.stats.reads_received);
-            crate::device::count(&mut shared.stats.reads_completed);
-        }
+        extension.shared.lock().stats.read_completed_at_once();
         return irp.complete(STATUS_SUCCESS, 0);
     }
     let now = crate::kernel::time::performance_counter().ticks;
     let mut shared = extension.shared.lock();
-    crate::device::count(&mut shared.stats.reads_received);
-    // SAFETY: the context is live while its file object has IRPs; the guard protects it.
-    let cleaned_up = unsafe { (*handle).cleaned_up };
     let reject = if (length as usize) < RECORD_SIZE {
         Some(STATUS_BUFFER_TOO_SMALL)
     } else if shared.stopping {
         Some(STATUS_DELETE_PENDING)
-    } else if cleaned_up {
+    } else if handle.cleaned_up(&shared) {
         // A read that raced CloseHandle past the handle look-up: it would pend forever.
         Some(STATUS_CANCELLED)
     } else {
         None
     };
     if let Some(status) = reject {
-        crate::device::count(&mut shared.stats.reads_rejected);
+        shared.stats.read_rejected();
         drop(shared);
         return irp.complete(status, 0);
     }
-    // SAFETY: under the guard.
-    let earlier_waiting = unsafe { (*handle).pending_count } > 0;
-    if !earlier_waiting && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
+    let waiting = shared.reads.queued_on_file_of(&irp);
+    if waiting == 0 && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
         let bytes = copy_records(&mut shared, &mut irp);
-        crate::device::count(&mut shared.stats.reads_completed);
+        shared.stats.read_completed_at_once();
         drop(shared);
         return irp.complete(STATUS_SUCCESS, bytes);
     }
-    // SAFETY: under the guard.
-    if unsafe { (*handle).pending_count } >= extension.max_pending_reads {
-        crate::device::count(&mut shared.stats.reads_rejected);
+    if waiting >= extension.max_pending_reads {
+        shared.stats.read_rejected();
         drop(shared);
         return irp.complete(STATUS_QUOTA_EXCEEDED, 0);
     }
     let mut cancelled_early = Completions::new();
-    // SAFETY: guard held, `handle` is the IRP's context.
-    let pending = unsafe { enqueue(&mut shared, handle, irp, now, &mut cancelled_early) };
+    let pending = enqueue(&mut shared, irp, now, &mut cancelled_early);
     drop(shared);
     cancelled_early.complete_all();
     pending.into()
@@ -74,7 +60,7 @@ pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
 
 /// Copies as many whole records as fit in the read into its system buffer; returns
 /// the byte count. Guard held.
-pub fn copy_records(shared: &mut Shared, irp: &mut Irp) -> u64 {
+pub fn copy_records(shared: &mut DeviceState, irp: &mut Irp) -> u64 {
     let room = (irp.read_length() as usize).checked_div(RECORD_SIZE).unwrap_or(0);
     let mut written: usize = 0;
     while written < room {

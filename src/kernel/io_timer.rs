@@ -107,6 +107,6 @@ unsafe extern "C" fn io_timer_routine<C: IoTimerRoutine>(_device: PDEVICE_OBJECT
     // SAFETY: `IoTimer::init` gave IoInitializeTimer a `&'static C` as the context.
     let context = unsafe { &*context.cast_const().cast::<C>() };
     // SAFETY: the I/O manager calls IoTimer routines at DISPATCH_LEVEL.
-    let at_dispatch = unsafe { AtDispatch::new() };
+    let at_dispatch = unsafe { AtDispatch::assume() };
     context.tick(&at_dispatch);
 }

@@ -1,4 +1,5 @@
-//! The owned IRP and the one dispatch adapter.
+//! The owned IRP, the one dispatch adapter, the one cancel adapter, and the list of
+//! IRPs to complete once a lock is released.
 //!
 //! A dispatch routine receives an [`Irp`] by value and returns a [`Dispatched`]. The
 //! only ways to get a `Dispatched` are [`Irp::complete`], which consumes the IRP, and
@@ -41,12 +42,13 @@
 //! }
 //! ```
 
-use core::ffi::c_void;
+use core::any::TypeId;
 use core::ptr::NonNull;
 
+use super::list;
 use super::sys::{
-    self, IO_STACK_LOCATION, IRP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, NTSTATUS, PDEVICE_OBJECT, PDRIVER_DISPATCH, PIRP,
-    STATUS_PENDING,
+    self, IO_STACK_LOCATION, IRP, IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, IoReleaseCancelSpinLock, NTSTATUS,
+    PDEVICE_OBJECT, PDRIVER_DISPATCH, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_PENDING,
 };
 
 /// An IRP this driver owns and must complete or queue.
@@ -56,8 +58,11 @@ use super::sys::{
 /// I/O (DO_BUFFERED_IO); it is not completed, and no cancel routine is set that could
 /// complete it. At most one `Irp` exists for an IRP: the type is neither `Copy` nor
 /// `Clone`, and code that holds an IRP by pointer (the queue) gives the `Irp` up.
+/// `extension`, when known, is the type of the device extension of the device the IRP
+/// was sent to (the dispatch adapter's `R::Extension`).
 pub struct Irp {
     raw: NonNull<IRP>,
+    extension: Option<TypeId>,
 }
 
 /// A completed IRP's status, returned to the I/O manager.
@@ -97,9 +102,14 @@ impl Irp {
     /// # Safety
     /// `irp` satisfies the type invariants, and the caller gives up its pointer's
     /// ownership (it no longer completes the IRP itself).
-    pub(crate) unsafe fn from_raw(irp: NonNull<IRP>) -> Self {
+    pub(crate) unsafe fn from_raw(irp: NonNull<IRP>, extension: Option<TypeId>) -> Self {
         // INVARIANT: guaranteed by the caller.
-        Self { raw: irp }
+        Self { raw: irp, extension }
+    }
+
+    /// The type of the extension of the device the IRP was sent to, if known.
+    pub(crate) fn extension_type(&self) -> Option<TypeId> {
+        self.extension
     }
 
     /// Gives the IRP's ownership to the caller (the queue links it by pointer).
@@ -118,27 +128,15 @@ impl Irp {
         unsafe { &*sys::current_stack_location(self.raw.as_ptr()) }
     }
 
-    /// The file object's context (`FileObject->FsContext`); NULL for an IRP without a
-    /// file object or a file object that never went through IRP_MJ_CREATE.
-    #[must_use]
-    pub fn file_context(&self) -> *mut c_void {
-        let file = self.stack().FileObject;
-        if file.is_null() {
-            return core::ptr::null_mut();
-        }
-        // SAFETY: the file object of an IRP we own is live while we own it.
-        unsafe { (*file).FsContext }
+    /// The request's file object (NULL for a kernel caller's IRP without one); live
+    /// while the IRP is owned.
+    pub(crate) fn file_object(&self) -> PFILE_OBJECT {
+        self.stack().FileObject
     }
 
-    /// Sets `FileObject->FsContext`; `false` if the IRP has no file object.
-    pub fn set_file_context(&mut self, context: *mut c_void) -> bool {
-        let file = self.stack().FileObject;
-        if file.is_null() {
-            return false;
-        }
-        // SAFETY: as in `file_context`; the driver owns FsContext of its file objects.
-        unsafe { (*file).FsContext = context };
-        true
+    /// The request's major function code (IRP_MJ_*).
+    pub(crate) fn major_function(&self) -> u32 {
+        u32::from(self.stack().MajorFunction)
     }
 
     /// Whether the open names something below the device (`\\.\StageDrv0\x`); `false`
@@ -146,7 +144,7 @@ impl Irp {
     #[must_use]
     pub fn opens_a_subpath(&self) -> bool {
         let file = self.stack().FileObject;
-        // SAFETY: as in `file_context`.
+        // SAFETY: the file object of an IRP we own is live while we own it.
         !file.is_null() && unsafe { (*file).FileName.Length } != 0
     }
 
@@ -199,6 +197,13 @@ impl Irp {
         true
     }
 
+    /// `Irp->Tail.Overlay.DriverContext[0]`, which the driver may use while it owns
+    /// the IRP: the queue keeps a caller's value there (the time it was queued).
+    pub(crate) fn set_stamp(&mut self, stamp: i64) {
+        // SAFETY: we own the IRP; DriverContext is the driver's while it does.
+        unsafe { stamp_slot(self.raw.as_ptr()).write(stamp) };
+    }
+
     /// `IoMarkIrpPending`. Only the queue calls it, as it takes the IRP.
     pub(crate) fn mark_pending(&mut self) -> Pending {
         // SAFETY: we own the IRP (type invariant).
@@ -219,7 +224,7 @@ impl Irp {
 /// A dispatch routine in safe Rust, installed with [`dispatch_routine`].
 pub trait DispatchRoutine {
     /// The device extension the routine works on.
-    type Extension;
+    type Extension: 'static;
     /// Handles one IRP sent to a device whose extension is `extension`.
     fn dispatch(extension: &Self::Extension, irp: Irp) -> Dispatched;
 }
@@ -244,6 +249,150 @@ unsafe extern "C" fn dispatch<R: DispatchRoutine>(device: PDEVICE_OBJECT, irp: P
     };
     // SAFETY: the I/O manager hands this routine a live IRP sent to our device, which
     // the routine now owns.
-    let irp = unsafe { Irp::from_raw(raw) };
+    let irp = unsafe { Irp::from_raw(raw, Some(TypeId::of::<R::Extension>())) };
     R::dispatch(extension, irp).status()
 }
+
+/// `Irp->Tail.Overlay.ListEntry`, which the driver may use while it owns the IRP.
+///
+/// # Safety
+/// `irp` is valid.
+pub(crate) unsafe fn list_entry(irp: PIRP) -> PLIST_ENTRY {
+    // SAFETY: guaranteed by the caller; a field path, not a dereference.
+    unsafe { &raw mut (*irp).Tail.Overlay.__bindgen_anon_2.ListEntry }
+}
+
+/// The IRP whose `Tail.Overlay.ListEntry` is `entry` (CONTAINING_RECORD).
+///
+/// # Safety
+/// `entry` is the list entry of an IRP.
+pub(crate) unsafe fn irp_of(entry: PLIST_ENTRY) -> PIRP {
+    // A field path, not bindgen's numbered type names: those differ between header sets.
+    const OFFSET: usize = core::mem::offset_of!(IRP, Tail.Overlay.__bindgen_anon_2.ListEntry);
+    // SAFETY: guaranteed by the caller.
+    unsafe { entry.byte_sub(OFFSET).cast() }
+}
+
+/// `Irp->Tail.Overlay.DriverContext[0]`, as an `i64`.
+///
+/// # Safety
+/// `irp` is valid.
+pub(crate) unsafe fn stamp_slot(irp: PIRP) -> *mut i64 {
+    // SAFETY: guaranteed by the caller; a field path, not a dereference.
+    unsafe { (&raw mut (*irp).Tail.Overlay.__bindgen_anon_1.__bindgen_anon_1.DriverContext[0]).cast() }
+}
+
+/// A queued IRP whose cancellation the cancel routine carries out: IoCancelIrp took
+/// the routine back (IoSetCancelRoutine's exchange), so no dequeuer can own it. It may
+/// still be linked on its queue; only the queue turns it into an [`Irp`], unlinking it
+/// first.
+///
+/// # Invariants
+/// `raw` is a live, uncompleted IRP whose cancel routine has been called and that no
+/// other code will complete; `extension` as for [`Irp`].
+pub struct CancelledIrp {
+    pub(crate) raw: NonNull<IRP>,
+    pub(crate) extension: TypeId,
+}
+
+/// A cancel routine in safe Rust, set on queued IRPs by the queue (never by the caller).
+pub trait CancelRoutine: 'static {
+    /// The extension of the devices whose IRPs it cancels.
+    type Extension: 'static;
+    /// Carries out the cancellation of one IRP of a device whose extension is
+    /// `extension`. Runs at the IRQL of IoCancelIrp's caller (<= DISPATCH_LEVEL): the
+    /// adapter has already released the cancel spin lock.
+    fn cancel(extension: &Self::Extension, irp: CancelledIrp);
+}
+
+/// The `DRIVER_CANCEL` entry for `R`. Only the queue sets it, and only on IRPs whose
+/// device extension is an `R::Extension` (the [`Irp`]'s recorded type).
+pub(crate) fn cancel_routine<R: CancelRoutine>() -> CancelEntry {
+    cancel::<R>
+}
+
+/// A `DRIVER_CANCEL` routine.
+pub(crate) type CancelEntry = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP);
+
+unsafe extern "C" fn cancel<R: CancelRoutine>(device: PDEVICE_OBJECT, irp: PIRP) {
+    // The I/O manager calls the routine with the cancel spin lock held, and stored in
+    // Irp->CancelIrql the IRQL to return to: the lock is released first, as the
+    // protocol requires ("Canceling IRPs": a cancel routine must release it).
+    // SAFETY: the IRP is live (its cancellation is ours); the lock is held.
+    unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
+    super::irql::assert_at_most_dispatch();
+    // SAFETY: the queue set this routine only on IRPs sent to devices whose extension
+    // is an `R::Extension` (`cancel_routine`), and a device with IRPs is live.
+    let extension = unsafe { &*(*device).DeviceExtension.cast::<R::Extension>() };
+    let Some(raw) = NonNull::new(irp) else { return };
+    // INVARIANT: IoCancelIrp took the routine back, which makes the IRP ours.
+    R::cancel(extension, CancelledIrp { raw, extension: TypeId::of::<R::Extension>() });
+}
+
+/// IRPs to complete once the caller's lock is released, in the order they were added.
+/// Chained through their own `Tail.Overlay.ListEntry` (the driver owns these IRPs), so
+/// the list holds no pointer to itself and may move freely.
+///
+/// # Invariants
+/// Every IRP on `irps` was an owned [`Irp`] given to [`Completions::push`], with its
+/// final status in `IoStatus`.
+pub struct Completions {
+    irps: list::RawList,
+}
+
+impl Default for Completions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Completions {
+    /// An empty list.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { irps: list::RawList::new() }
+    }
+
+    /// Adds an IRP, with its final status. The list owns it until `complete_all`.
+    pub fn push(&mut self, irp: Irp, status: NTSTATUS, information: u64) {
+        debug_assert!(status != STATUS_PENDING, "an IRP completed with STATUS_PENDING");
+        let irp = irp.into_raw().as_ptr();
+        // SAFETY: we own the IRP; its IoStatus and list entry are ours to use, and it
+        // stays valid until `complete_all` completes it.
+        unsafe {
+            (*irp).IoStatus.__bindgen_anon_1.Status = status;
+            (*irp).IoStatus.Information = information;
+            // INVARIANT: an owned IRP with its final status.
+            self.irps.push_back(list_entry(irp));
+        }
+    }
+
+    /// Completes every IRP, oldest first. Call with no spin lock held. IRQL <=
+    /// DISPATCH_LEVEL.
+    pub fn complete_all(self) {
+        super::irql::assert_at_most_dispatch();
+        let mut entry = self.irps.first();
+        while !entry.is_null() {
+            // SAFETY: every entry on the chain is an owned IRP's (type invariant); the
+            // link is read before completion hands the IRP back.
+            let (irp, mut link) = unsafe { (irp_of(entry), list::next(entry)) };
+            // SAFETY: as above; `push` stored the final status.
+            let (status, information) =
+                unsafe { ((*irp).IoStatus.__bindgen_anon_1.Status, (*irp).IoStatus.Information) };
+            if let Some(owned) = NonNull::new(irp) {
+                // SAFETY: pushed as an owned `Irp`, given back once (but see the mutant).
+                let _ = unsafe { Irp::from_raw(owned, None) }.complete(status, information);
+            }
+            if READ_LINK_AFTER_COMPLETE {
+                // SAFETY: none: the IRP was handed back; the mutant's bug.
+                link = unsafe { list::next(entry) };
+            }
+            entry = link;
+        }
+    }
+}
+
+/// Mutant `link_after_complete` (tests/mutants.rs): [`Completions::complete_all`]
+/// reads the next link from an IRP it already completed. Windows reuses `Irp->Tail`
+/// for the completion APC (the link reads NULL) or has freed the IRP.
+const READ_LINK_AFTER_COMPLETE: bool = cfg!(stagedrv_mutant = "link_after_complete");

@@ -6,7 +6,10 @@
 //! - [`error`]: NTSTATUS failures as a typed error;
 //! - [`irp`]: the owned IRP and the dispatch adapter;
 //! - [`irql`]: IRQL contracts as debug assertions;
-//! - [`sync`]: evidence of the IRQL a routine runs at;
+//! - [`sync`]: spin locks and their guards, the `AtDispatch` token, `LockedBy`, events;
+//! - [`list`]: NULL-terminated intrusive lists of `LIST_ENTRY`s;
+//! - [`pool`]: owned nonpaged pool, the allocator the kernel offers, pool tags;
+//! - [`file_queue`]: per-file-object contexts and their cancel-safe IRP queues;
 //! - [`timer`]: a KTIMER with its DPC, and the DPC flush; [`io_timer`]: a device's
 //!   IoTimer; [`work_item`]: an I/O work item with the wait Unload needs;
 //!   [`thread`]: a system thread that can be waited for; [`time`]: the performance
@@ -14,11 +17,14 @@
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
 pub mod error;
+pub(crate) mod file_queue;
 pub mod io_timer;
 pub mod irp;
 pub mod irql;
 mod layout;
-pub mod sync;
+pub(crate) mod list;
+pub(crate) mod pool;
+pub(crate) mod sync;
 pub mod sys;
 pub mod thread;
 pub mod time;

@@ -9,13 +9,13 @@ use core::ptr::NonNull;
 
 use super::error::{NtError, NtResult, to_result};
 use super::irql;
+use super::sync::Event;
 use super::sys::{
     _KWAIT_REASON::Executive, _MODE::KernelMode, _WAIT_TYPE::WaitAny, HANDLE, KeWaitForMultipleObjects,
     KeWaitForSingleObject, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, ObReferenceObjectByHandle,
     PVOID, PsCreateSystemThread, PsTerminateSystemThread, STATUS_SUCCESS, THREAD_ALL_ACCESS, ZwClose,
     ZwWaitForSingleObject, dereference_object, thread_object_type,
 };
-use crate::sync::Event;
 
 /// What a system thread does, implemented by the context it runs on.
 pub trait ThreadRoutine: 'static {

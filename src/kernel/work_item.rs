@@ -13,11 +13,11 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::error::{NtError, NtResult};
 use super::irql;
+use super::sync::{Event, EventKind, EventState};
 use super::sys::{
     _WORK_QUEUE_TYPE::DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT,
     PIO_WORKITEM, PVOID,
 };
-use crate::sync::Event;
 
 /// What a work item does, implemented by the context it runs on.
 pub trait WorkRoutine: Sized + 'static {
@@ -130,7 +130,7 @@ impl<C: WorkRoutine> WorkItem<C> {
     /// `device` is a live device object of this driver whose extension holds `self`.
     pub unsafe fn allocate(&'static self, device: PDEVICE_OBJECT, context: &'static C) -> NtResult {
         irql::assert_passive();
-        self.idle.init(false, true);
+        self.idle.init(EventKind::Notification, EventState::Signalled);
         // SAFETY: a device of ours (the caller's promise).
         let item = unsafe { IoAllocateWorkItem(device) };
         if item.is_null() {

@@ -10,9 +10,8 @@
 
 use core::ptr::NonNull;
 
-use crate::kernel::sys::{
-    ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG,
-};
+use super::irql;
+use super::sys::{ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG};
 use crate::name::Name;
 
 /// Pool tags, written so that debuggers show them as the quoted text.
@@ -39,13 +38,16 @@ const NON_PAGED_POOL_NX: i32 = 512;
 /// a global, so that every loaded instance uses what its own kernel offered.
 #[derive(Clone, Copy)]
 pub enum Allocator {
+    /// `ExAllocatePool2` (Windows 10 2004 and later).
     Pool2(AllocatePool2),
+    /// `ExAllocatePoolWithTag(NonPagedPoolNx)`, then zeroing.
     WithTagDownLevel(AllocatePoolWithTag),
 }
 
 impl Allocator {
     /// Looks the allocator up with MmGetSystemRoutineAddress. PASSIVE_LEVEL, DriverEntry.
     pub fn resolve() -> Option<Self> {
+        irql::assert_passive();
         let lookup = |name: &str| {
             let name = Name::from_ascii(name);
             let mut unicode = name.as_unicode_string();
@@ -75,6 +77,7 @@ impl Allocator {
 
     /// Zeroed nonpaged pool. IRQL <= DISPATCH_LEVEL. NULL if exhausted.
     fn allocate_zeroed(self, bytes: usize, tag: ULONG) -> PVOID {
+        irql::assert_at_most_dispatch();
         if bytes == 0 {
             return core::ptr::null_mut();
         }
@@ -122,12 +125,21 @@ impl<T> PoolBuf<T> {
         self.ptr
     }
 
+    /// The first value.
     pub fn as_ptr(&self) -> *mut T {
         self.ptr.as_ptr()
     }
 
+    /// How many values.
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// The values, in place.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: `count` values of `T`, zeroed at allocation (valid when all-zero, the
+        // promise of `zeroed`) and owned by this buffer; `&mut self` is unique.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.count) }
     }
 
     /// ExFreePoolWithTag.
