@@ -6,10 +6,16 @@
 //! - [`error`]: NTSTATUS failures as a typed error;
 //! - [`irp`]: the owned IRP and the dispatch adapter;
 //! - [`irql`]: IRQL contracts as debug assertions;
+//! - [`interrupt`]: a connected interrupt, its ISR and CustomDpc, torn down in order;
+//! - [`resources`]: the controller object, the resource claim, the register window;
+//! - [`hal`]: the HAL routines that translate bus-relative resources;
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
 pub mod error;
+pub mod hal;
+pub mod interrupt;
 pub mod irp;
 pub mod irql;
 mod layout;
+pub mod resources;
 pub mod sys;
