@@ -87,7 +87,7 @@ pub fn claim(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> NtResul
         return Err(NtError::from_failed(STATUS_CONFLICTING_ADDRESSES));
     }
 
-    let registers = RegisterWindow::map(translated.registers, REGISTER_WINDOW / size_of::<u32>())
+    let registers = RegisterWindow::map(translated.registers, REGISTER_WINDOW)
         .inspect_err(|_| log!(Error, "hardware profile: MmMapIoSpace({:#x}) failed", translated.registers))?;
     let unused = resources.with_controller(|controller| match controller.context_mut() {
         Some(extension) => extension.registers = Some(registers),

@@ -149,7 +149,7 @@ impl<C: InterruptService> InterruptPath<C> {
         // SAFETY: quiet: no ISR, DPC or callback runs, and none can start while the
         // caller holds its access (connecting needs the controller too), so the
         // context is the caller's alone.
-        quiet.then(|| unsafe { &mut *(&raw mut (*path.as_ptr()).context) })
+        quiet.then(|| unsafe { &mut (*path.as_ptr()).context })
     }
 
     /// Whether no ISR, DPC or synchronized callback runs or can run: the memory may go.

@@ -241,12 +241,14 @@ unsafe impl Send for RegisterWindow {}
 unsafe impl Sync for RegisterWindow {}
 
 impl RegisterWindow {
-    /// MmMapIoSpace of `words` registers at the translated (system) `address`.
+    /// MmMapIoSpace of `bytes` of registers at the translated (system) `address`.
     /// PASSIVE_LEVEL.
     ///
     /// # Errors
     /// STATUS_INSUFFICIENT_RESOURCES if MmMapIoSpace fails.
-    pub fn map(address: u64, words: usize) -> NtResult<Self> {
+    pub fn map(address: u64, bytes: usize) -> NtResult<Self> {
+        // Whole registers only: the window maps and unmaps the same length.
+        let words = bytes.checked_div(size_of::<u32>()).unwrap_or(0);
         let bytes = words.saturating_mul(size_of::<u32>());
         let physical = PHYSICAL_ADDRESS { QuadPart: address as i64 };
         // SAFETY: maps device memory that the driver claimed, at its translated address.
@@ -267,6 +269,7 @@ impl RegisterWindow {
     }
 
     /// Writes register `index`; `false` (nothing written) outside the window.
+    #[must_use]
     pub fn write(&self, index: usize, value: u32) -> bool {
         if index >= self.words {
             return false;
