@@ -12,7 +12,35 @@
 //! processor, about to call KeSynchronizeExecution on it. So
 //! [`Interrupt::stop`] (under the interrupt lock: the ISR queues the DPC no more) →
 //! [`StoppedInterrupt::remove_and_flush_dpc`] (KeRemoveQueueDpc, KeFlushQueuedDpcs) →
-//! [`QuiescedInterrupt::disconnect`] is the only way out of a connection.
+//! [`QuiescedInterrupt::disconnect`] is the only way out of a connection:
+//!
+//! ```
+//! use stagedrv::kernel::interrupt::{Interrupt, InterruptService};
+//!
+//! fn teardown<C: InterruptService>(interrupt: Interrupt<C>) {
+//!     let stopped = interrupt.stop(|_context, _locked, _at| {});
+//!     stopped.remove_and_flush_dpc().disconnect();
+//! }
+//! ```
+//!
+//! Disconnecting before the DPC is flushed (the order that frees the interrupt object
+//! under a running DPC) does not compile:
+//!
+//! ```compile_fail,E0599
+//! use stagedrv::kernel::interrupt::{Interrupt, InterruptService};
+//!
+//! fn teardown<C: InterruptService>(interrupt: Interrupt<C>) {
+//!     interrupt.stop(|_context, _locked, _at| {}).disconnect();
+//! }
+//! ```
+//!
+//! Nor can code outside this module claim to run under the interrupt lock:
+//!
+//! ```compile_fail,E0451
+//! use stagedrv::kernel::interrupt::AtDirql;
+//!
+//! let at = AtDirql { _not_send: core::marker::PhantomData };
+//! ```
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
