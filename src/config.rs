@@ -45,7 +45,7 @@ pub const REGISTER_WINDOW: usize = 16;
 
 /// The hardware profile's raw resources, when the key describes them.
 #[derive(Clone, Copy)]
-pub struct Hardware {
+pub struct HardwareProfile {
     pub vector: u32,
     pub level: u32,
     pub register_base: u64,
@@ -59,7 +59,7 @@ pub struct Config {
     pub ring_capacity: u32,
     pub stats_every: u32,
     pub open_to_everyone: bool,
-    pub hardware: Option<Hardware>,
+    pub hardware: Option<HardwareProfile>,
 }
 
 impl Config {
@@ -69,7 +69,7 @@ impl Config {
         let key = ParametersKey::open(registry_path);
         let get = |b: &Bounded| key.as_ref().map_or(b.default, |k| k.dword(b));
         let vector = get(&INTERRUPT_VECTOR);
-        let hardware = (vector != 0).then(|| Hardware {
+        let hardware = (vector != 0).then(|| HardwareProfile {
             vector,
             level: get(&INTERRUPT_LEVEL),
             register_base: u64::from(get(&REGISTER_BASE_HIGH)) << 32 | u64::from(get(&REGISTER_BASE_LOW)),

@@ -36,7 +36,7 @@ pub struct DriverState {
     pub thread: Cell<Option<SystemThread>>,
     /// The DEVICEMAP key exists (set as soon as it is created).
     pub device_names_published: Cell<bool>,
-    pub hardware: hardware::Hardware,
+    pub hardware: hardware::HardwareResources,
 }
 
 impl DriverState {
@@ -128,7 +128,7 @@ fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> NtRe
             stop: Event::uninit(),
             thread: Cell::new(None),
             device_names_published: Cell::new(false),
-            hardware: hardware::Hardware::new(),
+            hardware: hardware::HardwareResources::new(),
         });
     }
     // SAFETY: initialised above.
@@ -140,7 +140,7 @@ fn allocate_state(registry_path: PCUNICODE_STRING, allocator: Allocator) -> NtRe
 
 /// Stages 1..: hardware claims, devices, names, the thread, the interrupt, then start.
 fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> NtResult {
-    hardware::claim(driver, state).map_err(NtError::from_failed)?;
+    hardware::claim(driver, state)?;
     for index in 0..state.config.device_count {
         let device = create_device(driver, index, state)?;
         if let Some(slot) = state.devices.get(index as usize) {
@@ -149,7 +149,7 @@ fn acquire(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> NtResult 
     }
     registry::publish_device_names(state).map_err(NtError::from_failed)?;
     state.thread.set(Some(consumer::start(state)?));
-    hardware::connect(state).map_err(NtError::from_failed)?;
+    hardware::connect(state)?;
     for device in state.devices() {
         let extension = device.extension();
         producer::start(extension, state.config.sample_period_ms);

@@ -43,3 +43,13 @@ pub fn assert_dispatch() {
         debug_assert!(u32::from(irql) == DISPATCH_LEVEL, "IRQL contract: DISPATCH_LEVEL expected, running at {irql}");
     }
 }
+
+/// Contract: the caller runs above DISPATCH_LEVEL, at a device IRQL (an ISR or a
+/// KeSynchronizeExecution callback).
+#[track_caller]
+pub fn assert_device_irql() {
+    if cfg!(debug_assertions) {
+        let irql = current();
+        debug_assert!(u32::from(irql) > DISPATCH_LEVEL, "IRQL contract: a device IRQL expected, running at {irql}");
+    }
+}

@@ -14,17 +14,23 @@
 //!   IoTimer; [`work_item`]: an I/O work item with the wait Unload needs;
 //!   [`thread`]: a system thread that can be waited for; [`time`]: the performance
 //!   counter;
+//! - [`interrupt`]: a connected interrupt, its ISR and CustomDpc, torn down in order;
+//! - [`resources`]: the controller object, the resource claim, the register window;
+//! - [`hal`]: the HAL routines that translate bus-relative resources;
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
 pub mod error;
 pub(crate) mod file_queue;
+pub mod hal;
+pub mod interrupt;
 pub mod io_timer;
 pub mod irp;
 pub mod irql;
 mod layout;
 pub(crate) mod list;
 pub(crate) mod pool;
-pub(crate) mod sync;
+pub mod resources;
+pub mod sync;
 pub mod sys;
 pub mod thread;
 pub mod time;
