@@ -262,3 +262,13 @@ fn a_kernel_module_naming_policy_is_reported() {
     ]);
     assert_eq!(kernel_imports_policy(&graph(&tree)), vec![("kernel::irp".to_owned(), "device".to_owned())]);
 }
+
+/// `cargo test --test module_graph -- --ignored --nocapture` prints the graph.
+#[test]
+#[ignore = "prints the graph for a reader"]
+fn print_the_graph() {
+    for (from, to) in graph(&read_sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))) {
+        let to: Vec<&str> = to.iter().map(|m| if m.is_empty() { "(crate root)" } else { m.as_str() }).collect();
+        println!("{} -> {}", if from.is_empty() { "(crate root)" } else { &from }, to.join(", "));
+    }
+}
