@@ -18,13 +18,15 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::REGISTER_WINDOW;
+use crate::device::DeviceExtension;
 use crate::driver::DriverState;
+use crate::kernel::driver::DriverObject;
 use crate::kernel::sys::{
     _KINTERRUPT_MODE::Latched, _MEMORY_CACHING_TYPE::MmNonCached, BOOLEAN, CM_PARTIAL_RESOURCE_DESCRIPTOR,
-    CM_RESOURCE_LIST, CmResourceTypeInterrupt, CmResourceTypeMemory, DRIVER_OBJECT, IoConnectInterrupt,
-    IoCreateController, IoDeleteController, IoDisconnectInterrupt, IoReportResourceForDetection, KAFFINITY, KDPC,
-    KeFlushQueuedDpcs, KeInitializeDpc, KeInsertQueueDpc, KeRemoveQueueDpc, KeSynchronizeExecution, MmMapIoSpace,
-    MmUnmapIoSpace, NTSTATUS, PCONTROLLER_OBJECT, PDRIVER_OBJECT, PHYSICAL_ADDRESS, PKDPC, PKINTERRUPT, PVOID,
+    CM_RESOURCE_LIST, CmResourceTypeInterrupt, CmResourceTypeMemory, IoConnectInterrupt, IoCreateController,
+    IoDeleteController, IoDisconnectInterrupt, IoReportResourceForDetection, KAFFINITY, KDPC, KeFlushQueuedDpcs,
+    KeInitializeDpc, KeInsertQueueDpc, KeRemoveQueueDpc, KeSynchronizeExecution, MmMapIoSpace, MmUnmapIoSpace,
+    NTSTATUS, PCONTROLLER_OBJECT, PDRIVER_OBJECT, PHYSICAL_ADDRESS, PKDPC, PKINTERRUPT, PVOID,
     STATUS_CONFLICTING_ADDRESSES, STATUS_INSUFFICIENT_RESOURCES, nt_success,
 };
 use translate::Translated;
@@ -103,12 +105,12 @@ fn read_register(registers: *mut u32, index: usize) -> u32 {
 
 /// Translation, the controller object, the resource claim and the register mapping.
 /// PASSIVE_LEVEL.
-pub fn claim(driver: &mut DRIVER_OBJECT, state: &DriverState) -> Result<(), NTSTATUS> {
+pub fn claim(driver: &DriverObject<DeviceExtension>, state: &DriverState) -> Result<(), NTSTATUS> {
     let Some(raw) = state.config.hardware else { return Ok(()) };
     let hw = &state.hardware;
     let translated = translate::translate(&raw)?;
     hw.translated.set(Some(translated));
-    hw.driver.set(driver);
+    hw.driver.set(driver.as_raw());
     // SAFETY: PASSIVE_LEVEL; the size is our extension's.
     let controller = unsafe { IoCreateController(size_of::<ControllerExtension>() as u32) };
     if controller.is_null() {
@@ -125,7 +127,7 @@ pub fn claim(driver: &mut DRIVER_OBJECT, state: &DriverState) -> Result<(), NTST
     // the size given.
     let status = unsafe {
         IoReportResourceForDetection(
-            driver,
+            driver.as_raw(),
             list.as_mut_ptr(),
             ResourceList::SIZE,
             core::ptr::null_mut(),
@@ -378,10 +380,11 @@ unsafe extern "C" fn hardware_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _ar
     }
     let latched = exchange.1;
     let (now, _) = crate::timer::performance_counter();
-    let device_count = state.devices().count();
+    let devices = state.devices();
+    let device_count = devices.iter().count();
     let mut wake = false;
     for &(channel, value) in latched.samples.iter().take(latched.count) {
-        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| state.devices().nth(k)) else {
+        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| devices.iter().nth(k)) else {
             continue;
         };
         let mut shared = device.extension().shared.lock_at_dpc_level();

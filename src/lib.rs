@@ -27,29 +27,29 @@
 extern crate wdk_panic;
 
 #[macro_use]
-mod log;
+pub mod kernel;
 
 mod config;
 mod device;
 mod dispatch;
 mod driver;
 mod hardware;
-pub mod kernel;
-mod link;
 mod list;
-mod name;
 mod pool;
 #[cfg(not(target_os = "windows"))]
 pub mod probe;
 pub mod protocol;
 mod queue;
-mod registry;
+mod registry_entries;
 mod ring;
-mod security;
 mod sync;
 mod thread;
 mod timer;
 mod unload;
 mod work;
 
-pub use driver::driver_entry;
+driver_entry_points! {
+    extension: device::DeviceExtension,
+    entry: driver::entry,
+    unload: unload::unload,
+}

@@ -10,10 +10,10 @@
 
 use core::ptr::NonNull;
 
+use crate::kernel::name::Name;
 use crate::kernel::sys::{
     ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG,
 };
-use crate::name::Name;
 
 /// Pool tags, written so that debuggers show them as the quoted text.
 pub mod tag {

@@ -20,6 +20,7 @@
 use core::ptr::NonNull;
 
 use crate::device::{DeviceExtension, Shared};
+use crate::kernel::device::DeviceObject;
 use crate::kernel::irp::{Irp, Pending};
 use crate::kernel::sys::{
     IoReleaseCancelSpinLock, LIST_ENTRY, NTSTATUS, PDEVICE_OBJECT, PFILE_OBJECT, PIRP, PLIST_ENTRY, STATUS_CANCELLED,
@@ -269,7 +270,7 @@ unsafe extern "C" fn cancel_read(device: PDEVICE_OBJECT, irp: PIRP) {
     // SAFETY: IoCancelIrp stored the IRQL to return to; we release the lock first.
     unsafe { IoReleaseCancelSpinLock((*irp).CancelIrql) };
     // SAFETY: the device belongs to this driver and is live while it has IRPs.
-    let extension = unsafe { DeviceExtension::of(device) };
+    let extension = unsafe { DeviceObject::<DeviceExtension>::from_raw(device).extension() };
     // SAFETY: the IRP is outstanding, so its file object and context are live.
     let handle = unsafe { HandleContext::of((*current_stack_location(irp)).FileObject) };
     {

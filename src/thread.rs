@@ -6,6 +6,7 @@ use core::sync::atomic::Ordering;
 
 use crate::device::{Device, DeviceExtension};
 use crate::driver::DriverState;
+use crate::kernel::sys::object_attributes;
 use crate::kernel::sys::{
     _KWAIT_REASON::Executive, _MODE::KernelMode, _WAIT_TYPE::WaitAny, HANDLE, KeWaitForMultipleObjects,
     KeWaitForSingleObject, NTSTATUS, ObReferenceObjectByHandle, PVOID, PsCreateSystemThread, PsTerminateSystemThread,
@@ -22,7 +23,7 @@ impl ConsumerThread {
     /// PASSIVE_LEVEL.
     pub fn start(state: &DriverState) -> Result<Self, NTSTATUS> {
         let mut handle: HANDLE = core::ptr::null_mut();
-        let mut attributes = crate::config::object_attributes(core::ptr::null_mut());
+        let mut attributes = object_attributes(core::ptr::null_mut());
         // SAFETY: the attributes are valid; the context outlives the thread (Unload waits
         // for it before the driver state goes).
         let status = unsafe {
@@ -105,7 +106,7 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
             // Index 0: the stop event.
             break;
         }
-        for device in state.devices() {
+        for device in state.devices().iter() {
             #[cfg(not(target_os = "windows"))]
             crate::probe::around_delivery(&mut || deliver(device));
             #[cfg(target_os = "windows")]
@@ -120,7 +121,7 @@ unsafe extern "C" fn consumer_main(context: PVOID) {
 /// active list gets the next record for its oldest read and, if it has more reads
 /// waiting, goes to the back, so handles with reads take turns across passes and
 /// ticks. Each record costs one active-list node, however many handles are idle.
-fn deliver(device: Device) {
+fn deliver(device: &Device) {
     let extension: &DeviceExtension = device.extension();
     let mut done = Completions::new();
     let mut visited: u64 = 0;

@@ -5,6 +5,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::Ordering;
 
 use crate::device::DeviceExtension;
+use crate::kernel::device::DeviceObject;
 use crate::kernel::sys::{
     _TIMER_TYPE::NotificationTimer, IoInitializeTimer, IoStartTimer, IoStopTimer, KDPC, KTIMER, KeCancelTimer,
     KeInitializeDpc, KeInitializeTimerEx, KeQueryPerformanceCounter, KeSetTimerEx, LARGE_INTEGER, NTSTATUS,
@@ -72,7 +73,7 @@ impl Producer {
 unsafe extern "C" fn producer_dpc(_dpc: PKDPC, context: PVOID, _arg1: PVOID, _arg2: PVOID) {
     let device: PDEVICE_OBJECT = context.cast();
     // SAFETY: the DPC's context is our device, alive until Unload has flushed DPCs.
-    let extension = unsafe { DeviceExtension::of(device) };
+    let extension = unsafe { DeviceObject::<DeviceExtension>::from_raw(device).extension() };
     let (now, _) = performance_counter();
     let wake = {
         let mut shared = extension.shared.lock_at_dpc_level();
@@ -154,7 +155,7 @@ impl Watchdog {
 /// The IoTimer routine. DISPATCH_LEVEL.
 unsafe extern "C" fn watchdog_tick(device: PDEVICE_OBJECT, _context: PVOID) {
     // SAFETY: the IoTimer is ours and stopped before the device is deleted.
-    let extension = unsafe { DeviceExtension::of(device) };
+    let extension = unsafe { DeviceObject::<DeviceExtension>::from_raw(device).extension() };
     let (now, frequency) = performance_counter();
     let limit = i64::from(extension.watchdog.timeout_s).saturating_mul(frequency);
     let mut expired = Completions::new();

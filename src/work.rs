@@ -5,6 +5,7 @@
 use core::cell::Cell;
 
 use crate::device::DeviceExtension;
+use crate::kernel::device::DeviceObject;
 use crate::kernel::sys::{
     _WORK_QUEUE_TYPE::DelayedWorkQueue, IoAllocateWorkItem, IoFreeWorkItem, IoQueueWorkItem, PDEVICE_OBJECT,
     PIO_WORKITEM, PVOID,
@@ -65,9 +66,9 @@ impl StatisticsWork {
 /// The work routine. PASSIVE_LEVEL.
 unsafe extern "C" fn write_statistics(device: PDEVICE_OBJECT, _context: PVOID) {
     // SAFETY: the queued item holds a reference on the device, which is ours.
-    let extension = unsafe { DeviceExtension::of(device) };
+    let extension = unsafe { DeviceObject::<DeviceExtension>::from_raw(device).extension() };
     let snapshot = extension.shared.lock().stats_now();
-    crate::registry::write_statistics(extension.driver(), extension.index, &snapshot);
+    crate::registry_entries::write_statistics(&extension.driver().registry_path, extension.index, &snapshot);
     let mut shared = extension.shared.lock();
     shared.work_queued = false;
     extension.statistics.idle.set();

@@ -11,11 +11,11 @@
 //! STATUS_NOT_SUPPORTED.
 
 use crate::config::Hardware as Raw;
+use crate::kernel::name::Name;
 use crate::kernel::sys::{
     _INTERFACE_TYPE::Internal, BOOLEAN, DISPATCH_LEVEL, INTERFACE_TYPE, KAFFINITY, KIRQL, MmGetSystemRoutineAddress,
     NTSTATUS, PHYSICAL_ADDRESS, PKAFFINITY, PKIRQL, PPHYSICAL_ADDRESS, PULONG, PVOID, STATUS_NOT_SUPPORTED, ULONG,
 };
-use crate::name::Name;
 
 /// The bus the device sits on: the system bus, number 0.
 pub const BUS: INTERFACE_TYPE = Internal;

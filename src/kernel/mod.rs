@@ -6,10 +6,26 @@
 //! - [`error`]: NTSTATUS failures as a typed error;
 //! - [`irp`]: the owned IRP and the dispatch adapter;
 //! - [`irql`]: IRQL contracts as debug assertions;
-//! - `layout`: the compile-time layout contract of the structures the driver reads.
+//! - `layout`: the compile-time layout contract of the structures the driver reads;
+//! - [`log`]: `log!` lines through DbgPrintEx;
+//! - [`driver`]: the driver object, the driver-wide state's block, and the generated
+//!   DriverEntry / DriverUnload;
+//! - [`device`]: borrowed and owned device objects, the device table;
+//! - [`name`], [`registry`], [`link`], [`security`]: names, registry keys, symbolic
+//!   links, a device's DACL.
 
+#[macro_use]
+pub mod log;
+#[macro_use]
+pub mod driver;
+
+pub mod device;
 pub mod error;
 pub mod irp;
 pub mod irql;
 mod layout;
+pub mod link;
+pub mod name;
+pub mod registry;
+pub mod security;
 pub mod sys;

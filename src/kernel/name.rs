@@ -1,6 +1,6 @@
 //! Object-manager and registry names built without allocation.
 
-use crate::kernel::sys::{PWCH, UNICODE_STRING, USHORT};
+use super::sys::{PWCH, UNICODE_STRING, USHORT};
 
 /// A UTF-16 string stored inline (so it can live in an extension) with room for `N`
 /// units. Pushing past the end fails and leaves the string unchanged.
@@ -12,9 +12,11 @@ pub struct WideBuf<const N: usize> {
 /// Device, link and value names: `\DosDevices\StageDrvNN` is the longest.
 pub type Name = WideBuf<48>;
 /// Registry paths (a service key path is well under 260 characters).
-pub type PathBuf = WideBuf<260>;
+pub type RegistryPath = WideBuf<260>;
 
 impl<const N: usize> WideBuf<N> {
+    /// The empty string.
+    #[must_use]
     pub const fn new() -> Self {
         Self { units: [0; N], len: 0 }
     }
@@ -47,18 +49,9 @@ impl<const N: usize> WideBuf<N> {
         true
     }
 
-    /// Appends a counted string; `false` (and no change) if it does not fit.
-    pub fn push_unicode(&mut self, s: &UNICODE_STRING) -> bool {
-        let count = usize::from(s.Length >> 1);
-        let Some(end) = self.len.checked_add(count).filter(|&end| end <= N) else { return false };
-        if count == 0 {
-            return true;
-        }
-        if s.Buffer.is_null() {
-            return false;
-        }
-        // SAFETY: a valid UNICODE_STRING has Length bytes at Buffer.
-        let units = unsafe { core::slice::from_raw_parts(s.Buffer, count) };
+    /// Appends UTF-16 units; `false` (and no change) if they do not fit.
+    pub fn push_units(&mut self, units: &[u16]) -> bool {
+        let Some(end) = self.len.checked_add(units.len()).filter(|&end| end <= N) else { return false };
         for (slot, &unit) in self.units.iter_mut().skip(self.len).zip(units) {
             *slot = unit;
         }
@@ -139,7 +132,8 @@ mod tests {
         let us = name.as_unicode_string();
         assert_eq!(us.Length, 6);
         let mut copy = Name::new();
-        assert!(copy.push_unicode(&us));
+        assert!(copy.push_units(name.units()));
         assert!(same(copy.units(), "ab3"));
+        assert!(!WideBuf::<2>::new().push_units(name.units()), "too long: refused");
     }
 }
