@@ -9,6 +9,7 @@ use crate::driver::DriverState;
 use crate::kernel::device::OwnedDevice;
 use crate::kernel::driver::DriverObject;
 use crate::kernel::irql;
+use crate::kernel::link::SymbolicLink;
 use crate::kernel::sys::KeFlushQueuedDpcs;
 use crate::{hardware, registry_entries};
 
@@ -78,10 +79,8 @@ fn stage_3_release_device_resources(state: &DriverState) {
 
 fn release_device_resources(device: &Device) {
     let extension = device.extension();
-    if let Some(link) = extension.link.take() {
-        if let Err(error) = link.delete() {
-            log!(Warning, "IoDeleteSymbolicLink failed: {error}");
-        }
+    if let Some(Err(error)) = extension.link.take().map(SymbolicLink::delete) {
+        log!(Warning, "IoDeleteSymbolicLink failed: {error}");
     }
     if let Some(ring) = extension.shared.lock().ring.take() {
         ring.free();

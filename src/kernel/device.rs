@@ -198,11 +198,8 @@ impl<E, const N: usize> DeviceTable<E, N> {
         let Some(slot) = self.slots.get(index) else { return Err(device) };
         let object = device.raw.as_ptr();
         match slot.compare_exchange(core::ptr::null_mut(), object, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                // INVARIANT: the table now owns the device; the value is forgotten.
-                core::mem::forget(device);
-                Ok(())
-            }
+            // INVARIANT: the table now owns the device (the value has no Drop).
+            Ok(_) => Ok(()),
             Err(_) => Err(device),
         }
     }

@@ -135,8 +135,8 @@ impl<S> StateBox<S> {
     /// Keeps the state allocated after DriverEntry returns; Unload takes it back with
     /// [`DriverObject::reclaim_state`].
     pub fn leak(self) {
+        // No Drop: the value goes, the block stays.
         self.inner().leaked.store(true, Ordering::Release);
-        core::mem::forget(self);
     }
 
     /// Drops the state and frees its block (`ExFreePoolWithTag`). If references are
@@ -147,12 +147,10 @@ impl<S> StateBox<S> {
         if left != 0 {
             log!(Error, "driver state still referenced {left} time(s); not freed");
             debug_assert!(left == 0, "driver state freed while referenced");
-            core::mem::forget(self);
             return;
         }
         let block = self.block;
         let tag = self.inner().tag;
-        core::mem::forget(self);
         // SAFETY: initialised (type invariant) and no reference is left: nothing else
         // can reach the value, which is dropped once, here.
         unsafe { core::ptr::drop_in_place(block.as_ptr()) };

@@ -22,6 +22,7 @@ impl<const N: usize> WideBuf<N> {
     }
 
     /// `s`, which must fit; used for names known at compile time.
+    #[must_use]
     pub fn from_ascii(s: &str) -> Self {
         let mut name = Self::new();
         let fits = name.push_str(s);
@@ -30,6 +31,7 @@ impl<const N: usize> WideBuf<N> {
     }
 
     /// `prefix` followed by the decimal `index`.
+    #[must_use]
     pub fn indexed(prefix: &str, index: u32) -> Self {
         let mut name = Self::from_ascii(prefix);
         let fits = name.push_decimal(index);
@@ -81,6 +83,7 @@ impl<const N: usize> WideBuf<N> {
 
     /// A counted string that borrows this buffer; valid while `self` is neither moved
     /// nor dropped. The kernel routines it is passed to only read it.
+    #[must_use]
     pub fn as_unicode_string(&self) -> UNICODE_STRING {
         // N is far below u16::MAX / 2.
         let bytes = (self.len << 1) as USHORT;
@@ -88,8 +91,15 @@ impl<const N: usize> WideBuf<N> {
     }
 
     /// The units, for comparisons in tests and logs.
+    #[must_use]
     pub fn units(&self) -> &[u16] {
         self.units.get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl<const N: usize> Default for WideBuf<N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
