@@ -8,6 +8,42 @@
 //! initialised at that final address by their own `init(&self, …)`. There is no
 //! `&mut` access to an extension: what changes after creation sits in cells or behind
 //! a lock, so every routine sees the extension through `&`.
+//!
+//! An extension borrowed from a device cannot outlive the device's deletion:
+//!
+//! ```compile_fail,E0505
+//! use stagedrv::kernel::device::OwnedDevice;
+//!
+//! fn use_after_delete(device: OwnedDevice<u32>) -> u32 {
+//!     let extension = device.extension();
+//!     device.delete();
+//!     *extension
+//! }
+//! ```
+//!
+//! and a device is deleted once (the owner is neither `Copy` nor `Clone`):
+//!
+//! ```compile_fail,E0382
+//! use stagedrv::kernel::device::OwnedDevice;
+//!
+//! fn delete_twice(device: OwnedDevice<u32>) {
+//!     let copy = device;
+//!     copy.delete();
+//!     device.delete();
+//! }
+//! ```
+//!
+//! Read first, then delete, compiles:
+//!
+//! ```
+//! use stagedrv::kernel::device::OwnedDevice;
+//!
+//! fn read_then_delete(device: OwnedDevice<u32>) -> u32 {
+//!     let value = *device.extension();
+//!     device.delete();
+//!     value
+//! }
+//! ```
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
