@@ -150,9 +150,10 @@ fn create_device(
 
 /// The DACL, the timer and DPC, the IoTimer, the work item, the link.
 fn set_up_device(device: &Device, index: u32, open_to_everyone: bool) -> NtResult {
-    let everyone =
+    // SYSTEM and Administrators; Everyone (read/write) only with OpenToEveryone=1.
+    let entries =
         [(&LOCAL_SYSTEM, GENERIC_ALL), (&ADMINISTRATORS, GENERIC_ALL), (&EVERYONE, GENERIC_READ | GENERIC_WRITE)];
-    let admitted = everyone.get(..if open_to_everyone { 3 } else { 2 }).unwrap_or(&everyone);
+    let admitted = entries.get(..if open_to_everyone { 3 } else { 2 }).unwrap_or(&entries);
     security::set_dacl(device, admitted)?;
     let extension = device.extension();
     extension.producer.init(device.as_raw());
