@@ -3,13 +3,10 @@
 //! Every value is optional. A value of the wrong type or size is ignored with a log
 //! line (the default applies); a DWORD outside its range is clamped with a log line.
 
-use crate::kernel::sys::{
-    _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation, HANDLE, KEY_READ, KEY_VALUE_PARTIAL_INFORMATION,
-    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PCUNICODE_STRING, REG_DWORD,
-    STATUS_BUFFER_OVERFLOW, STATUS_OBJECT_NAME_NOT_FOUND, UNICODE_STRING, ZwClose, ZwOpenKey, ZwQueryValueKey,
-    nt_success,
-};
-use crate::name::Name;
+use crate::kernel::error::{NtError, NtResult};
+use crate::kernel::irql;
+use crate::kernel::name::{Name, RegistryPath};
+use crate::kernel::registry::{Access, Key, Value};
 
 /// A bounded DWORD parameter.
 pub struct Bounded {
@@ -65,9 +62,14 @@ pub struct Config {
 impl Config {
     /// Reads `<RegistryPath>\Parameters`. A missing key gives the defaults.
     /// PASSIVE_LEVEL.
-    pub fn read(registry_path: PCUNICODE_STRING) -> Result<Self, NTSTATUS> {
-        let key = ParametersKey::open(registry_path);
-        let get = |b: &Bounded| key.as_ref().map_or(b.default, |k| k.dword(b));
+    ///
+    /// # Errors
+    /// STATUS_INVALID_PARAMETER for a hardware profile without a register window;
+    /// STATUS_NOT_SUPPORTED for one on Windows without `HardwareProfileOptIn=1`.
+    pub fn read(registry_path: &[u16]) -> NtResult<Self> {
+        irql::assert_passive();
+        let key = open_parameters(registry_path);
+        let get = |b: &Bounded| key.as_ref().map_or(b.default, |k| dword(k, b));
         let vector = get(&INTERRUPT_VECTOR);
         let hardware = (vector != 0).then(|| HardwareProfile {
             vector,
@@ -77,14 +79,14 @@ impl Config {
         if let Some(hw) = &hardware {
             if hw.register_base == 0 {
                 log!(Error, "Parameters: InterruptVector is set but RegisterBaseLow/High is not");
-                return Err(crate::kernel::sys::STATUS_INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
             if cfg!(target_os = "windows") && get(&HARDWARE_OPT_IN) == 0 {
                 log!(
                     Error,
                     "Parameters: the hardware profile needs HardwareProfileOptIn=1 (legacy drivers get no interrupt on x64 Windows)"
                 );
-                return Err(crate::kernel::sys::STATUS_NOT_SUPPORTED);
+                return Err(NtError::NOT_SUPPORTED);
             }
         }
         Ok(Config {
@@ -100,67 +102,23 @@ impl Config {
     }
 }
 
-/// What ZwQueryValueKey fills in for one value: KEY_VALUE_PARTIAL_INFORMATION (a DWORD
-/// fits its Data) and room to spare, so that a value a little larger is reported as such.
-#[repr(C)]
-struct ValueBuffer {
-    info: KEY_VALUE_PARTIAL_INFORMATION,
-    spare: [u8; 16],
+/// The `Parameters` key, opened for reading; `None` (the defaults apply) if it is
+/// missing or its path does not fit.
+fn open_parameters(registry_path: &[u16]) -> Option<Key> {
+    let mut path = RegistryPath::new();
+    if !path.push_units(registry_path) || !path.push_str("\\Parameters") {
+        log!(Warning, "Parameters: registry path too long, using defaults");
+        return None;
+    }
+    Key::open(&path, Access::Read).inspect_err(|error| log!(Info, "Parameters: no key ({error}), using defaults")).ok()
 }
 
-/// An open `Parameters` key; closed on drop (it never outlives DriverEntry).
-struct ParametersKey(HANDLE);
-
-impl ParametersKey {
-    fn open(registry_path: PCUNICODE_STRING) -> Option<Self> {
-        let mut path = crate::name::PathBuf::new();
-        // SAFETY: the I/O manager passes a valid registry path to DriverEntry.
-        if !path.push_unicode(unsafe { &*registry_path }) || !path.push_str("\\Parameters") {
-            log!(Warning, "Parameters: registry path too long, using defaults");
-            return None;
-        }
-        let mut name = path.as_unicode_string();
-        let mut attributes = object_attributes(&raw mut name);
-        let mut handle: HANDLE = core::ptr::null_mut();
-        // SAFETY: the attributes and the name they point to live across the call.
-        let status = unsafe { ZwOpenKey(&raw mut handle, KEY_READ, &raw mut attributes) };
-        if nt_success(status) {
-            Some(Self(handle))
-        } else {
-            log!(Info, "Parameters: no key ({status:#x}), using defaults");
-            None
-        }
-    }
-
-    /// The DWORD `b.name`, checked for type and size, clamped to its range.
-    fn dword(&self, b: &Bounded) -> u32 {
-        let value_name = Name::from_ascii(b.name);
-        let mut unicode = value_name.as_unicode_string();
-        // SAFETY: plain data; all-zero is a valid value.
-        let mut buffer: ValueBuffer = unsafe { core::mem::zeroed() };
-        let mut result_length = 0u32;
-        // SAFETY: the buffer is writable for its size and the name lives across the call.
-        let status = unsafe {
-            ZwQueryValueKey(
-                self.0,
-                &raw mut unicode,
-                KeyValuePartialInformation,
-                (&raw mut buffer).cast(),
-                size_of::<ValueBuffer>() as u32,
-                &raw mut result_length,
-            )
-        };
-        if status == STATUS_OBJECT_NAME_NOT_FOUND {
-            return b.default;
-        }
-        // STATUS_BUFFER_OVERFLOW: the value is larger than the buffer, whose fixed part
-        // (Type, DataLength) is filled in; the check below reports it.
-        if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
-            log!(Warning, "Parameters: {} could not be read ({status:#x}); using {}", b.name, b.default);
-            return b.default;
-        }
-        let (kind, length) = (buffer.info.Type, buffer.info.DataLength);
-        if status == STATUS_BUFFER_OVERFLOW || kind != REG_DWORD || length != 4 {
+/// The DWORD `b.name`, checked for type and size, clamped to its range.
+fn dword(key: &Key, b: &Bounded) -> u32 {
+    let value = match key.query(&Name::from_ascii(b.name)) {
+        Ok(None) => return b.default,
+        Ok(Some(Value::Dword(value))) => value,
+        Ok(Some(Value::Other { kind, length })) => {
             log!(
                 Warning,
                 "Parameters: {} is not a REG_DWORD (type {kind}, {length} bytes); using {}",
@@ -169,33 +127,14 @@ impl ParametersKey {
             );
             return b.default;
         }
-        let data = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
-        // SAFETY: DataLength is 4, so the 4 bytes at Data (inside the buffer) hold the
-        // DWORD; Data is only byte-aligned in the type.
-        let value = unsafe { core::ptr::read_unaligned((&raw const buffer).cast::<u8>().add(data).cast::<u32>()) };
-        let clamped = value.clamp(b.min, b.max);
-        if clamped != value {
-            log!(Warning, "Parameters: {}={value} is outside {}..={}; using {clamped}", b.name, b.min, b.max);
+        Err(error) => {
+            log!(Warning, "Parameters: {} could not be read ({error}); using {}", b.name, b.default);
+            return b.default;
         }
-        clamped
+    };
+    let clamped = value.clamp(b.min, b.max);
+    if clamped != value {
+        log!(Warning, "Parameters: {}={value} is outside {}..={}; using {clamped}", b.name, b.min, b.max);
     }
-}
-
-impl Drop for ParametersKey {
-    fn drop(&mut self) {
-        // SAFETY: the handle was opened by ZwOpenKey and is closed once.
-        let _ = unsafe { ZwClose(self.0) };
-    }
-}
-
-/// `InitializeObjectAttributes(&a, name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL)`.
-pub fn object_attributes(name: *mut UNICODE_STRING) -> OBJECT_ATTRIBUTES {
-    OBJECT_ATTRIBUTES {
-        Length: size_of::<OBJECT_ATTRIBUTES>() as u32,
-        RootDirectory: core::ptr::null_mut(),
-        ObjectName: name,
-        Attributes: OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE,
-        SecurityDescriptor: core::ptr::null_mut(),
-        SecurityQualityOfService: core::ptr::null_mut(),
-    }
+    clamped
 }

@@ -29,7 +29,7 @@ impl ThreadRoutine for DriverState {
     /// delivery pass over every device.
     fn run(&'static self) {
         while wait_for_any([&self.stop, &self.data_ready]) != Some(0) {
-            for device in self.devices() {
+            for device in self.devices().iter() {
                 #[cfg(not(target_os = "windows"))]
                 crate::probe::around_delivery(&mut || deliver(device));
                 #[cfg(target_os = "windows")]
@@ -47,7 +47,7 @@ impl ThreadRoutine for DriverState {
 /// active list gets the next record for its oldest read and, if it has more reads
 /// waiting, goes to the back, so handles with reads take turns across passes and
 /// ticks. Each record costs one active-list node, however many handles are idle.
-fn deliver(device: Device) {
+fn deliver(device: &Device) {
     let extension: &DeviceExtension = device.extension();
     let mut done = Completions::new();
     let mut visited: u64 = 0;

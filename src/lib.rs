@@ -27,7 +27,7 @@
 extern crate wdk_panic;
 
 #[macro_use]
-mod log;
+pub mod kernel;
 
 mod config;
 mod consumer;
@@ -35,20 +35,20 @@ mod device;
 mod dispatch;
 mod driver;
 mod hardware;
-pub mod kernel;
-mod link;
-mod name;
 #[cfg(not(target_os = "windows"))]
 pub mod probe;
 mod producer;
 mod queue;
-mod registry;
+mod registry_entries;
 mod ring;
-mod security;
 mod statistics;
 mod unload;
 mod watchdog;
 
-pub use driver::driver_entry;
+driver_entry_points! {
+    extension: device::DeviceExtension,
+    entry: driver::entry,
+    unload: unload::unload,
+}
 /// The user-mode interface (`stagedrv-protocol`), re-exported for the host tests.
 pub use stagedrv_protocol as protocol;

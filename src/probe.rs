@@ -12,6 +12,7 @@ use core::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLock};
 
 use crate::device::DeviceExtension;
+use crate::kernel::device::DeviceObject;
 use crate::kernel::sys::PDEVICE_OBJECT;
 
 /// Runs the pass it is given (exactly once) and may observe it.
@@ -39,5 +40,7 @@ pub(crate) fn around_delivery(pass: &mut dyn FnMut()) {
 /// `device` is a device object of a loaded stagedrv, not yet deleted.
 pub unsafe fn handle_nodes_visited(device: PDEVICE_OBJECT) -> u64 {
     // SAFETY: guaranteed by the caller; the counter is atomic, readable from any thread.
-    unsafe { DeviceExtension::of(device) }.handle_nodes_visited.load(Ordering::Relaxed)
+    unsafe { DeviceObject::<DeviceExtension>::from_raw(device).extension() }
+        .handle_nodes_visited
+        .load(Ordering::Relaxed)
 }

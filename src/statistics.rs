@@ -8,7 +8,7 @@ use crate::kernel::irql;
 use crate::kernel::work_item::{WorkDone, WorkRoutine};
 
 /// IoAllocateWorkItem for the device. PASSIVE_LEVEL (DriverEntry).
-pub fn allocate(device: Device, extension: &'static DeviceExtension) -> NtResult {
+pub fn allocate(device: &Device, extension: &'static DeviceExtension) -> NtResult {
     irql::assert_passive();
     // SAFETY: `device` is ours (Device's invariant) and `extension` is its extension,
     // which holds the work item.
@@ -19,7 +19,7 @@ impl WorkRoutine for DeviceExtension {
     /// Writes the counters. PASSIVE_LEVEL.
     fn run(&'static self, done: WorkDone<'_, Self>) {
         let snapshot = self.shared.lock().stats_now();
-        crate::registry::write_statistics(self.driver(), self.index, &snapshot);
+        crate::registry_entries::write_statistics(&self.driver().registry_path, self.index, &snapshot);
         let mut shared = self.shared.lock();
         shared.work_queued = false;
         // Under the guard, where the producer queues the next run.

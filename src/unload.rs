@@ -4,31 +4,30 @@
 //!
 //! Each stage touches only its own resources and tolerates ones never acquired.
 
-use crate::device::Device;
+use crate::device::{Device, DeviceExtension};
 use crate::driver::DriverState;
-use crate::kernel::pool::{PoolBuf, tag};
-use crate::kernel::sys::PDRIVER_OBJECT;
+use crate::kernel::device::OwnedDevice;
+use crate::kernel::driver::DriverObject;
+use crate::kernel::irql;
+use crate::kernel::link::SymbolicLink;
 use crate::kernel::timer::flush_queued_dpcs;
-use crate::{consumer, hardware, registry};
+use crate::{consumer, hardware, registry_entries};
 
-/// Called at PASSIVE_LEVEL once no device of the driver is referenced.
-///
-/// # Safety
-/// Called by the I/O manager with the driver object DriverEntry received.
-pub unsafe extern "C" fn driver_unload(driver: PDRIVER_OBJECT) {
+/// DriverUnload's policy, called at PASSIVE_LEVEL once no device of the driver is
+/// referenced.
+pub fn unload(driver: &DriverObject<DeviceExtension>) {
+    irql::assert_passive();
     log!(Info, "Unload: begin");
-    if let Some(state) = DriverState::of(driver) {
-        release(state);
-        // SAFETY: DriverEntry leaked this block on success; nothing refers to it any more
-        // (devices, thread and DPCs are gone), and it is freed once, here.
-        let block = unsafe { PoolBuf::from_raw(core::ptr::NonNull::from(state), 1, tag::STATE) };
-        block.free();
+    if let Some(state) = driver.reclaim_state() {
+        release(&state);
+        state.free();
     }
     log!(Info, "Unload: done");
 }
 
 /// Releases everything DriverEntry acquired, stage by stage.
 pub fn release(state: &DriverState) {
+    irql::assert_passive();
     stage_1_disconnect_interrupts(state);
     stage_2_stop_work(state);
     stage_3_release_device_resources(state);
@@ -49,7 +48,7 @@ fn stage_1_disconnect_interrupts(state: &DriverState) {
 /// work under the guard, cancel timers, wait for their DPCs and the work item, end the
 /// thread. (The ISR's DPC is gone already: stage 1.)
 fn stage_2_stop_work(state: &DriverState) {
-    for device in state.devices() {
+    for device in state.devices().iter() {
         let extension = device.extension();
         extension.shared.lock().stopping = true;
         extension.producer.cancel();
@@ -57,11 +56,11 @@ fn stage_2_stop_work(state: &DriverState) {
     }
     // Timer DPCs that were already queued when KeCancelTimer ran, or are running on
     // another processor.
-    if FLUSH_QUEUED_DPCS {
+    if FLUSH_DPCS {
         flush_queued_dpcs();
     }
     if WAIT_FOR_WORK_ITEMS {
-        for device in state.devices() {
+        for device in state.devices().iter() {
             device.extension().statistics.wait_idle();
         }
     }
@@ -73,17 +72,17 @@ fn stage_2_stop_work(state: &DriverState) {
 
 /// Stage 3: device-specific resources: links, rings, work items, mapped registers.
 fn stage_3_release_device_resources(state: &DriverState) {
-    for device in state.devices() {
+    for device in state.devices().iter() {
         release_device_resources(device);
     }
     hardware::unmap_registers(state);
     log!(Info, "Unload: stage 3 links, pool and mappings released");
 }
 
-fn release_device_resources(device: Device) {
-    let extension = device.extension_mut();
-    if let Some(link) = extension.link.take() {
-        link.delete();
+fn release_device_resources(device: &Device) {
+    let extension = device.extension();
+    if let Some(Err(error)) = extension.link.take().map(SymbolicLink::delete) {
+        log!(Warning, "IoDeleteSymbolicLink failed: {error}");
     }
     if let Some(ring) = extension.shared.lock().ring.take() {
         ring.free();
@@ -108,7 +107,7 @@ fn stage_5_release_hardware_claims(state: &DriverState) {
 /// Stage 6: device names under HARDWARE\DEVICEMAP.
 fn stage_6_remove_device_names(state: &DriverState) {
     if state.device_names_published.replace(false) {
-        registry::remove_device_names();
+        registry_entries::remove_device_names();
     }
     log!(Info, "Unload: stage 6 device names removed");
 }
@@ -123,17 +122,17 @@ fn delete_device_objects(state: &DriverState) {
 }
 
 /// Releases one device that DriverEntry could not finish, in the same stage order.
-pub fn release_device(device: Device) {
+pub fn release_device(device: OwnedDevice<DeviceExtension>) {
     let extension = device.extension();
     extension.producer.cancel();
     extension.watchdog.stop();
-    release_device_resources(device);
+    release_device_resources(&device);
     device.delete();
 }
 
-/// Stage 2 flushes the timers' DPCs after cancelling the timers. The `no_dpc_flush`
-/// mutant build (tests/mutants.rs) leaves the flush out.
-const FLUSH_QUEUED_DPCS: bool = !cfg!(stagedrv_mutant = "no_dpc_flush");
+/// Stage 2 flushes DPCs: a timer DPC queued before KeCancelTimer may still run. The
+/// `no_dpc_flush` mutant build (tests/mutants.rs) leaves the flush out.
+const FLUSH_DPCS: bool = !cfg!(stagedrv_mutant = "no_dpc_flush");
 
 /// Stage 2 waits for the statistics work item: Windows calls DriverUnload even while
 /// one is queued (its reference keeps only the device object and the image). The

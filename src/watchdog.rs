@@ -19,7 +19,7 @@ use crate::kernel::time::performance_counter;
 /// error fails DriverEntry; with no timeout the watchdog only refreshes a counter that
 /// the statistics IOCTL computes anyway, so the driver logs and runs without it.
 /// PASSIVE_LEVEL.
-pub fn init(device: Device, extension: &'static DeviceExtension) -> NtResult {
+pub fn init(device: &Device, extension: &'static DeviceExtension) -> NtResult {
     irql::assert_passive();
     let timeout_s = extension.driver().config.read_timeout_s;
     // SAFETY: `device` is ours (Device's invariant), still initialising, and `extension`

@@ -120,10 +120,11 @@ impl InterruptService for ControllerExtension {
 /// DISPATCH_LEVEL.
 fn deliver(state: &DriverState, latched: &Latch, at_dispatch: &AtDispatch) {
     let now = crate::kernel::time::performance_counter().ticks;
-    let device_count = state.devices().count();
+    let devices = state.devices();
+    let device_count = devices.iter().count();
     let mut wake = false;
     for (channel, value) in latched.samples() {
-        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| state.devices().nth(k)) else {
+        let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| devices.iter().nth(k)) else {
             continue;
         };
         let mut shared = device.extension().shared.lock_at_dpc_level(at_dispatch);

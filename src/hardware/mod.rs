@@ -15,12 +15,14 @@ mod translate;
 use core::cell::Cell;
 
 use crate::config::{HardwareProfile, REGISTER_WINDOW};
+use crate::device::DeviceExtension;
 use crate::driver::DriverState;
+use crate::kernel::driver::DriverObject;
 use crate::kernel::error::{NtError, NtResult};
 use crate::kernel::interrupt::{Interrupt, InterruptResources};
 use crate::kernel::irql;
 use crate::kernel::resources::{Controller, RawResources, RegisterWindow, ResourceClaim};
-use crate::kernel::sys::{DRIVER_OBJECT, KAFFINITY, STATUS_CONFLICTING_ADDRESSES};
+use crate::kernel::sys::{KAFFINITY, STATUS_CONFLICTING_ADDRESSES};
 use isr::ControllerExtension;
 use translate::Translated;
 
@@ -69,7 +71,7 @@ fn raw_resources(profile: &HardwareProfile) -> RawResources {
 
 /// Translation, the controller object, the resource claim and the register mapping.
 /// PASSIVE_LEVEL.
-pub fn claim(driver: &mut DRIVER_OBJECT, state: &'static DriverState) -> NtResult {
+pub fn claim(driver: &DriverObject<DeviceExtension>, state: &'static DriverState) -> NtResult {
     irql::assert_passive();
     let Some(profile) = state.config.hardware else { return Ok(()) };
     let resources = &state.hardware;

@@ -17,8 +17,20 @@
 //! - [`interrupt`]: a connected interrupt, its ISR and CustomDpc, torn down in order;
 //! - [`resources`]: the controller object, the resource claim, the register window;
 //! - [`hal`]: the HAL routines that translate bus-relative resources;
+//! - [`log`]: `log!` lines through DbgPrintEx;
+//! - [`driver`]: the driver object, the driver-wide state's block, and the generated
+//!   DriverEntry / DriverUnload;
+//! - [`device`]: borrowed and owned device objects, the device table;
+//! - [`name`], [`registry`], [`link`], [`security`]: names, registry keys, symbolic
+//!   links, a device's DACL;
 //! - `layout`: the compile-time layout contract of the structures the driver reads.
 
+#[macro_use]
+pub mod log;
+#[macro_use]
+pub mod driver;
+
+pub mod device;
 pub mod error;
 pub(crate) mod file_queue;
 pub mod hal;
@@ -27,9 +39,13 @@ pub mod io_timer;
 pub mod irp;
 pub mod irql;
 mod layout;
+pub mod link;
 pub(crate) mod list;
+pub mod name;
 pub(crate) mod pool;
+pub mod registry;
 pub mod resources;
+pub mod security;
 pub mod sync;
 pub mod sys;
 pub mod thread;

@@ -11,8 +11,8 @@
 use core::ptr::NonNull;
 
 use super::irql;
+use super::name::Name;
 use super::sys::{ExFreePoolWithTag, MmGetSystemRoutineAddress, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, SIZE_T, ULONG};
-use crate::name::Name;
 
 /// Pool tags, written so that debuggers show them as the quoted text.
 pub mod tag {

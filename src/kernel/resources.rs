@@ -6,6 +6,7 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
+use super::driver::DriverObject;
 use super::error::{NtError, NtResult, to_result};
 use super::interrupt::{InterruptPath, InterruptService};
 use super::sys::{
@@ -171,13 +172,13 @@ impl ResourceClaim {
     ///
     /// # Errors
     /// The routine's status.
-    pub fn report(driver: &mut DRIVER_OBJECT, resources: &RawResources) -> NtResult<Self> {
+    pub fn report<E>(driver: &DriverObject<E>, resources: &RawResources) -> NtResult<Self> {
         let mut list = ResourceList::new(resources);
         let mut conflict: BOOLEAN = 0;
         // SAFETY: PASSIVE_LEVEL; our driver object and a well-formed list of the size given.
         let status = unsafe {
             IoReportResourceForDetection(
-                driver,
+                driver.as_raw(),
                 &raw mut list.list,
                 ResourceList::SIZE,
                 core::ptr::null_mut(),
@@ -188,7 +189,8 @@ impl ResourceClaim {
         };
         to_result(status)?;
         // INVARIANT: reported for `driver`, which outlives its driver's claims.
-        Ok(Self { driver: NonNull::from(driver), conflicting: conflict != 0 })
+        let driver = NonNull::new(driver.as_raw()).ok_or(NtError::INVALID_PARAMETER)?;
+        Ok(Self { driver, conflicting: conflict != 0 })
     }
 
     /// Whether IoReportResourceForDetection said another driver claims them too.

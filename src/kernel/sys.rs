@@ -166,3 +166,19 @@ pub fn current_irql() -> KIRQL {
         ntsim::inline::KeGetCurrentIrql()
     }
 }
+
+/// `InitializeObjectAttributes(&a, name, OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE, NULL, NULL)`.
+#[must_use]
+pub fn object_attributes(name: *mut UNICODE_STRING) -> OBJECT_ATTRIBUTES {
+    // The structure is a few dozen bytes.
+    #[allow(clippy::cast_possible_truncation)]
+    let length = size_of::<OBJECT_ATTRIBUTES>() as u32;
+    OBJECT_ATTRIBUTES {
+        Length: length,
+        RootDirectory: core::ptr::null_mut(),
+        ObjectName: name,
+        Attributes: OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: core::ptr::null_mut(),
+        SecurityQualityOfService: core::ptr::null_mut(),
+    }
+}

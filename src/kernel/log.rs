@@ -14,8 +14,11 @@ use crate::kernel::sys::{
 /// Severity of a message; maps to the `DPFLTR_*_LEVEL` values.
 #[derive(Clone, Copy)]
 pub enum Level {
+    /// DPFLTR_ERROR_LEVEL: a failure.
     Error,
+    /// DPFLTR_WARNING_LEVEL: something ignored or degraded.
     Warning,
+    /// DPFLTR_INFO_LEVEL: progress.
     Info,
 }
 
@@ -67,6 +70,6 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
 /// `log!(Info, "...", args)` — one line to the kernel debugger.
 macro_rules! log {
     ($level:ident, $($arg:tt)*) => {
-        $crate::log::write($crate::log::Level::$level, format_args!($($arg)*))
+        $crate::kernel::log::write($crate::kernel::log::Level::$level, format_args!($($arg)*))
     };
 }

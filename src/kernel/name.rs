@@ -1,6 +1,6 @@
 //! Object-manager and registry names built without allocation.
 
-use crate::kernel::sys::{PWCH, UNICODE_STRING, USHORT};
+use super::sys::{PWCH, UNICODE_STRING, USHORT};
 
 /// A UTF-16 string stored inline (so it can live in an extension) with room for `N`
 /// units. Pushing past the end fails and leaves the string unchanged.
@@ -12,14 +12,17 @@ pub struct WideBuf<const N: usize> {
 /// Device, link and value names: `\DosDevices\StageDrvNN` is the longest.
 pub type Name = WideBuf<48>;
 /// Registry paths (a service key path is well under 260 characters).
-pub type PathBuf = WideBuf<260>;
+pub type RegistryPath = WideBuf<260>;
 
 impl<const N: usize> WideBuf<N> {
+    /// The empty string.
+    #[must_use]
     pub const fn new() -> Self {
         Self { units: [0; N], len: 0 }
     }
 
     /// `s`, which must fit; used for names known at compile time.
+    #[must_use]
     pub fn from_ascii(s: &str) -> Self {
         let mut name = Self::new();
         let fits = name.push_str(s);
@@ -28,6 +31,7 @@ impl<const N: usize> WideBuf<N> {
     }
 
     /// `prefix` followed by the decimal `index`.
+    #[must_use]
     pub fn indexed(prefix: &str, index: u32) -> Self {
         let mut name = Self::from_ascii(prefix);
         let fits = name.push_decimal(index);
@@ -47,18 +51,9 @@ impl<const N: usize> WideBuf<N> {
         true
     }
 
-    /// Appends a counted string; `false` (and no change) if it does not fit.
-    pub fn push_unicode(&mut self, s: &UNICODE_STRING) -> bool {
-        let count = usize::from(s.Length >> 1);
-        let Some(end) = self.len.checked_add(count).filter(|&end| end <= N) else { return false };
-        if count == 0 {
-            return true;
-        }
-        if s.Buffer.is_null() {
-            return false;
-        }
-        // SAFETY: a valid UNICODE_STRING has Length bytes at Buffer.
-        let units = unsafe { core::slice::from_raw_parts(s.Buffer, count) };
+    /// Appends UTF-16 units; `false` (and no change) if they do not fit.
+    pub fn push_units(&mut self, units: &[u16]) -> bool {
+        let Some(end) = self.len.checked_add(units.len()).filter(|&end| end <= N) else { return false };
         for (slot, &unit) in self.units.iter_mut().skip(self.len).zip(units) {
             *slot = unit;
         }
@@ -88,6 +83,7 @@ impl<const N: usize> WideBuf<N> {
 
     /// A counted string that borrows this buffer; valid while `self` is neither moved
     /// nor dropped. The kernel routines it is passed to only read it.
+    #[must_use]
     pub fn as_unicode_string(&self) -> UNICODE_STRING {
         // N is far below u16::MAX / 2.
         let bytes = (self.len << 1) as USHORT;
@@ -95,8 +91,15 @@ impl<const N: usize> WideBuf<N> {
     }
 
     /// The units, for comparisons in tests and logs.
+    #[must_use]
     pub fn units(&self) -> &[u16] {
         self.units.get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl<const N: usize> Default for WideBuf<N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -139,7 +142,8 @@ mod tests {
         let us = name.as_unicode_string();
         assert_eq!(us.Length, 6);
         let mut copy = Name::new();
-        assert!(copy.push_unicode(&us));
+        assert!(copy.push_units(name.units()));
         assert!(same(copy.units(), "ab3"));
+        assert!(!WideBuf::<2>::new().push_units(name.units()), "too long: refused");
     }
 }
