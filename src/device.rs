@@ -218,5 +218,14 @@ pub fn create(
         device.delete();
         return Err(NtError::INSUFFICIENT_RESOURCES);
     }
+    #[cfg(not(target_os = "windows"))]
+    crate::probe::register(device.as_raw(), &device.routine_context().handle_nodes_visited);
     Ok(device)
+}
+
+/// IoDeleteDevice, once every resource in the extension is released by its stage.
+pub fn delete(device: OwnedDevice<DeviceExtension>) {
+    #[cfg(not(target_os = "windows"))]
+    crate::probe::unregister(device.as_raw());
+    device.delete();
 }

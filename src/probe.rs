@@ -8,11 +8,10 @@
 
 extern crate std;
 
-use core::sync::atomic::Ordering;
-use std::sync::{PoisonError, RwLock};
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::vec::Vec;
 
-use crate::device::DeviceExtension;
-use crate::kernel::device::DeviceObject;
 use crate::kernel::sys::PDEVICE_OBJECT;
 
 /// Runs the pass it is given (exactly once) and may observe it.
@@ -34,13 +33,27 @@ pub(crate) fn around_delivery(pass: &mut dyn FnMut()) {
     }
 }
 
-/// Active-list nodes visited so far by the consumer and the watchdog of `device`.
-///
-/// # Safety
-/// `device` is a device object of a loaded stagedrv, not yet deleted.
-pub unsafe fn handle_nodes_visited(device: PDEVICE_OBJECT) -> u64 {
-    // SAFETY: guaranteed by the caller; the counter is atomic, readable from any thread.
-    unsafe { DeviceObject::<DeviceExtension>::from_raw(device).extension() }
-        .handle_nodes_visited
-        .load(Ordering::Relaxed)
+/// Each live device's visit counter, by device object address: registered when the
+/// device is created, removed before it is deleted, so a counter here is always in a
+/// live extension.
+static VISIT_COUNTERS: Mutex<Vec<(usize, &'static AtomicU64)>> = Mutex::new(Vec::new());
+
+/// Publishes a new device's counter.
+pub(crate) fn register(device: PDEVICE_OBJECT, counter: &'static AtomicU64) {
+    let mut counters = VISIT_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner);
+    counters.retain(|(address, _)| *address != device as usize);
+    counters.push((device as usize, counter));
+}
+
+/// Withdraws a device's counter before the device is deleted.
+pub(crate) fn unregister(device: PDEVICE_OBJECT) {
+    VISIT_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner).retain(|(address, _)| *address != device as usize);
+}
+
+/// Active-list nodes visited so far by the consumer and the watchdog of `device`, or
+/// `None` if `device` is not a live device of a loaded stagedrv.
+#[must_use]
+pub fn handle_nodes_visited(device: PDEVICE_OBJECT) -> Option<u64> {
+    let counters = VISIT_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner);
+    counters.iter().find(|(address, _)| *address == device as usize).map(|(_, counter)| counter.load(Ordering::Relaxed))
 }

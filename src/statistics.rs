@@ -10,9 +10,7 @@ use crate::kernel::work_item::{WorkDone, WorkRoutine};
 /// IoAllocateWorkItem for the device. PASSIVE_LEVEL (DriverEntry).
 pub fn allocate(device: &Device, extension: &'static DeviceExtension) -> NtResult {
     irql::assert_passive();
-    // SAFETY: `device` is ours (Device's invariant) and `extension` is its extension,
-    // which holds the work item.
-    unsafe { extension.statistics.allocate(device.as_raw(), extension) }
+    extension.statistics.allocate(device, extension)
 }
 
 impl WorkRoutine for DeviceExtension {

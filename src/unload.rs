@@ -115,7 +115,7 @@ fn stage_6_remove_device_names(state: &DriverState) {
 /// Finally: IoDeleteDevice for every device, and IoDeleteController.
 fn delete_device_objects(state: &DriverState) {
     for device in state.take_devices() {
-        device.delete();
+        crate::device::delete(device);
     }
     hardware::delete_controller(state);
     log!(Info, "Unload: device and controller objects deleted");
@@ -127,7 +127,7 @@ pub fn release_device(device: OwnedDevice<DeviceExtension>) {
     extension.producer.cancel();
     extension.watchdog.stop();
     release_device_resources(&device);
-    device.delete();
+    crate::device::delete(device);
 }
 
 /// Stage 2 flushes DPCs: a timer DPC queued before KeCancelTimer may still run. The

@@ -22,9 +22,7 @@ use crate::kernel::time::performance_counter;
 pub fn init(device: &Device, extension: &'static DeviceExtension) -> NtResult {
     irql::assert_passive();
     let timeout_s = extension.driver().config.read_timeout_s;
-    // SAFETY: `device` is ours (Device's invariant), still initialising, and `extension`
-    // is its extension, which holds the timer.
-    let result = unsafe { extension.watchdog.init(device.as_raw(), extension) };
+    let result = extension.watchdog.init(device, extension);
     match result {
         Err(error) if timeout_s > 0 => {
             log!(Error, "IoInitializeTimer failed ({error}): no watchdog for ReadTimeoutSeconds={timeout_s}");

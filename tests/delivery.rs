@@ -49,8 +49,8 @@ impl Probed {
     }
 
     fn visited(&self) -> u64 {
-        // SAFETY: the device of a loaded driver; the machine is idle between calls.
-        unsafe { stagedrv::probe::handle_nodes_visited(self.device as ntsim::wdk_sys::PDEVICE_OBJECT) }
+        stagedrv::probe::handle_nodes_visited(self.device as ntsim::wdk_sys::PDEVICE_OBJECT)
+            .expect("the device is a live stagedrv device")
     }
 
     /// Runs `phase` and returns the nodes visited during it.

@@ -11,7 +11,8 @@
 use core::cell::Cell;
 use core::marker::PhantomData;
 
-use super::error::{NtResult, to_result};
+use super::device::DeviceObject;
+use super::error::{NtError, NtResult, to_result};
 use super::irql;
 use super::sync::AtDispatch;
 use super::sys::{IoInitializeTimer, IoStartTimer, IoStopTimer, PDEVICE_OBJECT, PVOID};
@@ -52,25 +53,31 @@ impl<C> Default for IoTimer<C> {
 
 impl<C: IoTimerRoutine> IoTimer<C> {
     /// IoInitializeTimer(device, `C::tick`, context). It allocates, and Wine does not
-    /// implement it (STATUS_NOT_IMPLEMENTED). PASSIVE_LEVEL.
+    /// implement it (STATUS_NOT_IMPLEMENTED). A second initialisation is refused
+    /// (Windows bug-checks a device's second IoInitializeTimer, 0xC9/0x0A). The device
+    /// is the one whose extension holds `self`, so it outlives the timer. PASSIVE_LEVEL.
     ///
     /// # Errors
-    /// IoInitializeTimer's status; the timer then stays unavailable.
-    ///
-    /// # Safety
-    /// `device` is a live device object of this driver, still initialising, without an
-    /// IoTimer yet, and its extension holds `self`.
-    pub unsafe fn init(&'static self, device: PDEVICE_OBJECT, context: &'static C) -> NtResult {
+    /// IoInitializeTimer's status (the timer then stays unavailable), or
+    /// STATUS_INVALID_DEVICE_REQUEST for a second initialisation.
+    pub fn init<E>(&'static self, device: &DeviceObject<E>, context: &'static C) -> NtResult {
         irql::assert_passive();
-        // SAFETY: a device of ours (the caller's promise); the context is a 'static
-        // `C`, which is what `io_timer_routine::<C>` reads.
+        if self.is_available() {
+            return Err(NtError::INVALID_DEVICE_REQUEST);
+        }
+        // SAFETY: a live device object (DeviceObject's invariant) without an IoTimer
+        // from this value (checked above); the context is a 'static `C`, which is what
+        // `io_timer_routine::<C>` reads.
         let status = unsafe {
-            IoInitializeTimer(device, Some(io_timer_routine::<C>), core::ptr::from_ref(context).cast_mut().cast())
+            IoInitializeTimer(
+                device.as_raw(),
+                Some(io_timer_routine::<C>),
+                core::ptr::from_ref(context).cast_mut().cast(),
+            )
         };
         to_result(status)?;
-        // INVARIANT: IoInitializeTimer succeeded for this device, whose extension
-        // holds `self` (the caller's promise).
-        self.device.set(device);
+        // INVARIANT: IoInitializeTimer succeeded for this device.
+        self.device.set(device.as_raw());
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use super::device::DeviceObject;
 use super::error::{NtError, NtResult};
 use super::irql;
 use super::sync::{Event, EventKind, EventState};
@@ -121,18 +122,20 @@ impl<C: 'static> Default for WorkItem<C> {
 
 impl<C: WorkRoutine> WorkItem<C> {
     /// IoAllocateWorkItem for `device`, whose runs will work on `context`; initialises
-    /// the idle event. PASSIVE_LEVEL.
+    /// the idle event. A second allocation is refused. PASSIVE_LEVEL.
     ///
     /// # Errors
-    /// STATUS_INSUFFICIENT_RESOURCES if the item could not be allocated.
-    ///
-    /// # Safety
-    /// `device` is a live device object of this driver whose extension holds `self`.
-    pub unsafe fn allocate(&'static self, device: PDEVICE_OBJECT, context: &'static C) -> NtResult {
+    /// STATUS_INSUFFICIENT_RESOURCES if the item could not be allocated;
+    /// STATUS_INVALID_DEVICE_REQUEST if it already was.
+    pub fn allocate<E>(&'static self, device: &DeviceObject<E>, context: &'static C) -> NtResult {
         irql::assert_passive();
+        if !self.item.get().is_null() {
+            return Err(NtError::INVALID_DEVICE_REQUEST);
+        }
         self.idle.init(EventKind::Notification, EventState::Signalled);
-        // SAFETY: a device of ours (the caller's promise).
-        let item = unsafe { IoAllocateWorkItem(device) };
+        // SAFETY: a live device object (DeviceObject's invariant); the item keeps a
+        // reference to it while queued.
+        let item = unsafe { IoAllocateWorkItem(device.as_raw()) };
         if item.is_null() {
             return Err(NtError::INSUFFICIENT_RESOURCES);
         }

@@ -645,8 +645,7 @@ fn delivery_real(idle: &[usize]) -> Vec<Samples> {
         let reader = open(&process, "StageDrv0");
         loaded.push((driver, device as PDEVICE_OBJECT, process, idle_handles, reader));
     }
-    // SAFETY: each device belongs to a loaded driver until its unload below.
-    let visited = |device| unsafe { stagedrv::probe::handle_nodes_visited(device) };
+    let visited = |device| stagedrv::probe::handle_nodes_visited(device).expect("a live stagedrv device");
     stagedrv::probe::observe_delivery(Some(timed_delivery));
     let mut samples = vec![(Vec::new(), Vec::new(), Vec::new()); idle.len()];
     for _ in 0..DELIVERY_ITERATIONS {
