@@ -3,44 +3,38 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::device::{Device, DeviceExtension, ReadOutcome};
-use crate::driver::DriverState;
-use crate::kernel::error::NtResult;
+use crate::context::DriverContext;
+use crate::device::{Device, DeviceExtension, DriverDevices, ReadOutcome};
 use crate::kernel::irp::Completions;
 use crate::kernel::irql;
 use crate::kernel::sys::STATUS_SUCCESS;
-use crate::kernel::thread::{SystemThread, ThreadRoutine, wait_for_any};
+use crate::kernel::thread::{SystemThread, wait_for_any};
 
-/// Starts the consumer thread. PASSIVE_LEVEL.
-pub fn start(state: &'static DriverState) -> NtResult<SystemThread> {
-    irql::assert_passive();
-    SystemThread::start(state)
+/// The thread's body (the kernel runs it as the driver-wide state's
+/// [`ThreadRoutine`](crate::kernel::thread::ThreadRoutine), `state.rs`): waits for
+/// the stop event (index 0) or records; each other wake-up is one delivery pass over
+/// every device.
+pub fn run(context: &DriverContext, devices: &DriverDevices) {
+    while wait_for_any([&context.stop, &context.data_ready]) != Some(0) {
+        for device in devices.borrow().iter() {
+            #[cfg(not(target_os = "windows"))]
+            crate::probe::around_delivery(&mut || deliver(device));
+            #[cfg(target_os = "windows")]
+            deliver(device);
+        }
+    }
+}
+
+/// Makes [`run`] return soon.
+pub fn request_exit(context: &DriverContext) {
+    context.stop.set();
 }
 
 /// Asks the thread to end and waits until it has (Unload stage 2). PASSIVE_LEVEL.
-pub fn stop(thread: SystemThread, state: &DriverState) {
+pub fn stop(thread: SystemThread, context: &DriverContext) {
     irql::assert_passive();
-    state.request_exit();
+    request_exit(context);
     thread.wait_for_exit();
-}
-
-impl ThreadRoutine for DriverState {
-    /// Waits for the stop event (index 0) or records; each other wake-up is one
-    /// delivery pass over every device.
-    fn run(&'static self) {
-        while wait_for_any([&self.stop, &self.data_ready]) != Some(0) {
-            for device in self.devices().iter() {
-                #[cfg(not(target_os = "windows"))]
-                crate::probe::around_delivery(&mut || deliver(device));
-                #[cfg(target_os = "windows")]
-                deliver(device);
-            }
-        }
-    }
-
-    fn request_exit(&self) {
-        self.stop.set();
-    }
 }
 
 /// Gives records to pending reads, fairly: the handle at the head of the device's
@@ -52,7 +46,7 @@ fn deliver(device: &Device) {
     let mut done = Completions::new();
     let mut visited: u64 = 0;
     {
-        let mut shared = extension.shared.lock();
+        let mut shared = extension.state.lock();
         while shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
             let Some(served) = shared.reads.serve_front() else { break };
             visited = visited.wrapping_add(1);

@@ -1,20 +1,21 @@
-//! One device object's extension: the guard and what it protects, the device's
-//! timers and work item, its link; and how a device is created.
+//! One device object's extension: the guard and what it protects (the device state,
+//! its read counters, the per-handle contexts and pending reads), the device's timers
+//! and work item, its link; and how a device is created.
 
 use core::cell::Cell;
 use core::sync::atomic::AtomicU64;
 
-use crate::driver::DriverState;
-use crate::kernel::device::{DeviceObject, OwnedDevice};
+use crate::context::DriverContext;
+use crate::kernel::device::{DeviceObject, DeviceTable, OwnedDevice};
 use crate::kernel::driver::{DriverObject, HasDriverState, StateRef};
 use crate::kernel::error::{NtError, NtResult};
+use crate::kernel::file_queue::FileQueues;
 use crate::kernel::io_timer::IoTimer;
 use crate::kernel::link::SymbolicLink;
 use crate::kernel::name::Name;
-use crate::kernel::sync::SpinLock;
+use crate::kernel::sync::{LockedBy, SpinLock};
 use crate::kernel::timer::Timer;
 use crate::kernel::work_item::WorkItem;
-use crate::queue::PendingReads;
 use crate::ring::Ring;
 use stagedrv_protocol::{FILE_DEVICE_STAGEDRV, Stats};
 
@@ -22,6 +23,12 @@ use stagedrv_protocol::{FILE_DEVICE_STAGEDRV, Stats};
 pub const DEVICE_PREFIX: &str = "\\Device\\StageDrv";
 /// Object-manager prefix of every link name (user mode: `\\.\StageDrvK`).
 pub const LINK_PREFIX: &str = "\\DosDevices\\StageDrv";
+
+/// Most devices one driver instance creates (`Parameters\DeviceCount` is bounded by it).
+pub const MAX_DEVICES: usize = 8;
+
+/// The driver's devices, kept in the driver-wide state.
+pub type DriverDevices = DeviceTable<DeviceExtension, MAX_DEVICES>;
 
 /// What the device guard protects.
 pub struct DeviceState {
@@ -55,6 +62,35 @@ impl DeviceState {
         self.stats.0.records_dropped = self.ring.as_ref().map_or(0, |ring| ring.dropped);
     }
 }
+
+/// Per-handle state, the context of its file object from IRP_MJ_CREATE to IRP_MJ_CLOSE.
+pub struct HandleContext {
+    /// IRP_MJ_CLEANUP ran: later reads fail instead of pending forever.
+    cleaned_up: LockedBy<bool, DeviceState>,
+}
+
+impl HandleContext {
+    /// A handle of the device whose guard is `guard`.
+    pub fn new(guard: &SpinLock<DeviceState>) -> Self {
+        Self { cleaned_up: LockedBy::new(guard, false) }
+    }
+
+    /// Whether IRP_MJ_CLEANUP ran for the handle.
+    pub fn cleaned_up(&self, state: &DeviceState) -> bool {
+        *self.cleaned_up.access(state)
+    }
+
+    /// Marks the handle cleaned up.
+    pub fn mark_cleaned_up(&self, state: &mut DeviceState) {
+        *self.cleaned_up.access_mut(state) = true;
+    }
+}
+
+/// The cancel routine of a queued read (`queue.rs` implements it).
+pub struct CancelRead;
+
+/// The device's pending reads.
+pub type PendingReads = FileQueues<HandleContext, CancelRead>;
 
 /// How a queued read left its queue.
 #[derive(Clone, Copy)]
@@ -149,15 +185,17 @@ pub struct DeviceExtension {
     pub device_name: Name,
     /// Set once DriverEntry created it; taken by Unload's stage 3.
     pub link: Cell<Option<SymbolicLink>>,
-    pub shared: SpinLock<DeviceState>,
+    /// The device guard and the state it protects.
+    pub state: SpinLock<DeviceState>,
     /// The producer's periodic timer (`producer.rs`).
     pub producer: Timer<DeviceExtension>,
     /// The watchdog's IoTimer (`watchdog.rs`).
     pub watchdog: IoTimer<DeviceExtension>,
     /// The statistics work item (`statistics.rs`).
     pub statistics: WorkItem<DeviceExtension>,
-    /// The driver-wide state, for the consumer thread's wake-up event.
-    driver: StateRef<DriverState>,
+    /// The driver-wide context: parameters, allocator, service key, the consumer's
+    /// wake-up event. Counted, so the driver-wide state outlives every device.
+    context: StateRef<DriverContext>,
     pub max_pending_reads: u32,
     /// Active-list nodes the consumer and the watchdog have visited: what the host's
     /// tests and benchmark read (`probe`) to show that idle handles are never walked.
@@ -165,15 +203,16 @@ pub struct DeviceExtension {
 }
 
 impl DeviceExtension {
-    pub fn driver(&self) -> &DriverState {
-        self.driver.get()
+    /// The driver-wide context.
+    pub fn context(&self) -> &DriverContext {
+        self.context.get()
     }
 }
 
 impl HasDriverState for DeviceExtension {
-    type State = DriverState;
-    fn driver_state(&self) -> &StateRef<DriverState> {
-        &self.driver
+    type Context = DriverContext;
+    fn driver_state(&self) -> &StateRef<DriverContext> {
+        &self.context
     }
 }
 
@@ -183,21 +222,22 @@ impl HasDriverState for DeviceExtension {
 pub fn create(
     driver: &DriverObject<DeviceExtension>,
     index: u32,
-    state: &DriverState,
-    reference: StateRef<DriverState>,
+    context: StateRef<DriverContext>,
 ) -> NtResult<OwnedDevice<DeviceExtension>> {
     let device_name = Name::indexed(DEVICE_PREFIX, index);
-    let config = &state.config;
+    let allocator = context.get().allocator;
+    let max_pending_reads = context.get().config.max_pending_reads;
+    let ring_capacity = context.get().config.ring_capacity as usize;
     let mut ring_missing = false;
     let object_name = Name::indexed(DEVICE_PREFIX, index);
     let device = OwnedDevice::create(driver, &object_name, FILE_DEVICE_STAGEDRV, || {
-        let ring = Ring::new(state.allocator, config.ring_capacity as usize);
+        let ring = Ring::new(allocator, ring_capacity);
         ring_missing = ring.is_none();
         DeviceExtension {
             index,
             device_name,
             link: Cell::new(None),
-            shared: SpinLock::new(DeviceState {
+            state: SpinLock::new(DeviceState {
                 stopping: false,
                 ring,
                 reads: PendingReads::new(),
@@ -208,8 +248,8 @@ pub fn create(
             producer: Timer::new(),
             watchdog: IoTimer::new(),
             statistics: WorkItem::new(),
-            driver: reference,
-            max_pending_reads: config.max_pending_reads,
+            context,
+            max_pending_reads,
             handle_nodes_visited: AtomicU64::new(0),
         }
     })

@@ -1,11 +1,10 @@
 //! DriverEntry: acquires resources in stage order. On failure it releases exactly
 //! what it acquired, with the same stage functions Unload uses.
 
-use core::cell::Cell;
-
 use crate::config::Config;
+use crate::context::DriverContext;
 use crate::device::{self, Device, DeviceExtension, LINK_PREFIX};
-use crate::kernel::device::{DeviceTable, Devices, OwnedDevice};
+use crate::kernel::device::OwnedDevice;
 use crate::kernel::driver::{DriverObject, StateBox};
 use crate::kernel::error::{NtError, NtResult};
 use crate::kernel::irql;
@@ -13,45 +12,10 @@ use crate::kernel::link::SymbolicLink;
 use crate::kernel::name::{Name, RegistryPath};
 use crate::kernel::pool::{Allocator, tag};
 use crate::kernel::security::{self, ADMINISTRATORS, EVERYONE, LOCAL_SYSTEM};
-use crate::kernel::sync::{Event, EventKind, EventState};
 use crate::kernel::sys::{GENERIC_ALL, GENERIC_READ, GENERIC_WRITE};
 use crate::kernel::thread::SystemThread;
-use crate::{consumer, dispatch, hardware, producer, registry_entries, statistics, unload, watchdog};
-
-/// Most devices one driver instance creates (`Parameters\DeviceCount` is bounded by it).
-pub const MAX_DEVICES: usize = 8;
-
-/// Driver-wide state, in pool (tag "SdDs"). Every device extension references it, which
-/// is how DriverUnload finds it; it is freed last, after the devices are deleted.
-pub struct DriverState {
-    /// The pool allocator DriverEntry resolved.
-    pub allocator: Allocator,
-    pub config: Config,
-    /// Copy of the service key path: DriverEntry's RegistryPath is freed after it returns.
-    pub registry_path: RegistryPath,
-    devices: DeviceTable<DeviceExtension, MAX_DEVICES>,
-    /// Producers signal it when reads are waiting (synchronization event).
-    pub data_ready: Event,
-    /// Unload signals it to end the consumer thread (notification event).
-    pub stop: Event,
-    /// The consumer thread (`consumer.rs`).
-    pub thread: Cell<Option<SystemThread>>,
-    /// The DEVICEMAP key exists (set as soon as it is created).
-    pub device_names_published: Cell<bool>,
-    pub hardware: hardware::HardwareResources,
-}
-
-impl DriverState {
-    /// Every created device, in index order, borrowed from the returned guard.
-    pub fn devices(&self) -> Devices<'_, DeviceExtension, MAX_DEVICES> {
-        self.devices.borrow()
-    }
-
-    /// Takes the devices back to delete them (no device may be borrowed).
-    pub fn take_devices(&self) -> impl Iterator<Item = OwnedDevice<DeviceExtension>> + '_ {
-        self.devices.take_all()
-    }
-}
+use crate::state::DriverResources;
+use crate::{dispatch, hardware, producer, registry_entries, statistics, unload, watchdog};
 
 /// DriverEntry's policy (the kernel's `DriverEntry` adapter calls it at PASSIVE_LEVEL
 /// with DriverUnload already set).
@@ -84,50 +48,38 @@ pub fn entry(driver: &mut DriverObject<DeviceExtension>, registry_path: &[u16]) 
 }
 
 /// Stage 0: the driver state in pool, the registry path copy and the parameters.
-fn allocate_state(registry_path: &[u16], allocator: Allocator) -> NtResult<StateBox<DriverState>> {
+fn allocate_state(registry_path: &[u16], allocator: Allocator) -> NtResult<StateBox<DriverResources>> {
     let config = Config::read(registry_path)?;
     let mut copy = RegistryPath::new();
     if !copy.push_units(registry_path) {
         log!(Error, "DriverEntry: registry path too long");
         return Err(NtError::NAME_TOO_LONG);
     }
-    let state = StateBox::new(
-        allocator,
-        tag::STATE,
-        DriverState {
-            allocator,
-            config,
-            registry_path: copy,
-            devices: DeviceTable::new(),
-            data_ready: Event::uninit(),
-            stop: Event::uninit(),
-            thread: Cell::new(None),
-            device_names_published: Cell::new(false),
-            hardware: hardware::HardwareResources::new(),
-        },
-    )?;
+    let context = DriverContext::new(allocator, config, copy);
+    let state = StateBox::new(allocator, tag::STATE, DriverResources::new(context))?;
     // The events are at their final address in the pool block.
-    state.data_ready.init(EventKind::Synchronization, EventState::NotSignalled);
-    state.stop.init(EventKind::Notification, EventState::NotSignalled);
+    state.context.init_events();
     Ok(state)
 }
 
 /// Stages 1..: hardware claims, devices, names, the thread, the interrupt, then start.
-fn acquire(driver: &DriverObject<DeviceExtension>, state: &StateBox<DriverState>) -> NtResult {
-    hardware::claim(driver, state.routine_context())?;
-    for index in 0..state.config.device_count {
+fn acquire(driver: &DriverObject<DeviceExtension>, state: &StateBox<DriverResources>) -> NtResult {
+    let routine_state = state.routine_context();
+    hardware::claim(driver, &state.hardware, &routine_state.context, routine_state.device_table())?;
+    for index in 0..state.context.config.device_count {
         let device = create_device(driver, index, state)?;
-        if let Err(device) = state.devices.insert(index as usize, device) {
+        if let Err(device) = state.device_table().insert(index as usize, device) {
             unload::release_device(device);
             return Err(NtError::INVALID_PARAMETER);
         }
     }
-    registry_entries::publish_device_names(state)?;
-    state.thread.set(Some(consumer::start(state.routine_context())?));
-    hardware::connect(state)?;
+    registry_entries::publish_device_names(&state.context, state.device_table())?;
+    // The consumer thread (`consumer.rs`) runs on the whole state.
+    state.thread.set(Some(SystemThread::start(routine_state)?));
+    hardware::connect(&state.hardware)?;
     for device in state.devices().iter() {
         let extension = device.extension();
-        producer::start(extension, state.config.sample_period_ms);
+        producer::start(extension, state.context.config.sample_period_ms);
         extension.watchdog.start();
         device.finish_initializing();
     }
@@ -139,10 +91,10 @@ fn acquire(driver: &DriverObject<DeviceExtension>, state: &StateBox<DriverState>
 fn create_device(
     driver: &DriverObject<DeviceExtension>,
     index: u32,
-    state: &StateBox<DriverState>,
+    state: &StateBox<DriverResources>,
 ) -> NtResult<OwnedDevice<DeviceExtension>> {
-    let device = device::create(driver, index, state, state.reference())?;
-    if let Err(error) = set_up_device(&device, index, state.config.open_to_everyone) {
+    let device = device::create(driver, index, state.reference(|state| &state.context))?;
+    if let Err(error) = set_up_device(&device, index, state.context.config.open_to_everyone) {
         unload::release_device(device);
         return Err(error);
     }

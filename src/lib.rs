@@ -31,6 +31,7 @@ pub mod kernel;
 
 mod config;
 mod consumer;
+mod context;
 mod device;
 mod dispatch;
 mod driver;
@@ -41,6 +42,7 @@ mod producer;
 mod queue;
 mod registry_entries;
 mod ring;
+mod state;
 mod statistics;
 mod unload;
 mod watchdog;

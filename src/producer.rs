@@ -20,7 +20,7 @@ impl TimerRoutine for DeviceExtension {
     fn expired(&'static self, at_dispatch: &AtDispatch) {
         let now = performance_counter().ticks;
         let wake = {
-            let mut shared = self.shared.lock_at_dpc_level(at_dispatch);
+            let mut shared = self.state.lock_at_dpc_level(at_dispatch);
             if shared.stopping {
                 return;
             }
@@ -31,14 +31,14 @@ impl TimerRoutine for DeviceExtension {
                 ring.push(now, value);
             }
             shared.ticks_since_statistics = shared.ticks_since_statistics.saturating_add(1);
-            if shared.ticks_since_statistics >= self.driver().config.stats_every && !shared.work_queued {
+            if shared.ticks_since_statistics >= self.context().config.stats_every && !shared.work_queued {
                 shared.ticks_since_statistics = 0;
                 shared.work_queued = self.statistics.queue();
             }
             shared.stats.reads_pending() > 0
         };
         if wake {
-            self.driver().data_ready.set();
+            self.context().data_ready.set();
         }
     }
 }

@@ -2,28 +2,28 @@
 //! `HKLM\HARDWARE\DEVICEMAP\StageDrv` (removed in Unload stage 6), and per-device
 //! statistics in the volatile key `<service>\Statistics` (gone at reboot).
 
-use crate::device::LINK_PREFIX;
-use crate::driver::DriverState;
+use crate::context::DriverContext;
+use crate::device::{DriverDevices, LINK_PREFIX};
 use crate::kernel::error::NtResult;
 use crate::kernel::irql;
 use crate::kernel::name::{Name, RegistryPath};
 use crate::kernel::registry::{Access, Key};
-use crate::protocol::Stats;
+use stagedrv_protocol::Stats;
 
 const DEVICEMAP_KEY: &str = "\\Registry\\Machine\\HARDWARE\\DEVICEMAP\\StageDrv";
 
 /// Publishes `\Device\StageDrvK` → `\DosDevices\StageDrvK` for every device.
-/// PASSIVE_LEVEL. Once the key exists, Unload (or DriverEntry's unwinding) deletes it,
-/// even if a value could not be written.
+/// PASSIVE_LEVEL. Once the key exists (recorded in `context`), Unload (or
+/// DriverEntry's unwinding) deletes it, even if a value could not be written.
 ///
 /// # Errors
 /// The status of creating the key, or of the first value that could not be written.
-pub fn publish_device_names(state: &DriverState) -> NtResult {
+pub fn publish_device_names(context: &DriverContext, devices: &DriverDevices) -> NtResult {
     irql::assert_passive();
     let key = Key::create_volatile(&RegistryPath::from_ascii(DEVICEMAP_KEY))?;
-    state.device_names_published.set(true);
+    context.device_names_published.set(true);
     let mut result = Ok(());
-    for device in state.devices().iter() {
+    for device in devices.borrow().iter() {
         let extension = device.extension();
         let link = Name::indexed(LINK_PREFIX, extension.index);
         result = result.and(key.set_string(&extension.device_name, &link));

@@ -16,9 +16,9 @@ pub fn allocate(device: &Device, extension: &'static DeviceExtension) -> NtResul
 impl WorkRoutine for DeviceExtension {
     /// Writes the counters. PASSIVE_LEVEL.
     fn run(&'static self, done: WorkDone<'_, Self>) {
-        let snapshot = self.shared.lock().stats_now();
-        crate::registry_entries::write_statistics(&self.driver().registry_path, self.index, &snapshot);
-        let mut shared = self.shared.lock();
+        let snapshot = self.state.lock().stats_now();
+        crate::registry_entries::write_statistics(&self.context().registry_path, self.index, &snapshot);
+        let mut shared = self.state.lock();
         shared.work_queued = false;
         // Under the guard, where the producer queues the next run.
         done.finish();

@@ -5,12 +5,12 @@
 //! Each stage touches only its own resources and tolerates ones never acquired.
 
 use crate::device::{Device, DeviceExtension};
-use crate::driver::DriverState;
 use crate::kernel::device::OwnedDevice;
 use crate::kernel::driver::DriverObject;
 use crate::kernel::irql;
 use crate::kernel::link::SymbolicLink;
 use crate::kernel::timer::flush_queued_dpcs;
+use crate::state::DriverResources;
 use crate::{consumer, hardware, registry_entries};
 
 /// DriverUnload's policy, called at PASSIVE_LEVEL once no device of the driver is
@@ -18,7 +18,7 @@ use crate::{consumer, hardware, registry_entries};
 pub fn unload(driver: &DriverObject<DeviceExtension>) {
     irql::assert_passive();
     log!(Info, "Unload: begin");
-    if let Some(state) = driver.reclaim_state() {
+    if let Some(state) = driver.reclaim_state::<DriverResources>() {
         release(&state);
         state.free();
     }
@@ -26,7 +26,7 @@ pub fn unload(driver: &DriverObject<DeviceExtension>) {
 }
 
 /// Releases everything DriverEntry acquired, stage by stage.
-pub fn release(state: &DriverState) {
+pub fn release(state: &DriverResources) {
     irql::assert_passive();
     stage_1_disconnect_interrupts(state);
     stage_2_stop_work(state);
@@ -39,18 +39,18 @@ pub fn release(state: &DriverState) {
 
 /// Stage 1: quiet the device and mark the interrupt path stopping under the interrupt
 /// lock, remove and flush the ISR's DPC, then IoDisconnectInterrupt.
-fn stage_1_disconnect_interrupts(state: &DriverState) {
-    hardware::disconnect(state);
+fn stage_1_disconnect_interrupts(state: &DriverResources) {
+    hardware::disconnect(&state.hardware);
     log!(Info, "Unload: stage 1 interrupts disconnected");
 }
 
 /// Stage 2: make sure no routine is running or can run: stop every source of new
 /// work under the guard, cancel timers, wait for their DPCs and the work item, end the
 /// thread. (The ISR's DPC is gone already: stage 1.)
-fn stage_2_stop_work(state: &DriverState) {
+fn stage_2_stop_work(state: &DriverResources) {
     for device in state.devices().iter() {
         let extension = device.extension();
-        extension.shared.lock().stopping = true;
+        extension.state.lock().stopping = true;
         extension.producer.cancel();
         extension.watchdog.stop();
     }
@@ -65,17 +65,17 @@ fn stage_2_stop_work(state: &DriverState) {
         }
     }
     if let Some(thread) = state.thread.take() {
-        consumer::stop(thread, state);
+        consumer::stop(thread, &state.context);
     }
     log!(Info, "Unload: stage 2 timers, DPCs, work items and thread stopped");
 }
 
 /// Stage 3: device-specific resources: links, rings, work items, mapped registers.
-fn stage_3_release_device_resources(state: &DriverState) {
+fn stage_3_release_device_resources(state: &DriverResources) {
     for device in state.devices().iter() {
         release_device_resources(device);
     }
-    hardware::unmap_registers(state);
+    hardware::unmap_registers(&state.hardware);
     log!(Info, "Unload: stage 3 links, pool and mappings released");
 }
 
@@ -84,7 +84,7 @@ fn release_device_resources(device: &Device) {
     if let Some(Err(error)) = extension.link.take().map(SymbolicLink::delete) {
         log!(Warning, "IoDeleteSymbolicLink failed: {error}");
     }
-    if let Some(ring) = extension.shared.lock().ring.take() {
+    if let Some(ring) = extension.state.lock().ring.take() {
         ring.free();
     }
     extension.statistics.free();
@@ -93,31 +93,31 @@ fn release_device_resources(device: &Device) {
 /// Stage 4: system objects held in extensions: the interrupt object pointer kept in
 /// the controller extension (disconnected, and so freed, in stage 1). DPC and timer
 /// objects go with their extensions.
-fn stage_4_release_extension_objects(state: &DriverState) {
-    hardware::forget_interrupt(state);
+fn stage_4_release_extension_objects(state: &DriverResources) {
+    hardware::forget_interrupt(&state.hardware);
     log!(Info, "Unload: stage 4 extension objects released");
 }
 
 /// Stage 5: hardware resources claimed in the resource map.
-fn stage_5_release_hardware_claims(state: &DriverState) {
-    hardware::release_claim(state);
+fn stage_5_release_hardware_claims(state: &DriverResources) {
+    hardware::release_claim(&state.hardware);
     log!(Info, "Unload: stage 5 hardware claims released");
 }
 
 /// Stage 6: device names under HARDWARE\DEVICEMAP.
-fn stage_6_remove_device_names(state: &DriverState) {
-    if state.device_names_published.replace(false) {
+fn stage_6_remove_device_names(state: &DriverResources) {
+    if state.context.device_names_published.replace(false) {
         registry_entries::remove_device_names();
     }
     log!(Info, "Unload: stage 6 device names removed");
 }
 
 /// Finally: IoDeleteDevice for every device, and IoDeleteController.
-fn delete_device_objects(state: &DriverState) {
+fn delete_device_objects(state: &DriverResources) {
     for device in state.take_devices() {
         crate::device::delete(device);
     }
-    hardware::delete_controller(state);
+    hardware::delete_controller(&state.hardware);
     log!(Info, "Unload: device and controller objects deleted");
 }
 

@@ -21,7 +21,7 @@ use crate::kernel::time::performance_counter;
 /// PASSIVE_LEVEL.
 pub fn init(device: &Device, extension: &'static DeviceExtension) -> NtResult {
     irql::assert_passive();
-    let timeout_s = extension.driver().config.read_timeout_s;
+    let timeout_s = extension.context().config.read_timeout_s;
     let result = extension.watchdog.init(device, extension);
     match result {
         Err(error) if timeout_s > 0 => {
@@ -40,11 +40,11 @@ impl IoTimerRoutine for DeviceExtension {
     /// One watchdog pass. DISPATCH_LEVEL.
     fn tick(&'static self, at_dispatch: &AtDispatch) {
         let counter = performance_counter();
-        let limit = i64::from(self.driver().config.read_timeout_s).saturating_mul(counter.frequency);
+        let limit = i64::from(self.context().config.read_timeout_s).saturating_mul(counter.frequency);
         let mut expired = Completions::new();
         let mut visited: u64 = 0;
         {
-            let mut shared = self.shared.lock_at_dpc_level(at_dispatch);
+            let mut shared = self.state.lock_at_dpc_level(at_dispatch);
             if shared.stopping {
                 return;
             }
@@ -64,7 +64,7 @@ impl IoTimerRoutine for DeviceExtension {
         }
         self.handle_nodes_visited.fetch_add(visited, Ordering::Relaxed);
         expired.complete_all();
-        if STOP_WHEN_IDLE && self.shared.lock_at_dpc_level(at_dispatch).stats.reads_pending() == 0 {
+        if STOP_WHEN_IDLE && self.state.lock_at_dpc_level(at_dispatch).stats.reads_pending() == 0 {
             self.watchdog.stop();
         }
     }

@@ -2,10 +2,10 @@
 //! Every read queued for it is cancelled under the device guard, the same guard the
 //! read path queues under; the handle is marked so that a read still in flight fails.
 
-use crate::device::DeviceExtension;
+use crate::device::{DeviceExtension, HandleContext};
 use crate::kernel::irp::{Completions, Dispatched, Irp};
 use crate::kernel::sys::{STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
-use crate::queue::{HandleContext, drain};
+use crate::queue::drain;
 
 pub fn cleanup(extension: &DeviceExtension, irp: Irp) -> Dispatched {
     let Some(handle) = irp.file_context::<HandleContext>() else {
@@ -14,7 +14,7 @@ pub fn cleanup(extension: &DeviceExtension, irp: Irp) -> Dispatched {
     };
     let mut cancelled = Completions::new();
     {
-        let mut shared = extension.shared.lock();
+        let mut shared = extension.state.lock();
         handle.mark_cleaned_up(&mut shared);
         drain(&mut shared, &irp, &mut cancelled);
     }

@@ -2,15 +2,15 @@
 //! the handle has completed by now; hosts without IRP_MJ_CLEANUP (Wine) send CLOSE
 //! while reads are queued, so they are drained here too (a no-op on Windows).
 
-use crate::device::DeviceExtension;
+use crate::device::{DeviceExtension, HandleContext};
 use crate::kernel::irp::{Completions, Dispatched, Irp};
 use crate::kernel::sys::STATUS_SUCCESS;
-use crate::queue::{HandleContext, drain};
+use crate::queue::drain;
 
 pub fn close(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     let mut cancelled = Completions::new();
     let context = {
-        let mut shared = extension.shared.lock();
+        let mut shared = extension.state.lock();
         // The drain empties the queue, which takes the handle off the list of handles
         // with reads; detached after it, the context is unreachable from the device.
         drain(&mut shared, &irp, &mut cancelled);

@@ -1,6 +1,7 @@
 //! IRP_MJ_CREATE: a handle context per open, in FileObject->FsContext.
 
 use crate::device::DeviceExtension;
+use crate::device::HandleContext;
 use crate::kernel::file_queue::FileContext;
 use crate::kernel::irp::{Dispatched, Irp};
 use crate::kernel::pool::tag;
@@ -8,19 +9,18 @@ use crate::kernel::sys::{
     STATUS_DELETE_PENDING, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_OBJECT_PATH_NOT_FOUND,
     STATUS_SUCCESS,
 };
-use crate::queue::HandleContext;
 
 pub fn create(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     // The device has no namespace below it: `\\.\StageDrv0\x` is refused.
     if irp.opens_a_subpath() {
         return irp.complete(STATUS_OBJECT_PATH_NOT_FOUND, 0);
     }
-    let handle = HandleContext::new(&extension.shared);
-    let Some(context) = FileContext::new(extension.driver().allocator, tag::HANDLE, handle) else {
+    let handle = HandleContext::new(&extension.state);
+    let Some(context) = FileContext::new(extension.context().allocator, tag::HANDLE, handle) else {
         return irp.complete(STATUS_INSUFFICIENT_RESOURCES, 0);
     };
     {
-        let shared = extension.shared.lock();
+        let shared = extension.state.lock();
         if shared.stopping {
             drop(shared);
             context.free();

@@ -15,7 +15,7 @@ pub fn device_control(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     if (output_length as usize) < size_of::<Stats>() {
         return irp.complete(STATUS_BUFFER_TOO_SMALL, 0);
     }
-    let stats = extension.shared.lock().stats_now();
+    let stats = extension.state.lock().stats_now();
     // The reply is written whole (no stale bytes of the input reach the caller).
     if !irp.write_output(0, &stats) {
         return irp.complete(STATUS_BUFFER_TOO_SMALL, 0);

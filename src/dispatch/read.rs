@@ -1,29 +1,29 @@
 //! IRP_MJ_READ: whole records now if the handle has no earlier read waiting and the
 //! ring has data; otherwise the read is queued on its handle.
 
-use crate::device::{DeviceExtension, DeviceState};
+use crate::device::{DeviceExtension, DeviceState, HandleContext};
 use crate::kernel::irp::{Completions, Dispatched, Irp};
 use crate::kernel::sys::{
     STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DELETE_PENDING, STATUS_INVALID_DEVICE_REQUEST,
     STATUS_QUOTA_EXCEEDED, STATUS_SUCCESS,
 };
-use crate::queue::{HandleContext, enqueue};
+use crate::queue::enqueue;
 use stagedrv_protocol::RECORD_SIZE;
 
 pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     let length = irp.read_length();
     let Some(handle) = irp.file_context::<HandleContext>() else {
         // Not a handle this driver opened (a kernel caller's IRP): nothing to queue on.
-        extension.shared.lock().stats.read_rejected();
+        extension.state.lock().stats.read_rejected();
         return irp.complete(STATUS_INVALID_DEVICE_REQUEST, 0);
     };
     if length == 0 {
         // A zero-length read succeeds at once with nothing, as on any Windows device.
-        extension.shared.lock().stats.read_completed_at_once();
+        extension.state.lock().stats.read_completed_at_once();
         return irp.complete(STATUS_SUCCESS, 0);
     }
     let now = crate::kernel::time::performance_counter().ticks;
-    let mut shared = extension.shared.lock();
+    let mut shared = extension.state.lock();
     let reject = if (length as usize) < RECORD_SIZE {
         Some(STATUS_BUFFER_TOO_SMALL)
     } else if shared.stopping {

@@ -5,7 +5,8 @@
 //! The virtual device's registers (32-bit): STATUS (bit 0: a sample is ready), DATA,
 //! CONTROL (bit 1: interrupts enabled), CHANNEL (the device the sample is for).
 
-use crate::driver::DriverState;
+use crate::context::DriverContext;
+use crate::device::DriverDevices;
 use crate::kernel::interrupt::{AtDirql, Connected, InterruptService, Serviced};
 use crate::kernel::irql;
 use crate::kernel::resources::RegisterWindow;
@@ -23,8 +24,10 @@ const LATCH: usize = 8;
 
 /// The controller extension's context: what the ISR and its DPC share.
 pub struct ControllerExtension {
-    /// The devices the DPC delivers to; the driver state outlives the controller.
-    driver: &'static DriverState,
+    /// The devices the DPC delivers to, and the context whose event wakes the
+    /// consumer; the driver-wide state they are in outlives the controller.
+    context: &'static DriverContext,
+    devices: &'static DriverDevices,
     /// Mapped after the claim, before the interrupt is connected; unmapped in stage 3.
     pub registers: Option<RegisterWindow>,
 }
@@ -61,8 +64,8 @@ impl Latch {
 }
 
 impl ControllerExtension {
-    pub fn new(driver: &'static DriverState) -> Self {
-        Self { driver, registers: None }
+    pub fn new(context: &'static DriverContext, devices: &'static DriverDevices) -> Self {
+        Self { context, devices, registers: None }
     }
 
     fn read(&self, register: usize) -> u32 {
@@ -112,22 +115,22 @@ impl InterruptService for ControllerExtension {
             irql::assert_device_irql();
             latched = latch.take();
         });
-        deliver(self.driver, &latched, at_dispatch);
+        deliver(self.context, self.devices, &latched, at_dispatch);
     }
 }
 
 /// Appends each sample to its channel's device ring; wakes the consumer if reads wait.
 /// DISPATCH_LEVEL.
-fn deliver(state: &DriverState, latched: &Latch, at_dispatch: &AtDispatch) {
+fn deliver(context: &DriverContext, devices: &DriverDevices, latched: &Latch, at_dispatch: &AtDispatch) {
     let now = crate::kernel::time::performance_counter().ticks;
-    let devices = state.devices();
+    let devices = devices.borrow();
     let device_count = devices.iter().count();
     let mut wake = false;
     for (channel, value) in latched.samples() {
         let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| devices.iter().nth(k)) else {
             continue;
         };
-        let mut shared = device.extension().shared.lock_at_dpc_level(at_dispatch);
+        let mut shared = device.extension().state.lock_at_dpc_level(at_dispatch);
         if shared.stopping {
             continue;
         }
@@ -137,6 +140,6 @@ fn deliver(state: &DriverState, latched: &Latch, at_dispatch: &AtDispatch) {
         wake |= shared.stats.reads_pending() > 0;
     }
     if wake {
-        state.data_ready.set();
+        context.data_ready.set();
     }
 }

@@ -15,8 +15,8 @@ mod translate;
 use core::cell::Cell;
 
 use crate::config::{HardwareProfile, REGISTER_WINDOW};
-use crate::device::DeviceExtension;
-use crate::driver::DriverState;
+use crate::context::DriverContext;
+use crate::device::{DeviceExtension, DriverDevices};
 use crate::kernel::driver::DriverObject;
 use crate::kernel::error::{NtError, NtResult};
 use crate::kernel::interrupt::{Interrupt, InterruptResources};
@@ -69,15 +69,20 @@ fn raw_resources(profile: &HardwareProfile) -> RawResources {
     }
 }
 
-/// Translation, the controller object, the resource claim and the register mapping.
-/// PASSIVE_LEVEL.
-pub fn claim(driver: &DriverObject<DeviceExtension>, state: &'static DriverState) -> NtResult {
+/// Translation, the controller object, the resource claim and the register mapping,
+/// for the profile `context`'s parameters name; the ISR's DPC will deliver to
+/// `devices`. PASSIVE_LEVEL.
+pub fn claim(
+    driver: &DriverObject<DeviceExtension>,
+    resources: &HardwareResources,
+    context: &'static DriverContext,
+    devices: &'static DriverDevices,
+) -> NtResult {
     irql::assert_passive();
-    let Some(profile) = state.config.hardware else { return Ok(()) };
-    let resources = &state.hardware;
+    let Some(profile) = context.config.hardware else { return Ok(()) };
     let translated = translate::translate(&profile)?;
     resources.translated.set(Some(translated));
-    resources.controller.set(Some(Controller::create(ControllerExtension::new(state))?));
+    resources.controller.set(Some(Controller::create(ControllerExtension::new(context, devices))?));
 
     let claim = ResourceClaim::report(driver, &raw_resources(&profile)).inspect_err(|error| {
         log!(Error, "hardware profile: IoReportResourceForDetection failed: {:#x}", error.status());
@@ -101,12 +106,11 @@ pub fn claim(driver: &DriverObject<DeviceExtension>, state: &'static DriverState
 
 /// IoConnectInterrupt with the translated vector, IRQL and affinity, then enable
 /// interrupts at the device. PASSIVE_LEVEL.
-pub fn connect(state: &DriverState) -> NtResult {
+pub fn connect(resources: &HardwareResources) -> NtResult {
     irql::assert_passive();
-    let resources = &state.hardware;
     let Some(translated) = resources.translated.get() else { return Ok(()) };
     let system = InterruptResources { vector: translated.vector, irql: translated.irql, affinity: translated.affinity };
-    let Some(connected) = resources.with_controller(|controller| Interrupt::connect(controller, system)) else {
+    let Some(connected) = resources.with_controller(|controller| controller.connect(system)) else {
         return Ok(());
     };
     let interrupt = connected.inspect_err(|error| {
@@ -121,9 +125,9 @@ pub fn connect(state: &DriverState) -> NtResult {
 /// under the interrupt lock, so no ISR queues the DPC again; then remove a queued DPC
 /// and wait for one running elsewhere; only then IoDisconnectInterrupt, which frees the
 /// interrupt object the DPC synchronizes with. PASSIVE_LEVEL.
-pub fn disconnect(state: &DriverState) {
+pub fn disconnect(resources: &HardwareResources) {
     irql::assert_passive();
-    let Some(interrupt) = state.hardware.interrupt.take() else { return };
+    let Some(interrupt) = resources.interrupt.take() else { return };
     let stopped = interrupt.stop(|extension, _, _| extension.disable_interrupts());
     let quiesced = stopped.remove_and_flush_dpc();
     quiesced.disconnect();
@@ -131,23 +135,23 @@ pub fn disconnect(state: &DriverState) {
 
 /// Stage 3: MmUnmapIoSpace (the interrupt is disconnected and no DPC is left, so
 /// nothing reads the registers). PASSIVE_LEVEL.
-pub fn unmap_registers(state: &DriverState) {
+pub fn unmap_registers(resources: &HardwareResources) {
     irql::assert_passive();
-    let registers = state.hardware.with_controller(|controller| controller.context_mut()?.registers.take());
+    let registers = resources.with_controller(|controller| controller.context_mut()?.registers.take());
     if let Some(registers) = registers.flatten() {
         registers.unmap();
     }
 }
 
 /// Stage 4: the interrupt object pointer kept in the controller extension.
-pub fn forget_interrupt(state: &DriverState) {
-    state.hardware.with_controller(|controller| controller.forget_interrupt());
+pub fn forget_interrupt(resources: &HardwareResources) {
+    resources.with_controller(|controller| controller.forget_interrupt());
 }
 
 /// Stage 5: release the resource claim. PASSIVE_LEVEL.
-pub fn release_claim(state: &DriverState) {
+pub fn release_claim(resources: &HardwareResources) {
     irql::assert_passive();
-    if let Some(claim) = state.hardware.claim.take()
+    if let Some(claim) = resources.claim.take()
         && let Err(error) = claim.release()
     {
         log!(Error, "releasing the resource claim failed: {:#x}; the claim stays in the resource map", error.status());
@@ -155,9 +159,9 @@ pub fn release_claim(state: &DriverState) {
 }
 
 /// Last: IoDeleteController. PASSIVE_LEVEL.
-pub fn delete_controller(state: &DriverState) {
+pub fn delete_controller(resources: &HardwareResources) {
     irql::assert_passive();
-    if let Some(controller) = state.hardware.controller.take() {
+    if let Some(controller) = resources.controller.take() {
         controller.delete();
     }
 }

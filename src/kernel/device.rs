@@ -50,7 +50,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use super::driver::DriverObject;
+use super::driver::{DriverObject, HasDriverState, StateBox};
 use super::error::{NtError, NtResult, to_result};
 use super::irql;
 use super::name::Name;
@@ -125,6 +125,30 @@ impl<E> DeviceObject<E> {
         // SAFETY: a live device (type invariant); until this flag is cleared no request
         // reaches the device, so DriverEntry is the only writer of Flags.
         unsafe { (*self.raw.get()).Flags &= !DO_DEVICE_INITIALIZING };
+    }
+}
+
+impl<E> DriverObject<E> {
+    /// One of the driver's devices (the most recently created), if it has any.
+    fn any_device(&self) -> Option<&DeviceObject<E>> {
+        // SAFETY: a live driver object (its type invariant); its device list changes
+        // only in IoCreateDevice and IoDeleteDevice, which this driver calls from
+        // DriverEntry and Unload, not concurrently with the Unload adapter that calls
+        // this.
+        let first = unsafe { (*self.as_raw()).DeviceObject };
+        // SAFETY: every device on the list was created for `E` (the driver object's
+        // type invariant); the borrow ends before the caller deletes anything.
+        (!first.is_null()).then(|| unsafe { DeviceObject::from_raw(first) })
+    }
+}
+
+impl<E: HasDriverState> DriverObject<E> {
+    /// Takes back the driver-wide state that DriverEntry
+    /// [leaked](StateBox::leak), through any device's reference; `None` if the driver
+    /// has no device, it was taken already, or the state is not an `S`.
+    #[must_use]
+    pub fn reclaim_state<S: 'static>(&self) -> Option<StateBox<S>> {
+        self.any_device()?.extension().driver_state().reclaim()
     }
 }
 

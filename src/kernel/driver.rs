@@ -12,12 +12,12 @@
 //! (IoAllocateDriverObjectExtension would be the textbook place, but Wine 8.0 does not
 //! implement it), and the block is freed only once no reference is left.
 
+use core::any::TypeId;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::device::DeviceObject;
 use super::error::{NtError, NtResult};
 use super::irp::{DispatchRoutine, dispatch_routine};
 use super::irql;
@@ -58,43 +58,33 @@ impl<E> DriverObject<E> {
             *slot = routine;
         }
     }
-
-    /// One of the driver's devices (the most recently created), if it has any.
-    fn any_device(&self) -> Option<&DeviceObject<E>> {
-        // SAFETY: a live driver object (type invariant); its device list changes only in
-        // IoCreateDevice and IoDeleteDevice, which this driver calls from DriverEntry and
-        // Unload, not concurrently with the Unload adapter that calls this.
-        let first = unsafe { (*self.raw.get()).DeviceObject };
-        // SAFETY: every device on the list was created for `E` (type invariant); the
-        // borrow ends before the caller deletes anything.
-        (!first.is_null()).then(|| unsafe { DeviceObject::from_raw(first) })
-    }
 }
 
 /// An extension that references the driver-wide state, so Unload can find it.
 pub trait HasDriverState {
-    /// The driver-wide state.
-    type State;
+    /// The part of the driver-wide state the extension sees.
+    type Context;
     /// The extension's reference to it.
-    fn driver_state(&self) -> &StateRef<Self::State>;
+    fn driver_state(&self) -> &StateRef<Self::Context>;
 }
 
-impl<E: HasDriverState> DriverObject<E> {
-    /// Takes back the driver-wide state that DriverEntry [leaked](StateBox::leak), through
-    /// any device's reference; `None` if the driver has no device or it was taken already.
-    #[must_use]
-    pub fn reclaim_state(&self) -> Option<StateBox<E::State>> {
-        self.any_device()?.extension().driver_state().reclaim()
-    }
-}
-
-/// The driver-wide state and its reference count, in one pool block.
-struct StateBlock<S> {
+/// What a [`StateRef`] reaches without knowing the state's type: the pool tag, the
+/// reference count, and the type of the state that follows it.
+struct Header {
     /// The pool tag the block was allocated with.
     tag: u32,
     references: AtomicUsize,
     /// DriverEntry leaked the box; Unload reclaims it once.
     leaked: AtomicBool,
+    /// The type of `StateBlock::value`.
+    state_type: TypeId,
+}
+
+/// The driver-wide state and its header, in one pool block (the header first, so a
+/// pointer to the block is one to the header).
+#[repr(C)]
+struct StateBlock<S> {
+    header: Header,
     value: S,
 }
 
@@ -102,13 +92,14 @@ struct StateBlock<S> {
 ///
 /// # Invariants
 /// `block` holds an initialised `StateBlock<S>` allocated as a one-element `PoolBuf`
-/// with its `tag`; it is freed only by `free`, and only once no [`StateRef`] to it is
-/// left. At most one `StateBox` for a block exists.
-pub struct StateBox<S> {
+/// with its header's `tag`, and `state_type` is `S`'s; it is freed only by `free`,
+/// and only once no [`StateRef`] to it is left. At most one `StateBox` for a block
+/// exists.
+pub struct StateBox<S: 'static> {
     block: NonNull<StateBlock<S>>,
 }
 
-impl<S> StateBox<S> {
+impl<S: 'static> StateBox<S> {
     /// Moves `value` into a fresh pool block tagged `tag`. IRQL <= DISPATCH_LEVEL.
     ///
     /// # Errors
@@ -119,38 +110,48 @@ impl<S> StateBox<S> {
         // SAFETY: a fresh block of the right size, aligned (pool is 16-byte aligned);
         // writing initialises it.
         unsafe {
-            block.write(StateBlock { tag, references: AtomicUsize::new(0), leaked: AtomicBool::new(false), value });
+            block.write(StateBlock {
+                header: Header {
+                    tag,
+                    references: AtomicUsize::new(0),
+                    leaked: AtomicBool::new(false),
+                    state_type: TypeId::of::<S>(),
+                },
+                value,
+            });
         }
         // INVARIANT: initialised above, allocated as PoolBuf with `tag`.
         Ok(Self { block })
     }
 
-    /// A reference for a device extension.
+    /// A reference for a device extension to the part of the state `part` picks (a
+    /// function, so the part is inside the state or `'static`).
     #[must_use]
-    pub fn reference(&self) -> StateRef<S> {
-        self.inner().references.fetch_add(1, Ordering::AcqRel);
-        StateRef { block: self.block }
+    pub fn reference<C>(&self, part: for<'a> fn(&'a S) -> &'a C) -> StateRef<C> {
+        self.inner().header.references.fetch_add(1, Ordering::AcqRel);
+        // INVARIANT: counted above; the part lives as long as the state.
+        StateRef { header: self.block.cast(), part: NonNull::from(part(&self.inner().value)) }
     }
 
     /// Keeps the state allocated after DriverEntry returns; Unload takes it back with
     /// [`DriverObject::reclaim_state`].
     pub fn leak(self) {
         // No Drop: the value goes, the block stays.
-        self.inner().leaked.store(true, Ordering::Release);
+        self.inner().header.leaked.store(true, Ordering::Release);
     }
 
     /// Drops the state and frees its block (`ExFreePoolWithTag`). If references are
     /// left (a device not deleted: a bug), the block is leaked instead and the error
     /// logged, since something may still use it.
     pub fn free(self) {
-        let left = self.inner().references.load(Ordering::Acquire);
+        let left = self.inner().header.references.load(Ordering::Acquire);
         if left != 0 {
             log!(Error, "driver state still referenced {left} time(s); not freed");
             debug_assert!(left == 0, "driver state freed while referenced");
             return;
         }
         let block = self.block;
-        let tag = self.inner().tag;
+        let tag = self.inner().header.tag;
         // SAFETY: initialised (type invariant) and no reference is left: nothing else
         // can reach the value, which is dropped once, here.
         unsafe { core::ptr::drop_in_place(block.as_ptr()) };
@@ -178,45 +179,56 @@ impl<S> StateBox<S> {
     }
 }
 
-impl<S> core::ops::Deref for StateBox<S> {
+impl<S: 'static> core::ops::Deref for StateBox<S> {
     type Target = S;
     fn deref(&self) -> &S {
         &self.inner().value
     }
 }
 
-/// A counted reference to the driver-wide state, held by a device extension (dropped
-/// with it, by IoDeleteDevice's stage).
+/// A counted reference to a part of the driver-wide state, held by a device extension
+/// (dropped with it, by IoDeleteDevice's stage). It does not name the whole state's
+/// type, so the extension's type need not know it.
 ///
 /// # Invariants
-/// `block` is a [`StateBox`]'s block, counted in its `references`; it stays allocated
-/// while this value lives.
-pub struct StateRef<S> {
-    block: NonNull<StateBlock<S>>,
+/// `header` is a [`StateBox`]'s block, counted in its `references`; the block stays
+/// allocated while this value lives, and `part` points into it (or to a `'static`).
+pub struct StateRef<C> {
+    header: NonNull<Header>,
+    part: NonNull<C>,
 }
 
-impl<S> StateRef<S> {
-    /// The state.
+impl<C> StateRef<C> {
+    /// The part of the state.
     #[must_use]
-    pub fn get(&self) -> &S {
-        // SAFETY: allocated while this reference is counted (type invariant).
-        unsafe { &self.block.as_ref().value }
+    pub fn get(&self) -> &C {
+        // SAFETY: the block is allocated while this reference is counted, and `part`
+        // lives as long as it (type invariant).
+        unsafe { self.part.as_ref() }
     }
 
-    /// The box DriverEntry leaked, once.
-    fn reclaim(&self) -> Option<StateBox<S>> {
-        // SAFETY: as in `get`.
-        let block = unsafe { self.block.as_ref() };
-        // INVARIANT: `leaked` was set by `leak`, which gave up the only box; the swap
-        // lets exactly one caller rebuild it.
-        block.leaked.swap(false, Ordering::AcqRel).then_some(StateBox { block: self.block })
+    fn header(&self) -> &Header {
+        // SAFETY: allocated while this reference is counted (type invariant).
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The box DriverEntry leaked, once, if its state is an `S`.
+    pub(super) fn reclaim<S: 'static>(&self) -> Option<StateBox<S>> {
+        let header = self.header();
+        if header.state_type != TypeId::of::<S>() {
+            debug_assert!(false, "driver state reclaimed as another type");
+            return None;
+        }
+        // INVARIANT: the block holds an `S` (its recorded type), the header is its
+        // first field; `leaked` was set by `leak`, which gave up the only box, and the
+        // swap lets exactly one caller rebuild it.
+        header.leaked.swap(false, Ordering::AcqRel).then_some(StateBox { block: self.header.cast() })
     }
 }
 
-impl<S> Drop for StateRef<S> {
+impl<C> Drop for StateRef<C> {
     fn drop(&mut self) {
-        // SAFETY: as in `get`.
-        unsafe { self.block.as_ref() }.references.fetch_sub(1, Ordering::AcqRel);
+        self.header().references.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -48,7 +48,6 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use super::error::{NtError, NtResult, to_result};
-use super::resources::Controller;
 use super::sync::AtDispatch;
 use super::sys::{
     _KINTERRUPT as KINTERRUPT, _KINTERRUPT_MODE::Latched, BOOLEAN, IoConnectInterrupt, IoDisconnectInterrupt,
@@ -120,7 +119,7 @@ const DISCONNECTED: u8 = 2;
 /// `dpc` is initialised (KeInitializeDpc with [`deferred`] and this path as context)
 /// before any `Interrupt` exists. `locked` is touched only under the interrupt spin
 /// lock while `state` is CONNECTED, and only through `&mut` of the owning
-/// [`Controller`] otherwise. While `state` is IDLE or DISCONNECTED, no ISR, DPC or
+/// [`Controller`](super::resources::Controller) otherwise. While `state` is IDLE or DISCONNECTED, no ISR, DPC or
 /// synchronized callback of this path runs or is queued.
 pub struct InterruptPath<C: InterruptService> {
     /// Written by IoConnectInterrupt before the ISR can first run.
@@ -208,15 +207,16 @@ pub struct Interrupt<C: InterruptService> {
 }
 
 impl<C: InterruptService> Interrupt<C> {
-    /// IoConnectInterrupt of `resources` to the ISR of `controller`'s path: latched,
-    /// not shared, no floating-point save, the device IRQL as synchronize IRQL.
-    /// PASSIVE_LEVEL.
+    /// IoConnectInterrupt of `resources` to the ISR of `path`: latched, not shared, no
+    /// floating-point save, the device IRQL as synchronize IRQL. PASSIVE_LEVEL. The
+    /// path is a controller's extension (the only place one is initialised), which is
+    /// not deleted while CONNECTED; the public form is
+    /// [`Controller::connect`](super::resources::Controller::connect).
     ///
     /// # Errors
     /// IoConnectInterrupt's status; STATUS_UNSUCCESSFUL if the path was connected
     /// before.
-    pub fn connect(controller: &Controller<C>, resources: InterruptResources) -> NtResult<Self> {
-        let path = controller.path();
+    pub(super) fn connect(path: &InterruptPath<C>, resources: InterruptResources) -> NtResult<Self> {
         if path.state.compare_exchange(IDLE, CONNECTED, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(NtError::UNSUCCESSFUL);
         }

@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use super::driver::DriverObject;
 use super::error::{NtError, NtResult, to_result};
-use super::interrupt::{InterruptPath, InterruptService};
+use super::interrupt::{Interrupt, InterruptPath, InterruptResources, InterruptService};
 use super::sys::{
     _CM_SHARE_DISPOSITION::CmResourceShareDeviceExclusive, _MEMORY_CACHING_TYPE::MmNonCached, BOOLEAN,
     CM_PARTIAL_RESOURCE_DESCRIPTOR, CM_RESOURCE_LIST, CONTROLLER_OBJECT, CmResourceTypeInterrupt, CmResourceTypeMemory,
@@ -78,6 +78,16 @@ impl<C: InterruptService> Controller<C> {
         // SAFETY: an initialised path (type invariant); `&mut self` is the only access
         // to it besides the interrupt's own routines, for as long as the result lives.
         unsafe { InterruptPath::context_mut(path) }
+    }
+
+    /// IoConnectInterrupt of `resources` to the ISR of this controller's interrupt
+    /// path (see [`Interrupt`]). PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// IoConnectInterrupt's status; STATUS_UNSUCCESSFUL if the path was connected
+    /// before.
+    pub fn connect(&self, resources: InterruptResources) -> NtResult<Interrupt<C>> {
+        Interrupt::connect(self.path(), resources)
     }
 
     /// Forgets the interrupt object pointer the extension keeps, once disconnected.
