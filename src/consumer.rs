@@ -46,18 +46,18 @@ fn deliver(device: &Device) {
     let mut done = Completions::new();
     let mut visited: u64 = 0;
     {
-        let mut shared = extension.state.lock();
-        while shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
-            let Some(served) = shared.reads.serve_front() else { break };
+        let mut state = extension.state.lock();
+        while state.ring.as_ref().is_some_and(|r| !r.is_empty()) {
+            let Some(served) = state.reads.serve_front() else { break };
             visited = visited.wrapping_add(1);
             // Reads being cancelled were unlinked on the way; a handle left with none
             // has left the list, so the loop moves on.
             for _ in 0..served.cancelling {
-                shared.stats.read_left_queue(ReadOutcome::Cancelled);
+                state.stats.read_left_queue(ReadOutcome::Cancelled);
             }
             let Some(mut irp) = served.irp else { continue };
-            let bytes = crate::dispatch::read::copy_records(&mut shared, &mut irp);
-            shared.stats.read_left_queue(ReadOutcome::Completed);
+            let bytes = crate::dispatch::read::copy_records(&mut state, &mut irp);
+            state.stats.read_left_queue(ReadOutcome::Completed);
             done.push(irp, STATUS_SUCCESS, bytes);
         }
     }

@@ -20,22 +20,22 @@ impl TimerRoutine for DeviceExtension {
     fn expired(&'static self, at_dispatch: &AtDispatch) {
         let now = performance_counter().ticks;
         let wake = {
-            let mut shared = self.state.lock_at_dpc_level(at_dispatch);
-            if shared.stopping {
+            let mut state = self.state.lock_at_dpc_level(at_dispatch);
+            if state.stopping {
                 return;
             }
-            let sequence = shared.ring.as_ref().map_or(0, crate::ring::Ring::produced);
+            let sequence = state.ring.as_ref().map_or(0, crate::ring::Ring::produced);
             // A recognisable synthetic sample: device index in the top byte.
             let value = (u64::from(self.index) << 56) | sequence;
-            if let Some(ring) = shared.ring.as_mut() {
+            if let Some(ring) = state.ring.as_mut() {
                 ring.push(now, value);
             }
-            shared.ticks_since_statistics = shared.ticks_since_statistics.saturating_add(1);
-            if shared.ticks_since_statistics >= self.context().config.stats_every && !shared.work_queued {
-                shared.ticks_since_statistics = 0;
-                shared.work_queued = self.statistics.queue();
+            state.ticks_since_statistics = state.ticks_since_statistics.saturating_add(1);
+            if state.ticks_since_statistics >= self.context().config.stats_every && !state.work_queued {
+                state.ticks_since_statistics = 0;
+                state.work_queued = self.statistics.queue();
             }
-            shared.stats.reads_pending() > 0
+            state.stats.reads_pending() > 0
         };
         if wake {
             self.context().data_ready.set();

@@ -46,11 +46,11 @@ impl CancelRoutine for CancelRead {
 
     fn cancel(extension: &DeviceExtension, irp: CancelledIrp) {
         let irp = {
-            let mut shared = extension.state.lock();
-            let (irp, was_queued) = shared.reads.take_cancelled(irp);
+            let mut state = extension.state.lock();
+            let (irp, was_queued) = state.reads.take_cancelled(irp);
             // A read a remover unlinked first was counted by it.
             if was_queued {
-                shared.stats.read_left_queue(ReadOutcome::Cancelled);
+                state.stats.read_left_queue(ReadOutcome::Cancelled);
             }
             irp
         };

@@ -18,10 +18,10 @@ impl WorkRoutine for DeviceExtension {
     fn run(&'static self, done: WorkDone<'_, Self>) {
         let snapshot = self.state.lock().stats_now();
         crate::registry_entries::write_statistics(&self.context().registry_path, self.index, &snapshot);
-        let mut shared = self.state.lock();
-        shared.work_queued = false;
+        let mut state = self.state.lock();
+        state.work_queued = false;
         // Under the guard, where the producer queues the next run.
         done.finish();
-        drop(shared);
+        drop(state);
     }
 }

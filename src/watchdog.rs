@@ -44,13 +44,13 @@ impl IoTimerRoutine for DeviceExtension {
         let mut expired = Completions::new();
         let mut visited: u64 = 0;
         {
-            let mut shared = self.state.lock_at_dpc_level(at_dispatch);
-            if shared.stopping {
+            let mut state = self.state.lock_at_dpc_level(at_dispatch);
+            if state.stopping {
                 return;
             }
-            shared.refresh_records_dropped();
+            state.refresh_records_dropped();
             if limit > 0 {
-                let crate::device::DeviceState { reads, stats, .. } = &mut *shared;
+                let crate::device::DeviceState { reads, stats, .. } = &mut *state;
                 let expired_read = |irp: &QueuedIrp| counter.ticks.saturating_sub(irp.stamp()) >= limit;
                 let (walked, cancelling) = reads.take_each(expired_read, |irp| {
                     stats.read_left_queue(ReadOutcome::TimedOut);

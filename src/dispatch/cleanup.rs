@@ -14,9 +14,9 @@ pub fn cleanup(extension: &DeviceExtension, irp: Irp) -> Dispatched {
     };
     let mut cancelled = Completions::new();
     {
-        let mut shared = extension.state.lock();
-        handle.mark_cleaned_up(&mut shared);
-        drain(&mut shared, &irp, &mut cancelled);
+        let mut state = extension.state.lock();
+        handle.mark_cleaned_up(&mut state);
+        drain(&mut state, &irp, &mut cancelled);
     }
     cancelled.complete_all();
     irp.complete(STATUS_SUCCESS, 0)

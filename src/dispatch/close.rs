@@ -10,10 +10,10 @@ use crate::queue::drain;
 pub fn close(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
     let mut cancelled = Completions::new();
     let context = {
-        let mut shared = extension.state.lock();
+        let mut state = extension.state.lock();
         // The drain empties the queue, which takes the handle off the list of handles
         // with reads; detached after it, the context is unreachable from the device.
-        drain(&mut shared, &irp, &mut cancelled);
+        drain(&mut state, &irp, &mut cancelled);
         irp.detach_file_context::<HandleContext>()
     };
     cancelled.complete_all();

@@ -20,16 +20,16 @@ pub fn create(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
         return irp.complete(STATUS_INSUFFICIENT_RESOURCES, 0);
     };
     {
-        let shared = extension.state.lock();
-        if shared.stopping {
-            drop(shared);
+        let state = extension.state.lock();
+        if state.stopping {
+            drop(state);
             context.free();
             return irp.complete(STATUS_DELETE_PENDING, 0);
         }
         if let Err(context) = irp.attach_file_context(context) {
             // A create always carries its file object; a kernel caller's without one
             // gets no handle.
-            drop(shared);
+            drop(state);
             context.free();
             return irp.complete(STATUS_INVALID_DEVICE_REQUEST, 0);
         }

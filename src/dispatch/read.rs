@@ -23,48 +23,48 @@ pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {
         return irp.complete(STATUS_SUCCESS, 0);
     }
     let now = crate::kernel::time::performance_counter().ticks;
-    let mut shared = extension.state.lock();
+    let mut state = extension.state.lock();
     let reject = if (length as usize) < RECORD_SIZE {
         Some(STATUS_BUFFER_TOO_SMALL)
-    } else if shared.stopping {
+    } else if state.stopping {
         Some(STATUS_DELETE_PENDING)
-    } else if handle.cleaned_up(&shared) {
+    } else if handle.cleaned_up(&state) {
         // A read that raced CloseHandle past the handle look-up: it would pend forever.
         Some(STATUS_CANCELLED)
     } else {
         None
     };
     if let Some(status) = reject {
-        shared.stats.read_rejected();
-        drop(shared);
+        state.stats.read_rejected();
+        drop(state);
         return irp.complete(status, 0);
     }
-    let waiting = shared.reads.queued_on_file_of(&irp);
-    if waiting == 0 && shared.ring.as_ref().is_some_and(|r| !r.is_empty()) {
-        let bytes = copy_records(&mut shared, &mut irp);
-        shared.stats.read_completed_at_once();
-        drop(shared);
+    let waiting = state.reads.queued_on_file_of(&irp);
+    if waiting == 0 && state.ring.as_ref().is_some_and(|r| !r.is_empty()) {
+        let bytes = copy_records(&mut state, &mut irp);
+        state.stats.read_completed_at_once();
+        drop(state);
         return irp.complete(STATUS_SUCCESS, bytes);
     }
     if waiting >= extension.max_pending_reads {
-        shared.stats.read_rejected();
-        drop(shared);
+        state.stats.read_rejected();
+        drop(state);
         return irp.complete(STATUS_QUOTA_EXCEEDED, 0);
     }
     let mut cancelled_early = Completions::new();
-    let pending = enqueue(&mut shared, irp, now, &mut cancelled_early);
-    drop(shared);
+    let pending = enqueue(&mut state, irp, now, &mut cancelled_early);
+    drop(state);
     cancelled_early.complete_all();
     pending.into()
 }
 
 /// Copies as many whole records as fit in the read into its system buffer; returns
 /// the byte count. Guard held.
-pub fn copy_records(shared: &mut DeviceState, irp: &mut Irp) -> u64 {
+pub fn copy_records(state: &mut DeviceState, irp: &mut Irp) -> u64 {
     let room = (irp.read_length() as usize).checked_div(RECORD_SIZE).unwrap_or(0);
     let mut written: usize = 0;
     while written < room {
-        let Some(record) = shared.ring.as_mut().and_then(crate::ring::Ring::pop) else { break };
+        let Some(record) = state.ring.as_mut().and_then(crate::ring::Ring::pop) else { break };
         // `written < room` records fit, so this one does too.
         if !irp.write_output(written.wrapping_mul(RECORD_SIZE), &record) {
             break;

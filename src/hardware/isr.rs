@@ -130,14 +130,14 @@ fn deliver(context: &DriverContext, devices: &DriverDevices, latched: &Latch, at
         let Some(device) = (channel as usize).checked_rem(device_count).and_then(|k| devices.iter().nth(k)) else {
             continue;
         };
-        let mut shared = device.extension().state.lock_at_dpc_level(at_dispatch);
-        if shared.stopping {
+        let mut state = device.extension().state.lock_at_dpc_level(at_dispatch);
+        if state.stopping {
             continue;
         }
-        if let Some(ring) = shared.ring.as_mut() {
+        if let Some(ring) = state.ring.as_mut() {
             ring.push(now, u64::from(value));
         }
-        wake |= shared.stats.reads_pending() > 0;
+        wake |= state.stats.reads_pending() > 0;
     }
     if wake {
         context.data_ready.set();
