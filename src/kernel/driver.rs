@@ -10,7 +10,10 @@
 //! The driver-wide state lives in a [`StateBox`] (pool) that every device extension
 //! references with a [`StateRef`]: Unload reaches it through the driver's devices
 //! (IoAllocateDriverObjectExtension would be the textbook place, but Wine 8.0 does not
-//! implement it), and the block is freed only once no reference is left.
+//! implement it), and the block is freed only once no reference is left. A reference
+//! is typed by the part of the state it points to, so an extension need not name the
+//! whole state's type (which names the devices); the block records that type, and
+//! Unload gets the box back only as it.
 
 use core::any::TypeId;
 use core::cell::UnsafeCell;
