@@ -41,7 +41,7 @@ pub mod wdk_sys;
 
 pub use checker::Violation;
 pub use faults::FaultHandle;
-pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};
+pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, READ_WRITE, Thread};
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
 pub use io::kernel::KernelFile;

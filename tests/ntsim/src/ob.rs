@@ -51,6 +51,8 @@ pub(crate) enum Target {
 #[derive(Default)]
 pub(crate) struct HandleTable {
     pub(crate) entries: BTreeMap<u64, Target>,
+    /// The access granted to a client's file handle (handle values are not reused).
+    granted: BTreeMap<u64, ACCESS_MASK>,
     next: u64,
 }
 
@@ -96,6 +98,18 @@ impl Objects {
         handle
     }
 
+    /// A client's handle to a file object with the access its open granted.
+    pub(crate) fn open_file_handle(&mut self, owner: Owner, file: usize, granted: ACCESS_MASK) -> u64 {
+        let handle = self.open_handle(owner, false, Target::Object(file));
+        self.tables.entry(owner).or_default().granted.insert(handle, granted);
+        handle
+    }
+
+    /// The access granted to a client's file handle (`None` for other handles).
+    pub(crate) fn granted(&self, owner: Owner, handle: u64) -> Option<ACCESS_MASK> {
+        self.tables.get(&owner)?.granted.get(&handle).copied()
+    }
+
     /// The table `handle` is looked up in by a caller in `owner`'s context: kernel
     /// handles are in the System table and valid only for kernel-mode callers.
     fn table_of(owner: Owner, handle: u64, kernel_mode: bool) -> Option<Owner> {
@@ -108,7 +122,9 @@ impl Objects {
 
     /// Removes the handle; its object reference is the caller's to drop.
     pub(crate) fn take(&mut self, owner: Owner, handle: u64, kernel_mode: bool) -> Option<Target> {
-        self.tables.get_mut(&Self::table_of(owner, handle, kernel_mode)?)?.entries.remove(&handle)
+        let table = self.tables.get_mut(&Self::table_of(owner, handle, kernel_mode)?)?;
+        table.granted.remove(&handle);
+        table.entries.remove(&handle)
     }
 
     pub(crate) fn handles_of(&self, owner: Owner) -> Vec<(u64, Target)> {

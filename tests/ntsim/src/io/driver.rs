@@ -219,12 +219,6 @@ pub(crate) fn is_stopping(ctx: &Ctx<'_>, driver: usize) -> bool {
     ctx.io.drivers.get(&driver).is_some_and(|d| d.state != DriverState::Running)
 }
 
-/// The security check of an open; `None` admits it. ntsim's clients run as
-/// administrators unless the test says otherwise.
-pub(crate) fn access_check(ctx: &Ctx<'_>, device: usize, pid: usize) -> Option<NTSTATUS> {
-    crate::se::access_check(ctx, device, pid)
-}
-
 /// `sc stop`: a driver without DriverUnload cannot be stopped and stays loaded.
 fn request_stop(ctx: &mut Ctx<'_>, driver: usize) {
     // SAFETY: the driver object lives as long as the machine.
