@@ -147,7 +147,8 @@ fn only_system_and_administrators_may_open_by_default() {
     let machine = machine_with(8, &[]);
     let driver = load(&machine);
     let user = machine.new_process_as(false);
-    assert_eq!(user.open(r"\\.\StageDrv0", true).unwrap().unwrap_err(), STATUS_ACCESS_DENIED);
+    let read_write = ntsim::wdk_sys::GENERIC_READ | ntsim::wdk_sys::GENERIC_WRITE;
+    assert_eq!(user.open_with_access(r"\\.\StageDrv0", read_write, true).unwrap().unwrap_err(), STATUS_ACCESS_DENIED);
     let dacl = machine.device_dacl(r"\Device\StageDrv0").expect("a DACL is set");
     let sids: Vec<&str> = dacl.iter().map(|a| a.sid.as_str()).collect();
     assert_eq!(sids, ["S-1-5-18", "S-1-5-32-544"]);
@@ -156,7 +157,7 @@ fn only_system_and_administrators_may_open_by_default() {
     let widened = machine_with(8, &[("OpenToEveryone", 1)]);
     let driver = load(&widened);
     let user = widened.new_process_as(false);
-    let handle = user.open(r"\\.\StageDrv0", true).unwrap().expect("Everyone may open");
+    let handle = user.open_with_access(r"\\.\StageDrv0", read_write, true).unwrap().expect("Everyone may open");
     user.close(handle).unwrap();
     unload_clean(&widened, driver);
 }
