@@ -4,6 +4,8 @@
 //!
 //! ACLs, ACEs and SIDs are read and written in their Windows binary formats.
 
+use std::fmt::Write as _;
+
 use crate::machine::kcall;
 use crate::wdk_sys::{
     ACCESS_MASK, BOOLEAN, DELETE, FILE_ALL_ACCESS, FILE_DEVICE_CD_ROM, FILE_DEVICE_CD_ROM_FILE_SYSTEM,
@@ -65,7 +67,7 @@ unsafe fn sid_text(sid: *const u8) -> String {
         let mut text = format!("S-{}-{authority}", *sid);
         for i in 0..count {
             let sub = std::ptr::read_unaligned(sid.add(8 + 4 * i).cast::<u32>());
-            text.push_str(&format!("-{sub}"));
+            let _ = write!(text, "-{sub}");
         }
         text
     }
@@ -301,7 +303,8 @@ pub(crate) fn access_check(
 /// GENERIC_EXECUTE ("Controlling Device Access": "For most device types and
 /// characteristics, the default security descriptor gives full access (GENERIC_ALL) to
 /// administrators, and read, write, and execute access ... to everyone else"; ReactOS
-/// `se/acl.c` SepInitDACLs builds the same lists). Disks, file systems and network
+/// `se/acl.c` SepInitDACLs builds the same lists, but with Everyone GENERIC_ALL in
+/// this one). Disks, file systems and network
 /// devices get SePublicDefaultUnrestrictedDacl, where Everyone has GENERIC_EXECUTE
 /// only; a CD-ROM or removable disk adds INTERACTIVE read/write/delete on a
 /// workstation (the per-type choice is Windows' own, seen in its IoCreateDevice and

@@ -32,7 +32,7 @@ use ntsim::{Machine, Process};
 
 /// A test driver's device: its type and characteristics, and whether DriverEntry
 /// restricts its DACL to SYSTEM and Administrators (as a careful driver does).
-struct Device {
+struct Spec {
     device_type: u32,
     characteristics: u32,
     admins_only: bool,
@@ -124,7 +124,7 @@ unsafe fn finish(irp: PIRP, status: NTSTATUS) -> NTSTATUS {
 ///
 /// # Safety
 /// `driver` is DriverEntry's driver object.
-unsafe fn entry(driver: PDRIVER_OBJECT, spec: &Device) -> NTSTATUS {
+unsafe fn entry(driver: PDRIVER_OBJECT, spec: &Spec) -> NTSTATUS {
     let mut name = wide(DEVICE);
     let mut unicode = counted(&mut name);
     let mut device: PDEVICE_OBJECT = std::ptr::null_mut();
@@ -161,8 +161,7 @@ unsafe fn entry(driver: PDRIVER_OBJECT, spec: &Device) -> NTSTATUS {
 macro_rules! driver {
     ($name:ident, $device_type:expr, $characteristics:expr, $admins_only:expr) => {
         unsafe extern "C" fn $name(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
-            let spec =
-                Device { device_type: $device_type, characteristics: $characteristics, admins_only: $admins_only };
+            let spec = Spec { device_type: $device_type, characteristics: $characteristics, admins_only: $admins_only };
             // SAFETY: DriverEntry's driver object.
             unsafe { entry(driver, &spec) }
         }
