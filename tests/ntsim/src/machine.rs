@@ -536,7 +536,11 @@ impl Machine {
                     drop(guard);
                     self.inner.cv.notify_all();
                     self.run_until_idle();
-                    return self.verdict();
+                    // Only a bug check stops `advance`; non-fatal reports are for the verdict.
+                    return match &self.lock().halt {
+                        Some(Halt::BugCheck(v)) => Err(Stopped::BugCheck(v.clone())),
+                        _ => Ok(()),
+                    };
                 }
             }
             drop(guard);
