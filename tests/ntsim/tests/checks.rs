@@ -663,8 +663,8 @@ entry_then!(entry_release_unheld, |_device, s| {
 fn releasing_a_spin_lock_not_held_is_c4_1004() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_release_unheld));
-    assert_check(&v, C4, 0x1004);
-    assert_eq!(v.params[1], printed(&machine, "lock2"));
+    assert_eq!((v.code, v.params[0], v.params[1], v.params[2]), (C4, 0x1004, printed(&machine, "lock2"), 0), "{v}");
+    assert_ne!(v.params[3], 0, "P4 names the releasing thread; P3, the owner, is 0: nobody holds it");
 }
 
 unsafe extern "C" fn dpc_keeps_lock(_dpc: PRKDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
@@ -848,7 +848,12 @@ fn pool_leaked_at_unload_is_c4_62_with_block_count() {
     let driver = load(&machine, entry_leaks_pool);
     let v = bugcheck(machine.stop_driver(driver));
     assert_check(&v, C4, 0x62);
-    assert_eq!(v.params[3], 2, "P4 counts the blocks not freed");
+    assert_eq!((v.params[2], v.params[3]), (0, 2), "P4 counts the blocks not freed");
+    // SAFETY: P2 is the driver object's DriverName, a UNICODE_STRING that outlives the unload.
+    let name = unsafe { &*(v.params[1] as *const ntsim::wdk_sys::UNICODE_STRING) };
+    // SAFETY: its buffer holds Length bytes of UTF-16.
+    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    assert_eq!(String::from_utf16_lossy(units), r"\Driver\chk", "P2 names the driver");
     assert!(v.explanation.contains("Chk1 x2 (128 bytes)"), "{v}");
 }
 
@@ -1202,8 +1207,7 @@ fn deleting_a_device_twice_is_c9_240() {
     let machine = machine();
     let driver = load(&machine, entry_deletes_twice);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, C9, 0x240);
-    assert_eq!(v.params[1], printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x240, 0, 0, printed(&machine, "device")]), "{v}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -1224,8 +1228,7 @@ entry_then!(entry_thread_dereferenced_twice, |_device, s| {
 fn dereferencing_a_thread_object_twice_is_c4_3f() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_thread_dereferenced_twice));
-    assert_check(&v, C4, 0x3F);
-    assert_eq!(v.params[1], printed(&machine, "thread"));
+    assert_eq!((v.code, v.params), (C4, [0x3F, printed(&machine, "thread"), u64::MAX, 0]), "[rule, object, new count -1, 0]");
 }
 
 unsafe extern "C" fn create_dereferences_file(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
@@ -1248,8 +1251,7 @@ fn dereferencing_an_unreferenced_file_object_is_c4_3f() {
     let machine = machine();
     load(&machine, entry_create_dereferences_file);
     let v = bugcheck(machine.new_process().open(PATH, false));
-    assert_check(&v, C4, 0x3F);
-    assert_eq!(v.params[1], printed(&machine, "file"));
+    assert_eq!((v.code, v.params), (C4, [0x3F, printed(&machine, "file"), u64::MAX, 0]), "[rule, object, new count -1, 0]");
     assert_eq!(v.routine, ntsim::trace::Routine::Dispatch(IRP_MJ_CREATE as u8));
 }
 
@@ -1789,6 +1791,7 @@ unsafe extern "C" fn cancel_forgets_to_complete(_device: PDEVICE_OBJECT, irp: PI
 }
 
 unsafe extern "C" fn read_pends_with_lazy_cancel(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp(irp);
     // SAFETY: the IRP is ours until the cancel routine takes it.
     unsafe {
         mark_pending(irp);
@@ -1808,7 +1811,7 @@ fn a_cancelled_irp_left_uncompleted_is_c4_135() {
     process.cancel_io_ex(handle, Some(&read)).unwrap();
     machine.advance_ms(50).unwrap();
     let v = bugcheck(machine.advance_ms(100));
-    assert_check(&v, C4, 0x135);
+    assert_eq!((v.code, v.params), (C4, [0x135, printed(&machine, "irp"), 100, 0]), "[rule, IRP, ms allowed, 0]");
 }
 
 unsafe extern "C" fn read_touches_a_wild_pointer(_device: PDEVICE_OBJECT, _irp: PIRP) -> NTSTATUS {

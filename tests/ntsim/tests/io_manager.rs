@@ -219,8 +219,7 @@ fn deleting_devices_until_the_list_is_empty_with_a_handle_open_is_c9_240() {
     let process = machine.new_process();
     let handle = process.open(PATH, true).unwrap().unwrap();
     let v = bugcheck(process.ioctl(handle, 1, &[], 0));
-    assert_check(&v, C9, 0x240);
-    assert_eq!(v.params[1], printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x240, 0, 0, printed(&machine, "device")]), "{v}");
 }
 
 // ---------------------------------------------------------------------------------
