@@ -285,7 +285,9 @@ pub mod ntsim_rule {
 /// The text a DDI compliance rule's P2 points to (NUL-terminated, static).
 pub(crate) fn rule_text(rule: u64) -> u64 {
     let text: &'static [u8] = match rule {
-        c4::QUEUED_SPIN_LOCK_RELEASE => b"QueuedSpinLockRelease: KeReleaseInStackQueuedSpinLock on a lock not taken queued\0",
+        c4::QUEUED_SPIN_LOCK_RELEASE => {
+            b"QueuedSpinLockRelease: KeReleaseInStackQueuedSpinLock on a lock not taken queued\0"
+        }
         c4::SPIN_LOCK_RELEASE_RULE => b"SpinlockRelease: KeReleaseSpinLock on a lock taken queued\0",
         c4::IRQL_IO_PASSIVE1 => b"IrqlIoPassive1: called at IRQL > PASSIVE_LEVEL\0",
         c4::IRQL_IO_PASSIVE2 => b"IrqlIoPassive2: called at IRQL > PASSIVE_LEVEL\0",

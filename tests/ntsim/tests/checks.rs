@@ -162,7 +162,11 @@ fn completed_with_status_pending_is_c9_06() {
     let machine = machine();
     load(&machine, entry_completes_with_pending);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_eq!((v.code, v.params), (C9, [0x06, STATUS_PENDING as u64, printed(&machine, "irp"), 0]), "[rule, status, IRP, 0]");
+    assert_eq!(
+        (v.code, v.params),
+        (C9, [0x06, STATUS_PENDING as u64, printed(&machine, "irp"), 0]),
+        "[rule, status, IRP, 0]"
+    );
 }
 
 unsafe extern "C" fn read_returns_at_dispatch(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
@@ -184,7 +188,11 @@ fn dispatch_routine_changing_irql_is_c9_05() {
     let machine = machine();
     load(&machine, entry_returns_at_dispatch);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_eq!((v.code, v.params), (C9, [0x05, printed(&machine, "device"), 0, 2]), "[rule, device, IRQL before, after]");
+    assert_eq!(
+        (v.code, v.params),
+        (C9, [0x05, printed(&machine, "device"), 0, 2]),
+        "[rule, device, IRQL before, after]"
+    );
 }
 
 unsafe extern "C" fn read_pends_unmarked(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
@@ -1228,7 +1236,11 @@ entry_then!(entry_thread_dereferenced_twice, |_device, s| {
 fn dereferencing_a_thread_object_twice_is_c4_3f() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_thread_dereferenced_twice));
-    assert_eq!((v.code, v.params), (C4, [0x3F, printed(&machine, "thread"), u64::MAX, 0]), "[rule, object, new count -1, 0]");
+    assert_eq!(
+        (v.code, v.params),
+        (C4, [0x3F, printed(&machine, "thread"), u64::MAX, 0]),
+        "[rule, object, new count -1, 0]"
+    );
 }
 
 unsafe extern "C" fn create_dereferences_file(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
@@ -1251,7 +1263,11 @@ fn dereferencing_an_unreferenced_file_object_is_c4_3f() {
     let machine = machine();
     load(&machine, entry_create_dereferences_file);
     let v = bugcheck(machine.new_process().open(PATH, false));
-    assert_eq!((v.code, v.params), (C4, [0x3F, printed(&machine, "file"), u64::MAX, 0]), "[rule, object, new count -1, 0]");
+    assert_eq!(
+        (v.code, v.params),
+        (C4, [0x3F, printed(&machine, "file"), u64::MAX, 0]),
+        "[rule, object, new count -1, 0]"
+    );
     assert_eq!(v.routine, ntsim::trace::Routine::Dispatch(IRP_MJ_CREATE as u8));
 }
 
@@ -1497,7 +1513,11 @@ fn work_item_returning_at_dispatch_is_0xe1() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_work_returns_at_dispatch).and_then(|_| machine.advance_ms(1)));
     let routine = work_returns_at_dispatch as *const () as u64;
-    assert_eq!((v.code, v.params), (0xE1, [routine, 2, 0, printed(&machine, "item")]), "[routine, IRQL, parameter, item]");
+    assert_eq!(
+        (v.code, v.params),
+        (0xE1, [routine, 2, 0, printed(&machine, "item")]),
+        "[routine, IRQL, parameter, item]"
+    );
     assert!(v.explanation.contains("work item"), "{v}");
 }
 
@@ -1689,7 +1709,11 @@ fn spin_lock_acquire_above_dispatch_is_c4_42() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_lock_at_dirql));
     assert_eq!(machine.debug_output()[0], "IoConnectInterrupt=0x0");
-    assert_eq!((v.code, v.params), (C4, [0x42, u64::from(DIRQL), printed(&machine, "lock"), 0]), "[rule, IRQL, lock, 0]");
+    assert_eq!(
+        (v.code, v.params),
+        (C4, [0x42, u64::from(DIRQL), printed(&machine, "lock"), 0]),
+        "[rule, IRQL, lock, 0]"
+    );
     assert_eq!(v.routine, ntsim::trace::Routine::SynchronizeRoutine);
 }
 

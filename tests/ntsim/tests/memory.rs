@@ -17,8 +17,8 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{
-    DEVICE, LINK, PATH, State, TAG, bugcheck, complete, counted, create_link, delete_link, entry_with, load, machine,
-    assert_clean, mark_pending, print, print_value, printed, setup, stack, state, wide,
+    DEVICE, LINK, PATH, State, TAG, assert_clean, bugcheck, complete, counted, create_link, delete_link, entry_with,
+    load, machine, mark_pending, print, print_value, printed, setup, stack, state, wide,
 };
 use ntsim::wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoCreateDevice, IoDeleteDevice, KeAcquireSpinLockRaiseToDpc, KeCancelTimer,

@@ -9,14 +9,13 @@ mod common;
 
 use common::{State, bugcheck, machine, print_value, printed, setup, state};
 use ntsim::wdk_sys::ntddk::{
-    IoConnectInterrupt, IoCreateDevice, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockRaiseToDpc,
-    KeFlushQueuedDpcs, KeInitializeEvent, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer,
+    IoConnectInterrupt, IoCreateDevice, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockRaiseToDpc, KeFlushQueuedDpcs,
+    KeInitializeEvent, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer,
     KeSynchronizeExecution, ObReferenceObjectByHandle, PsCreateSystemThread,
 };
 use ntsim::wdk_sys::{
     _EVENT_TYPE, _KINTERRUPT_MODE, _MODE, BOOLEAN, FILE_DEVICE_UNKNOWN, HANDLE, KLOCK_QUEUE_HANDLE, LARGE_INTEGER,
-    NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PKINTERRUPT, PVOID, STATUS_SUCCESS,
-    THREAD_ALL_ACCESS,
+    NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PKINTERRUPT, PVOID, STATUS_SUCCESS, THREAD_ALL_ACCESS,
 };
 
 const C4: u32 = 0xC4;

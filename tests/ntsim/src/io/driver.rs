@@ -350,7 +350,13 @@ fn ce(ctx: &Ctx<'_>, kind: u64, what: usize, text: String) -> crate::machine::St
 /// 0xC7): the driver's KTIMER/KDPC live in pool, so what lies in the image is the DPC
 /// routine, 0xC7/2 [routine, image start, image end]. A routine outside the image (or
 /// a timer without a DPC) is ntsim's own report.
-fn timer_or_dpc_left(ctx: &Ctx<'_>, driver: usize, object: usize, routine: usize, text: String) -> crate::machine::Stop {
+fn timer_or_dpc_left(
+    ctx: &Ctx<'_>,
+    driver: usize,
+    object: usize,
+    routine: usize,
+    text: String,
+) -> crate::machine::Stop {
     // SAFETY: the driver object lives until its DriverInfo goes.
     let (start, size) = unsafe {
         let object = driver as PDRIVER_OBJECT;
@@ -390,8 +396,9 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
         return Err(timer_or_dpc_left(ctx, driver, dpc, dpc_routine(dpc), text));
     }
     if let Some((&dpc, &routine)) = ctx.ke.dpcs.running_routine.iter().next() {
-        let text = "the driver unloaded while one of its DPC routines was running: KeFlushQueuedDpcs in Unload (stage 2)."
-            .to_owned();
+        let text =
+            "the driver unloaded while one of its DPC routines was running: KeFlushQueuedDpcs in Unload (stage 2)."
+                .to_owned();
         return Err(timer_or_dpc_left(ctx, driver, dpc, routine, text));
     }
     if ctx.ke.work.outstanding() > 0 {
@@ -505,7 +512,12 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
         let list: Vec<String> = leaks.iter().map(|l| format!("{} x{} ({} bytes)", l.tag, l.blocks, l.bytes)).collect();
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [c4::POOL_LEAK_AT_UNLOAD, (driver + std::mem::offset_of!(DRIVER_OBJECT, DriverName)) as u64, 0, blocks as u64],
+            [
+                c4::POOL_LEAK_AT_UNLOAD,
+                (driver + std::mem::offset_of!(DRIVER_OBJECT, DriverName)) as u64,
+                0,
+                blocks as u64,
+            ],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("the driver unloaded without freeing pool: {}.", list.join(", ")),
         )));

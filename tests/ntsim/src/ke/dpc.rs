@@ -151,9 +151,12 @@ pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> 
     }
     if irql != DISPATCH_LEVEL {
         let site = if routine == Routine::IoTimer { c8::IO_TIMER_ROUTINE } else { c8::DPC_ROUTINE };
-        return Err(ctx.violation(irql_unexpected(irql, DISPATCH_LEVEL, site, format!(
-            "{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL."
-        ))));
+        return Err(ctx.violation(irql_unexpected(
+            irql,
+            DISPATCH_LEVEL,
+            site,
+            format!("{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL."),
+        )));
     }
     Ok(())
 }

@@ -36,7 +36,8 @@ pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_
         // The pool types ExAllocatePool2 accepts (one must be chosen).
         let pool_types = POOL_FLAG_PAGED | POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE;
         if irql > limit || Flags & pool_types == 0 {
-            let rule = if Flags & POOL_FLAG_PAGED != 0 { c4::PAGED_ALLOCATION_IRQL } else { c4::NONPAGED_ALLOCATION_IRQL };
+            let rule =
+                if Flags & POOL_FLAG_PAGED != 0 { c4::PAGED_ALLOCATION_IRQL } else { c4::NONPAGED_ALLOCATION_IRQL };
             return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), pool_type, NumberOfBytes], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePool2(flags {Flags:#x}) at IRQL {irql}: paged pool needs IRQL <= APC_LEVEL, nonpaged <= DISPATCH_LEVEL, and one of them must be chosen."))));
         }
         if ctx.should_fail() {
