@@ -11,8 +11,9 @@
 //!   its cancel routine, so a read cancelled while being queued stays queued: 0xC4/0x135,
 //!   a cancelled IRP not completed in time;
 //! - `no_dpc_flush`: Unload skips KeFlushQueuedDpcs, so a timer DPC queued before
-//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID (or its routine
-//!   touches freed memory: 0xD5/0xD1);
+//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID: /1 when the device
+//!   extension holding the queued KDPC is freed, /2 when the image goes with the DPC
+//!   routine still due (or its routine touches freed memory: 0xD5/0xD1);
 //! - `link_after_complete`: the completion chain reads an IRP's next link after
 //!   completing it. The IRP is freed by its completion APC (0xD5
 //!   DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL), or the APC's KAPC already overwrote the

@@ -105,6 +105,8 @@ pub(crate) struct State {
     /// Simulated time in 100 ns units since boot.
     pub(crate) clock: u64,
     pub(crate) halt: Option<Halt>,
+    /// Non-fatal violations, oldest first: they fail the verdict but the machine runs on.
+    pub(crate) reports: Vec<Violation>,
     pub(crate) trace: Trace,
     pub(crate) hostile: Hostile,
     pub(crate) slow_cancel: u64,
@@ -274,6 +276,13 @@ impl Ctx<'_> {
         v.routine = self.routine();
         v.trace_tail = self.trace.tail(12);
         Stop::Violation(Box::new(v))
+    }
+
+    /// Records a non-fatal violation (Verifier's non-fatal "WDM DRIVER ERROR"s) and
+    /// lets the call go on.
+    pub(crate) fn report(&mut self, v: Violation) {
+        let Stop::Violation(v) = self.violation(v.non_fatal()) else { unreachable!("violation() makes a Violation") };
+        self.reports.push(*v);
     }
 
     /// Spawns a simulated thread.
@@ -448,6 +457,7 @@ impl Machine {
             cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, running: None }).collect(),
             clock: 0,
             halt: None,
+            reports: Vec::new(),
             trace: Trace::new(config.trace_limit),
             hostile: config.hostile.clone(),
             slow_cancel: config.slow_cancel,
@@ -526,7 +536,11 @@ impl Machine {
                     drop(guard);
                     self.inner.cv.notify_all();
                     self.run_until_idle();
-                    return self.verdict();
+                    // Only a bug check stops `advance`; non-fatal reports are for the verdict.
+                    return match &self.lock().halt {
+                        Some(Halt::BugCheck(v)) => Err(Stopped::BugCheck(v.clone())),
+                        _ => Ok(()),
+                    };
                 }
             }
             drop(guard);
@@ -559,12 +573,20 @@ impl Machine {
         self.lock().clock
     }
 
-    /// The bug check that stopped the machine, if any.
+    /// The bug check that stopped the machine, if any, or else the first non-fatal
+    /// report (its `fatal` is false).
     pub fn verdict(&self) -> Result<(), Stopped> {
-        match &self.lock().halt {
+        let state = self.lock();
+        match &state.halt {
             Some(Halt::BugCheck(v)) => Err(Stopped::BugCheck(v.clone())),
-            _ => Ok(()),
+            _ => state.reports.first().map_or(Ok(()), |v| Err(Stopped::BugCheck(Box::new(v.clone())))),
         }
+    }
+
+    /// The non-fatal violations recorded so far, oldest first (Verifier's non-fatal
+    /// I/O errors: the machine kept running after each).
+    pub fn reports(&self) -> Vec<Violation> {
+        self.lock().reports.clone()
     }
 
     /// Every kernel call kept so far, oldest first.

@@ -175,7 +175,7 @@ fn release(ctx: &mut Ctx<'_>, address: usize, defer: bool) -> KResult<i64> {
     let Some(object) = ctx.ob.objects.get_mut(&address) else {
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, 0, 0],
+            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, u64::MAX, 0],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("{} on {address:#x}, which is not a live object (already dereferenced to zero?).", ctx.api),
         )));
@@ -185,7 +185,7 @@ fn release(ctx: &mut Ctx<'_>, address: usize, defer: bool) -> KResult<i64> {
     if refs < 0 {
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, 0, 0],
+            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, refs as u64, 0],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("{}: the reference count of {address:#x} went below zero.", ctx.api),
         )));

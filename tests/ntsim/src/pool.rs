@@ -137,6 +137,21 @@ pub(crate) fn check_free(ctx: &Ctx<'_>, api: &str, pointer: *mut u8) -> KResult<
             format!("{api} of paged pool {pointer:p} at IRQL {irql}: paged pool may be freed at IRQL <= APC_LEVEL."),
         )));
     }
+    if let Some((corrupted, after)) = special_pool::corrupted_slop(pointer) {
+        // Bug check 0xC1: [address freed, address of the corrupted byte, reserved, 0x24
+        // for bytes after the block / 0x23 for bytes before it in its page].
+        let (rule, place) = if after {
+            (crate::checker::c1::BYTES_AFTER_CORRUPTED, "after its end")
+        } else {
+            (crate::checker::c1::BYTES_BEFORE_CORRUPTED, "before its start, in its page")
+        };
+        return Err(ctx.violation(Violation::new(
+            code::SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION,
+            [pointer as u64, corrupted as u64, 0, rule],
+            "SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION",
+            format!("{api} of {pointer:p}: the byte at {corrupted:#x}, {place}, was overwritten."),
+        )));
+    }
     check_timers_and_dpcs(ctx, pointer as usize, block.size, api)
 }
 

@@ -142,7 +142,8 @@ pub unsafe extern "C" fn IoDeleteDevice(DeviceObject: PDEVICE_OBJECT) {
             _ => {
                 return Err(ctx.violation(Violation::new(
                     code::DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                    [c9::DEVICE_DELETED_TWICE, address as u64, 0, 0],
+                    // WDM DRIVER ERROR layout [code, driver address (unknown: 0), IRP (none), device].
+                    [c9::DEVICE_DELETED_TWICE, 0, 0, address as u64],
                     "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                     format!("IoDeleteDevice on {address:#x}, which is not a live device object (deleted twice?)."),
                 )));

@@ -47,7 +47,7 @@ fn deadline(state: &State, timeout: PLARGE_INTEGER) -> Option<u64> {
     Some(if value < 0 { state.clock + value.unsigned_abs() } else { value.unsigned_abs() })
 }
 
-fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
+fn check_wait_irql(ctx: &Ctx<'_>, object: usize, timeout: PLARGE_INTEGER) -> KResult<()> {
     let irql = ctx.irql();
     let zero_timeout = !timeout.is_null() && {
         // SAFETY: non-NULL timeouts point to a LARGE_INTEGER.
@@ -62,9 +62,11 @@ fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
     } else {
         return Ok(());
     };
+    // [address of the IRQL value, object, address of the timeout] (0xC4 page): the
+    // IRQL value is this thread's IRQL cell.
     Err(ctx.violation(Violation::new(
         code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-        [rule, u64::from(irql), 0, 0],
+        [rule, crate::crash::irql_cell() as u64, object as u64, timeout as u64],
         "DRIVER_VERIFIER_DETECTED_VIOLATION",
         match rule {
             c4::WAIT_ABOVE_DISPATCH => format!("{} was called at IRQL {irql}, above DISPATCH_LEVEL.", ctx.api),
@@ -96,7 +98,7 @@ pub(crate) fn check_initialised(ctx: &Ctx<'_>, object: usize, write: bool) -> KR
 
 /// Waits for any (or all) of `objects`; returns the NTSTATUS the DDI returns.
 pub(crate) fn wait(ctx: &mut Ctx<'_>, objects: Vec<usize>, all: bool, timeout: PLARGE_INTEGER) -> KResult<NTSTATUS> {
-    check_wait_irql(ctx, timeout)?;
+    check_wait_irql(ctx, objects.first().copied().unwrap_or(0), timeout)?;
     let zero_timeout = !timeout.is_null() && {
         // SAFETY: non-NULL timeouts point to a LARGE_INTEGER.
         unsafe { (*timeout).QuadPart == 0 }
@@ -159,6 +161,15 @@ const _: crate::wdk_sys::fnsig::KeInitializeEvent = KeInitializeEvent;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetEvent(Event: PRKEVENT, _Increment: KPRIORITY, _Wait: BOOLEAN) -> LONG {
     kcall("KeSetEvent", |ctx| {
+        let irql = ctx.irql();
+        if irql > DISPATCH_LEVEL {
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [c4::SET_EVENT_IRQL, u64::from(irql), Event as u64, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("KeSetEvent was called at IRQL {irql}, above DISPATCH_LEVEL."),
+            )));
+        }
         check_initialised(ctx, Event as usize, false)?;
         // SAFETY: the driver passed a KEVENT (its header checked above).
         let state = unsafe { header::signal_state(Event as usize) };
