@@ -36,15 +36,18 @@ pub(crate) unsafe fn try_satisfy(object: usize, consume: bool) -> bool {
     signalled
 }
 
-/// A wait deadline from a Windows timeout: NULL waits forever, negative is relative
-/// in 100 ns units, positive is absolute system time (ntsim's clock).
-fn deadline(state: &State, timeout: PLARGE_INTEGER) -> Option<u64> {
+/// When a wait's timeout expires, on a clock tick: NULL waits forever, negative is
+/// relative in 100 ns units, zero or positive is an absolute system time. `Some(None)`:
+/// it already has, so the wait only polls (a small positive value, a relative timeout
+/// written without its minus sign, is long past: KeWaitForSingleObject documentation;
+/// ReactOS `KiComputeDueTime` via the wait's timer).
+fn deadline(state: &State, timeout: PLARGE_INTEGER) -> Option<Option<u64>> {
     if timeout.is_null() {
         return None;
     }
     // SAFETY: the driver passed a readable LARGE_INTEGER.
     let value = unsafe { (*timeout).QuadPart };
-    Some(if value < 0 { state.clock + value.unsigned_abs() } else { value.unsigned_abs() })
+    Some(crate::ke::timer::expiry(state, value))
 }
 
 fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
@@ -97,21 +100,24 @@ pub(crate) fn check_initialised(ctx: &Ctx<'_>, object: usize, write: bool) -> KR
 /// Waits for any (or all) of `objects`; returns the NTSTATUS the DDI returns.
 pub(crate) fn wait(ctx: &mut Ctx<'_>, objects: Vec<usize>, all: bool, timeout: PLARGE_INTEGER) -> KResult<NTSTATUS> {
     check_wait_irql(ctx, timeout)?;
-    let zero_timeout = !timeout.is_null() && {
-        // SAFETY: non-NULL timeouts point to a LARGE_INTEGER.
-        unsafe { (*timeout).QuadPart == 0 }
-    };
+    let deadline = deadline(ctx, timeout);
+    // A timeout already expired (zero, or an absolute time not in the future) polls.
+    let polls = deadline == Some(None);
     // SAFETY: the driver passed dispatcher objects (checked just below when the wait
     // blocks); reading SignalState does not consume anything.
     let signalled = |o: usize| unsafe { try_satisfy(o, false) };
     let satisfied_now = if all { objects.iter().all(|&o| signalled(o)) } else { objects.iter().any(|&o| signalled(o)) };
-    if !satisfied_now && !zero_timeout {
+    if !satisfied_now && !polls {
         // A wait that blocks links a wait block into every object's wait list.
         for &object in &objects {
             check_initialised(ctx, object, true)?;
         }
     }
-    let deadline = deadline(ctx, timeout);
+    let deadline = match deadline {
+        None => None,
+        Some(Some(when)) => Some(when),
+        Some(None) => Some(ctx.clock),
+    };
     if let Some(when) = deadline {
         ctx.ke.timers.add_deadline(when);
     }
