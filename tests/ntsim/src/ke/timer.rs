@@ -198,7 +198,7 @@ fn signal(state: &mut State, timer: usize, dpc: usize, system_time: u64) {
 pub(crate) fn maybe_pass_time(state: &mut State) {
     let Some(passes) = state.time_passes else { return };
     let rng = &mut state.time_rng;
-    if passes.max_step == 0 || rng.next_u64() % u64::from(passes.one_in.max(1)) != 0 {
+    if passes.max_step == 0 || !rng.next_u64().is_multiple_of(u64::from(passes.one_in.max(1))) {
         return;
     }
     let step = 1 + rng.next_u64() % passes.max_step;
@@ -326,20 +326,17 @@ fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: L
     let was_set = ctx.ke.timers.set.remove(&(timer as usize)).is_some();
     // SAFETY: the driver passed an initialised KTIMER.
     unsafe { *header::signal_state(timer as usize) = 0 };
-    let due = match due {
-        Some(due) => Some(due),
-        None => {
-            // Already expired (an absolute time not in the future): KeSetTimerEx
-            // signals the timer and queues its DPC at once, and a periodic timer is
-            // re-inserted one period on (ReactOS `timerobj.c` KeSetTimerEx, KiSignalTimer).
-            let now = system_time(ctx);
-            signal(ctx, timer as usize, dpc as usize, now);
-            ctx.signal();
-            let base = last_tick(ctx);
-            let increment = ctx.time_increment;
-            (period > 0).then(|| tick_at_or_after(increment, base + period))
-        }
-    };
+    let due = due.or_else(|| {
+        // Already expired (an absolute time not in the future): KeSetTimerEx signals
+        // the timer and queues its DPC at once, and a periodic timer is re-inserted
+        // one period on (ReactOS `timerobj.c` KeSetTimerEx, KiSignalTimer).
+        let now = system_time(ctx);
+        signal(ctx, timer as usize, dpc as usize, now);
+        ctx.signal();
+        let base = last_tick(ctx);
+        let increment = ctx.time_increment;
+        (period > 0).then(|| tick_at_or_after(increment, base + period))
+    });
     if let Some(due) = due {
         let seq = ctx.ke.timers.next_seq;
         ctx.ke.timers.next_seq += 1;

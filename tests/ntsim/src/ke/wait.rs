@@ -36,18 +36,29 @@ pub(crate) unsafe fn try_satisfy(object: usize, consume: bool) -> bool {
     signalled
 }
 
-/// When a wait's timeout expires, on a clock tick: NULL waits forever, negative is
-/// relative in 100 ns units, zero or positive is an absolute system time. `Some(None)`:
-/// it already has, so the wait only polls (a small positive value, a relative timeout
-/// written without its minus sign, is long past: KeWaitForSingleObject documentation;
-/// ReactOS `KiComputeDueTime` via the wait's timer).
-fn deadline(state: &State, timeout: PLARGE_INTEGER) -> Option<Option<u64>> {
+/// When a wait gives up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    /// No timeout (NULL).
+    Never,
+    /// Zero, or an absolute time not in the future: the wait only polls.
+    Expired,
+    /// On this clock tick (interrupt time).
+    At(u64),
+}
+
+/// A wait's timeout as Windows reads it: NULL waits forever, negative is relative in
+/// 100 ns units, zero or positive is an absolute system time, so a small positive
+/// value (a relative timeout written without its minus sign) is long past
+/// (KeWaitForSingleObject documentation; ReactOS `KiComputeDueTime` via the wait's
+/// timer). Expiry lands on a clock tick.
+fn timeout_of(state: &State, timeout: PLARGE_INTEGER) -> Timeout {
     if timeout.is_null() {
-        return None;
+        return Timeout::Never;
     }
     // SAFETY: the driver passed a readable LARGE_INTEGER.
     let value = unsafe { (*timeout).QuadPart };
-    Some(crate::ke::timer::expiry(state, value))
+    crate::ke::timer::expiry(state, value).map_or(Timeout::Expired, Timeout::At)
 }
 
 fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
@@ -100,23 +111,21 @@ pub(crate) fn check_initialised(ctx: &Ctx<'_>, object: usize, write: bool) -> KR
 /// Waits for any (or all) of `objects`; returns the NTSTATUS the DDI returns.
 pub(crate) fn wait(ctx: &mut Ctx<'_>, objects: Vec<usize>, all: bool, timeout: PLARGE_INTEGER) -> KResult<NTSTATUS> {
     check_wait_irql(ctx, timeout)?;
-    let deadline = deadline(ctx, timeout);
-    // A timeout already expired (zero, or an absolute time not in the future) polls.
-    let polls = deadline == Some(None);
+    let timeout = timeout_of(ctx, timeout);
     // SAFETY: the driver passed dispatcher objects (checked just below when the wait
     // blocks); reading SignalState does not consume anything.
     let signalled = |o: usize| unsafe { try_satisfy(o, false) };
     let satisfied_now = if all { objects.iter().all(|&o| signalled(o)) } else { objects.iter().any(|&o| signalled(o)) };
-    if !satisfied_now && !polls {
+    if !satisfied_now && timeout != Timeout::Expired {
         // A wait that blocks links a wait block into every object's wait list.
         for &object in &objects {
             check_initialised(ctx, object, true)?;
         }
     }
-    let deadline = match deadline {
-        None => None,
-        Some(Some(when)) => Some(when),
-        Some(None) => Some(ctx.clock),
+    let deadline = match timeout {
+        Timeout::Never => None,
+        Timeout::Expired => Some(ctx.clock),
+        Timeout::At(when) => Some(when),
     };
     if let Some(when) = deadline {
         ctx.ke.timers.add_deadline(when);
