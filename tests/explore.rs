@@ -45,7 +45,8 @@ fn pct_schedules() {
 
 /// ntsim's hostile options on: IRP_MJ_CLOSE from inside IoCompleteRequest, the
 /// RegistryPath buffer poisoned after DriverEntry, DPCs re-queued onto another CPU,
-/// odd routine addresses.
+/// odd routine addresses; and time passing at scheduling points, so timer DPCs and the
+/// watchdog fire in the middle of requests.
 #[test]
 fn hostile_schedules() {
     let hostile = ntsim::Hostile {
@@ -55,7 +56,9 @@ fn hostile_schedules() {
         odd_routine_addresses: true,
     };
     for seed in 0..schedules() / 4 {
-        let config = ntsim::Config { hostile: hostile.clone(), ..common::scenario::config(Mode::Seeded(seed)) };
+        let time_passes = Some(ntsim::TimePasses { max_step: 20_000, one_in: 4 });
+        let config =
+            ntsim::Config { hostile: hostile.clone(), time_passes, ..common::scenario::config(Mode::Seeded(seed)) };
         if let Err(error) = common::scenario::scenario_on(config) {
             panic!("hostile schedule {seed} failed:\n{error}");
         }

@@ -202,7 +202,7 @@ fn writes_and_huge_reads_get_defined_statuses() {
     let handle = open(&process, 0);
     let write = process.write(handle, b"not supported").unwrap().done().unwrap();
     assert_eq!(write.status, STATUS_INVALID_DEVICE_REQUEST);
-    machine.advance_ms(35).unwrap();
+    common::advance_until_produced(&machine, &process, handle, 3);
     // 16 MiB: the driver hands over what it has, whole records only.
     let huge = process.read(handle, 16 << 20).unwrap().done().unwrap();
     assert_eq!(huge.status, 0);
@@ -277,7 +277,7 @@ fn handles_take_turns_for_records() {
     let (a, b) = (open(&process, 0), open(&process, 0));
     let reads_a: Vec<_> = (0..3).map(|_| pending_read(&process, a, 1)).collect();
     let reads_b: Vec<_> = (0..3).map(|_| pending_read(&process, b, 1)).collect();
-    machine.advance_ms(40).unwrap();
+    common::advance_until_produced(&machine, &process, a, 4);
     let done = |reads: &[ntsim::PendingIo]| reads.iter().filter(|r| r.result().is_some()).count();
     assert_eq!((done(&reads_a), done(&reads_b)), (2, 2), "four ticks, two records each");
     process.close(a).unwrap();

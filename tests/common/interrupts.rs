@@ -42,8 +42,9 @@ pub fn interrupts_during_unload(config: Config) -> Result<(), String> {
     };
     let (h0, h1) = (opened(0)?, opened(1)?);
 
-    // Round 1: interrupts race reads and a producer tick.
-    machine.tick(10 * 10_000);
+    // Round 1: interrupts race reads and a producer tick (its 10 ms rounded up to the
+    // first clock tick).
+    machine.tick(ntsim::DEFAULT_TIME_INCREMENT);
     let mut reads = vec![t0.post_read(h0, RECORD_SIZE), t1.post_read(h1, RECORD_SIZE)];
     for value in 0..3 {
         post_sample(&machine, value % 2, value);

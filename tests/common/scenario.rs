@@ -36,8 +36,9 @@ pub fn scenario_on(config: Config) -> Result<(), String> {
     let (h1, h2, h3) = (opened(&p1, 0)?, opened(&p1, 0)?, opened(&p2, 1)?);
 
     let mut reads = Vec::new();
-    // Round 1: reads on three threads race a timer tick on each device.
-    machine.tick(10 * 10_000);
+    // Round 1: reads on three threads race a timer tick on each device: the producer's
+    // first expiry, its 10 ms rounded up to the first clock tick.
+    machine.tick(ntsim::DEFAULT_TIME_INCREMENT);
     reads.extend([t0.post_read(h1, RECORD_SIZE), t0.post_read(h1, 2 * RECORD_SIZE)]);
     reads.extend([t1.post_read(h2, RECORD_SIZE), t1.post_read(h2, RECORD_SIZE)]);
     reads.extend([u0.post_read(h3, RECORD_SIZE), u0.post_read(h3, RECORD_SIZE)]);

@@ -49,6 +49,8 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "RtlSetDaclSecurityDescriptor"
         | "MmGetSystemRoutineAddress"
         | "HalGetInterruptVector" => PASSIVE_LEVEL,
+        // KeDelayExecutionThread: at most APC_LEVEL.
+        "KeDelayExecutionThread" => APC_LEVEL,
         // Up to DISPATCH_LEVEL.
         "ExAllocatePool2"
         | "ExAllocatePoolWithTag"
@@ -94,6 +96,13 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "KeInitializeSemaphore"
         | "KeRemoveQueueDpc"
         | "KeQueryPerformanceCounter"
+        | "KeQueryTimeIncrement"
+        | "KeQuerySystemTimePrecise"
+        | "KeQueryInterruptTimePrecise"
+        | "KeQueryUnbiasedInterruptTime"
+        | "KeQuerySystemTime"
+        | "KeQueryInterruptTime"
+        | "KeQueryTickCount"
         | "KeBugCheckEx"
         | "DbgPrint"
         | "DbgPrintEx"

@@ -45,9 +45,9 @@ pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, READ_W
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
 pub use io::kernel::KernelFile;
+pub use ke::clock::PERFORMANCE_FREQUENCY;
 pub use ke::interrupt::{RegisterWrite, Resource};
-pub use ke::misc::PERFORMANCE_FREQUENCY;
-pub use ke::timer::SECOND;
-pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped};
+pub use ke::timer::{BOOT_SYSTEM_TIME, DEFAULT_TIME_INCREMENT, SECOND};
+pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped, TimePasses};
 pub use registry::Value;
 pub use sched::Mode;

@@ -27,6 +27,25 @@ pub struct Config {
     pub missing_exports: Vec<String>,
     /// When a pended IRP's completion APC runs and frees it.
     pub completion_apc: CompletionApc,
+    /// The clock tick in 100 ns units (KeQueryTimeIncrement): timers and timeouts expire
+    /// on ticks, and the tick-updated times (KeQuerySystemTime, KeQueryInterruptTime,
+    /// KeQueryTickCount) move by it.
+    pub time_increment: u64,
+    /// Let time pass while threads run (off by default): see [`TimePasses`].
+    pub time_passes: Option<TimePasses>,
+}
+
+/// Time passing at scheduling points. On Windows the clock runs while threads run: a
+/// thread that is merely slow (preempted, starved, holding a lock) lets another
+/// thread's timeout expire and timers fire in the middle of a request. Without this
+/// option ntsim's clock moves only when no thread can run (or the test moves it).
+/// With it, in the serial modes, at one scheduling point in `one_in` the clock moves
+/// forward by a random step of 1 to `max_step` (100 ns units) drawn from the
+/// schedule's seed, so a schedule still replays from its seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimePasses {
+    pub max_step: u64,
+    pub one_in: u32,
 }
 
 /// When the completion APC of an IRP completed asynchronously runs. IofCompleteRequest
@@ -55,6 +74,8 @@ impl Default for Config {
             slow_cancel: 5 * crate::ke::timer::SECOND,
             missing_exports: Vec::new(),
             completion_apc: CompletionApc::default(),
+            time_increment: crate::ke::timer::DEFAULT_TIME_INCREMENT,
+            time_passes: None,
         }
     }
 }
@@ -102,8 +123,12 @@ pub(crate) struct State {
     pub(crate) sched: sched::Scheduler,
     pub(crate) threads: Vec<SimThread>,
     pub(crate) cpus: Vec<Cpu>,
-    /// Simulated time in 100 ns units since boot.
+    /// Simulated time in 100 ns units since boot (the interrupt time, exact).
     pub(crate) clock: u64,
+    pub(crate) time_increment: u64,
+    pub(crate) time_passes: Option<TimePasses>,
+    /// Draws the steps of `time_passes`, apart from the scheduler's choices.
+    pub(crate) time_rng: sched::Rng,
     pub(crate) halt: Option<Halt>,
     /// Non-fatal violations, oldest first: they fail the verdict but the machine runs on.
     pub(crate) reports: Vec<Violation>,
@@ -456,6 +481,9 @@ impl Machine {
             threads: Vec::new(),
             cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, running: None }).collect(),
             clock: 0,
+            time_increment: config.time_increment.max(1),
+            time_passes: config.time_passes,
+            time_rng: sched::Rng::new(config.mode.seed() ^ 0x5449_4D45),
             halt: None,
             reports: Vec::new(),
             trace: Trace::new(config.trace_limit),
@@ -571,6 +599,11 @@ impl Machine {
     /// Simulated time since boot, in 100 ns units.
     pub fn now(&self) -> u64 {
         self.lock().clock
+    }
+
+    /// The system time now (KeQuerySystemTimePrecise): 100 ns units since 1601.
+    pub fn system_time(&self) -> u64 {
+        crate::ke::timer::BOOT_SYSTEM_TIME + self.lock().clock
     }
 
     /// The bug check that stopped the machine, if any, or else the first non-fatal

@@ -33,6 +33,14 @@ impl Mode {
     pub(crate) fn is_serial(self) -> bool {
         !matches!(self, Mode::Free)
     }
+
+    /// The schedule's seed (0 for `Free`).
+    pub(crate) fn seed(self) -> u64 {
+        match self {
+            Mode::Seeded(seed) | Mode::Pct { seed, .. } => seed,
+            Mode::Free => 0,
+        }
+    }
 }
 
 /// Identifies a simulated thread inside its machine.
@@ -95,11 +103,7 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) fn new(mode: Mode) -> Self {
-        let seed = match mode {
-            Mode::Seeded(seed) | Mode::Pct { seed, .. } => seed,
-            Mode::Free => 0,
-        };
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::new(mode.seed());
         let change_points = match mode {
             Mode::Pct { depth, .. } => (0..depth).map(|_| rng.next_u64() % 2000).collect(),
             _ => Vec::new(),
@@ -239,6 +243,7 @@ fn hand_off<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>, me: Tid) -> 
     if !guard.sched.mode.is_serial() {
         return guard;
     }
+    crate::ke::timer::maybe_pass_time(&mut guard);
     wake_satisfied(&mut guard);
     let candidates: Vec<Tid> = (0..guard.threads.len()).filter(|&t| guard.threads[t].status.runnable()).collect();
     guard.sched.baton =

@@ -444,7 +444,8 @@ fn well_behaved_irp_handling_passes_every_check() {
     assert_eq!(process.main().wait(&io).unwrap().status, STATUS_CANCELLED);
     // Pended, then completed by a timer DPC at DISPATCH_LEVEL.
     let Issued::Pending(io) = process.ioctl(handle, IOCTL_WAIT_TIMER, &[], 0).unwrap() else { panic!("pends") };
-    machine.advance_ms(10).unwrap();
+    // The 5 ms timer expires at the first clock tick (15.625 ms).
+    machine.advance_ms(20).unwrap();
     assert_eq!(io.result().expect("completed by the DPC").status, STATUS_SUCCESS);
     process.close(handle).unwrap();
     assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);

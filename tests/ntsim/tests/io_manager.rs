@@ -1341,7 +1341,8 @@ fn a_last_reference_dropped_at_dispatch_level_closes_on_a_worker() {
     let process = machine.new_process();
     let handle = process.open(PATH, true).unwrap().unwrap();
     process.close(handle).unwrap();
-    machine.advance_ms(10).unwrap();
+    // The 5 ms timer expires at the first clock tick (15.625 ms).
+    machine.advance_ms(20).unwrap();
     assert!(machine.debug_output().contains(&"close at irql 0".to_owned()), "{:#?}", machine.debug_output());
     let close =
         machine.trace().into_iter().find(|c| c.routine == Routine::Dispatch(ntsim::wdk_sys::IRP_MJ_CLOSE as u8));

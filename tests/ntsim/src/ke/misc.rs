@@ -1,15 +1,12 @@
-//! Pool, the performance counter, bug checks and debug output.
+//! Pool, bug checks and debug output.
 
 use crate::checker::{Violation, c4, code};
 use crate::machine::kcall;
 use crate::pool::FreeError;
 use crate::wdk_sys::{
-    LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS,
-    PUNICODE_STRING, PVOID, SIZE_T, ULONG, ULONG_PTR,
+    POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS, PUNICODE_STRING, PVOID, SIZE_T,
+    ULONG, ULONG_PTR,
 };
-
-/// ntsim's performance counter runs at the clock's resolution: 10 MHz.
-pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID {
@@ -173,18 +170,6 @@ pub unsafe extern "C" fn ExFreePoolWithTag(P: PVOID, Tag: ULONG) {
     free("ExFreePoolWithTag", P, Some(Tag));
 }
 const _: crate::wdk_sys::fnsig::ExFreePoolWithTag = ExFreePoolWithTag;
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn KeQueryPerformanceCounter(PerformanceFrequency: PLARGE_INTEGER) -> LARGE_INTEGER {
-    kcall("KeQueryPerformanceCounter", |ctx| {
-        if !PerformanceFrequency.is_null() {
-            // SAFETY: the driver passed a writable LARGE_INTEGER.
-            unsafe { (*PerformanceFrequency).QuadPart = PERFORMANCE_FREQUENCY };
-        }
-        Ok(LARGE_INTEGER { QuadPart: i64::try_from(ctx.clock).unwrap_or(i64::MAX) })
-    })
-}
-const _: crate::wdk_sys::fnsig::KeQueryPerformanceCounter = KeQueryPerformanceCounter;
 
 /// The driver bug-checked itself (for example its panic handler did).
 #[unsafe(no_mangle)]
