@@ -384,9 +384,12 @@ fn time_passing_catches_a_teardown_that_trusts_a_timeout() {
 }
 
 /// The worker's next write lands in the freed buffer (0xD5, P2 = 1: a write), or the
-/// unload check finds the worker still running first (0xCE).
+/// unload check finds the worker still running first (ntsim's own unload check).
 #[track_caller]
 fn assert_caught(v: &ntsim::Violation, seed: u64) {
     let freed_write = v.code == 0xD5 && v.params[1] == 1;
-    assert!(freed_write || v.code == 0xCE, "seed {seed}: not the use after free or the running thread:\n{v}");
+    assert!(
+        freed_write || v.code == ntsim::checker::code::NTSIM_UNLOAD_LEAK,
+        "seed {seed}: not the use after free or the running thread:\n{v}"
+    );
 }
