@@ -15,8 +15,9 @@
 #![allow(clippy::missing_safety_doc, reason = "exports follow their documented Windows contracts")]
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss, clippy::cast_lossless)]
 #![allow(clippy::similar_names, clippy::too_many_lines, clippy::module_name_repetitions, clippy::missing_panics_doc)]
-#![allow(missing_docs, clippy::missing_errors_doc, clippy::must_use_candidate, clippy::too_many_arguments)]
+#![allow(clippy::missing_errors_doc, clippy::must_use_candidate, clippy::too_many_arguments)]
 
+pub mod check;
 pub mod checker;
 mod crash;
 pub(crate) mod faults;
@@ -36,9 +37,10 @@ pub(crate) mod stack;
 mod thunk;
 pub mod trace;
 #[allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
-#[allow(unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]
+#[allow(missing_docs, unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]
 pub mod wdk_sys;
 
+pub use check::{Failure, check_free, check_pct, check_random, replay};
 pub use checker::Violation;
 pub use faults::FaultHandle;
 pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};

@@ -22,6 +22,7 @@ const ACL_HEADER: usize = 8;
 pub struct Ace {
     /// The SID in `S-1-5-32-544` form.
     pub sid: String,
+    /// The access mask the entry allows.
     pub mask: u32,
 }
 
@@ -69,6 +70,7 @@ unsafe fn parse_acl(acl: *const u8) -> Vec<Ace> {
     }
 }
 
+/// RtlCreateSecurityDescriptor: an empty absolute security descriptor.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlCreateSecurityDescriptor(
     SecurityDescriptor: PSECURITY_DESCRIPTOR,
@@ -88,6 +90,7 @@ pub unsafe extern "C" fn RtlCreateSecurityDescriptor(
 }
 const _: crate::wdk_sys::fnsig::RtlCreateSecurityDescriptor = RtlCreateSecurityDescriptor;
 
+/// RtlSetDaclSecurityDescriptor: sets (or clears) the descriptor's DACL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlSetDaclSecurityDescriptor(
     SecurityDescriptor: PSECURITY_DESCRIPTOR,
@@ -115,6 +118,7 @@ pub unsafe extern "C" fn RtlSetDaclSecurityDescriptor(
 }
 const _: crate::wdk_sys::fnsig::RtlSetDaclSecurityDescriptor = RtlSetDaclSecurityDescriptor;
 
+/// RtlCreateAcl: an empty ACL of the given size and revision.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlCreateAcl(Acl: PACL, AclLength: ULONG, AclRevision: ULONG) -> NTSTATUS {
     kcall("RtlCreateAcl", |_ctx| {
@@ -136,6 +140,7 @@ pub unsafe extern "C" fn RtlCreateAcl(Acl: PACL, AclLength: ULONG, AclRevision: 
 }
 const _: crate::wdk_sys::fnsig::RtlCreateAcl = RtlCreateAcl;
 
+/// RtlAddAccessAllowedAce: appends an access-allowed entry.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlAddAccessAllowedAce(
     Acl: PACL,
