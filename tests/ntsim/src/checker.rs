@@ -79,13 +79,13 @@ pub mod code {
     pub const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
     /// 0x50: a bad access below DISPATCH_LEVEL (NULL, wild pointer, a freed interrupt object).
     pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
-    /// 0xC4: a Driver Verifier rule; the rule is the first parameter ([`c4`]).
+    /// 0xC4: a Driver Verifier rule; the rule is the first parameter ([`super::c4`]).
     pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
     /// 0xC7: a set KTIMER or queued KDPC re-initialised, freed, or left at unload.
     pub const TIMER_OR_DPC_INVALID: u32 = 0xC7;
-    /// 0xC9: an I/O Verification rule; the rule is the first parameter ([`c9`]).
+    /// 0xC9: an I/O Verification rule; the rule is the first parameter ([`super::c9`]).
     pub const DRIVER_VERIFIER_IOMANAGER_VIOLATION: u32 = 0xC9;
-    /// 0xCE: a resource left at unload; its kind is the first parameter ([`unload`]).
+    /// 0xCE: a resource left at unload; its kind is the first parameter ([`super::unload`]).
     pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
     /// 0x11B: a cancel routine returned holding the cancel spin lock.
     pub const DRIVER_RETURNED_HOLDING_CANCEL_LOCK: u32 = 0x11B;
@@ -93,7 +93,7 @@ pub mod code {
     pub const BAD_POOL_CALLER: u32 = 0xC2;
     /// 0x93: ZwClose of a handle not in the caller's table.
     pub const INVALID_KERNEL_HANDLE: u32 = 0x93;
-    /// 0xE4: a work item misused; the rule is the first parameter ([`e4`]).
+    /// 0xE4: a work item misused; the rule is the first parameter ([`super::e4`]).
     pub const WORKER_INVALID: u32 = 0xE4;
     /// 0x133: a spin-lock deadlock (Windows spins until the DPC watchdog fires).
     pub const DPC_WATCHDOG_VIOLATION: u32 = 0x133;

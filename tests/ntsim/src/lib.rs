@@ -1,16 +1,4 @@
-//! ntsim — a user-mode NT kernel that runs a WDM driver's own code in `cargo test`.
-//!
-//! A driver written against `wdk-sys` names compiles for the host against
-//! [`wdk_sys`] (same names, field paths and Windows layouts) and links against ntsim's
-//! implementations of the kernel exports. A test builds a [`Machine`], loads the
-//! driver with [`Machine::load_driver`], drives it through client processes
-//! ([`Machine::new_process`]: CreateFile, ReadFile, DeviceIoControl, CancelIo,
-//! CloseHandle, process exit), moves the simulated clock, stops the driver as `sc stop`
-//! would, and collects the verdict: every misuse is reported with Driver Verifier's
-//! bug-check code and parameters ([`Violation`]).
-//!
-//! See `tests/ntsim/README.md` for a walkthrough.
-
+#![doc = include_str!("../README.md")]
 #![allow(non_snake_case, reason = "kernel exports keep their Windows names")]
 #![allow(clippy::missing_safety_doc, reason = "exports follow their documented Windows contracts")]
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss, clippy::cast_lossless)]
