@@ -43,7 +43,7 @@ use common::scenario::{config, scenario};
 use ntsim::Mode;
 
 /// The scenario that exercises the mutant's code.
-fn run(mode: Mode) -> Result<(), String> {
+fn run(mode: Mode) -> Result<(), ntsim::Failure> {
     if cfg!(stagedrv_mutant = "disconnect_before_dpc_flush") {
         common::interrupts::interrupts_during_unload(config(mode))
     } else {
@@ -55,7 +55,7 @@ fn first_failure() -> (u64, String) {
     for seed in 0..2000 {
         for mode in [Mode::Seeded(seed), Mode::Pct { seed, depth: 3 }] {
             if let Err(error) = run(mode) {
-                return (seed, error);
+                return (seed, error.to_string());
             }
         }
     }

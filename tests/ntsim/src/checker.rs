@@ -13,13 +13,17 @@ use crate::trace::{Call, Routine};
 /// A driver bug found by ntsim. The simulated machine stops when one is found.
 #[derive(Clone, Debug)]
 pub struct Violation {
+    /// The bug-check code ([`code`]).
     pub code: u32,
+    /// The four bug-check parameters, as the bug check's reference page defines them.
     pub params: [u64; 4],
     /// The bug check's symbolic name, e.g. `MULTIPLE_IRP_COMPLETE_REQUESTS`.
     pub name: &'static str,
+    /// What the driver did, in a sentence, and what to do instead.
     pub explanation: String,
     /// The simulated thread and driver routine that made the offending call.
     pub thread: String,
+    /// The driver routine it was running.
     pub routine: Routine,
     /// The last kernel calls before the violation, oldest first.
     pub trace_tail: Vec<Call>,
@@ -204,8 +208,12 @@ pub mod c4 {
 /// Sites (the low byte of P1) of [`code::IRQL_UNEXPECTED_VALUE`]. Windows does not
 /// document its values beyond 0 and 1 (APC delivery); these are ntsim's.
 pub mod c8 {
+    /// A DPC routine returned at another IRQL than DISPATCH_LEVEL.
     pub const DPC_ROUTINE: u64 = 2;
+    /// An IoTimer routine returned at another IRQL than DISPATCH_LEVEL.
     pub const IO_TIMER_ROUTINE: u64 = 3;
+    /// A cancel routine returned at another IRQL than the one IoCancelIrp was called at
+    /// (`Irp->CancelIrql`, which releasing the cancel spin lock restores).
     pub const CANCEL_ROUTINE: u64 = 4;
 }
 
@@ -214,27 +222,27 @@ pub mod c8 {
 /// "WDM DRIVER ERROR" codes (0x200 and up) are [code, address in the driver, IRP,
 /// device object], and some of those are non-fatal.
 pub mod c9 {
-    /// [device object, IRQL before, IRQL after].
+    /// A dispatch routine returned at another IRQL than it was called at: [device object, IRQL before, IRQL after].
     pub const IRQL_CHANGED_BY_DISPATCH: u64 = 0x05;
-    /// [IRP status, IRP, 0].
+    /// An IRP completed with STATUS_PENDING: [IRP status, IRP, 0].
     pub const COMPLETED_WITH_PENDING_STATUS: u64 = 0x06;
-    /// [cancel routine, IRP, 0].
+    /// An IRP completed with its cancel routine still set: [cancel routine, IRP, 0].
     pub const COMPLETED_WITH_CANCEL_ROUTINE: u64 = 0x07;
-    /// [device object, 0, 0].
+    /// IoInitializeTimer on a device whose timer is already initialised: [device object, 0, 0].
     pub const TIMER_ALREADY_INITIALIZED: u64 = 0x0A;
-    /// [current IRQL, IRP, 0].
+    /// An IRP completed above DISPATCH_LEVEL: [current IRQL, IRP, 0].
     pub const COMPLETED_ABOVE_DISPATCH: u64 = 0x0E;
-    /// Fatal.
+    /// A dispatch routine returned another status than the IRP was completed with. Fatal.
     pub const RETURNED_STATUS_MISMATCH: u64 = 0x224;
-    /// Fatal.
+    /// A dispatch routine returned an IRP neither completed nor pending. Fatal.
     pub const NEITHER_COMPLETED_NOR_PENDING: u64 = 0x226;
-    /// Non-fatal.
+    /// STATUS_PENDING returned without IoMarkIrpPending. Non-fatal.
     pub const PENDING_NOT_MARKED: u64 = 0x23D;
-    /// Non-fatal.
+    /// IoMarkIrpPending, but the routine returned another status. Non-fatal.
     pub const MARKED_BUT_NOT_PENDING: u64 = 0x23E;
-    /// Fatal.
+    /// IoDeleteDevice of a device already deleted. Fatal.
     pub const DEVICE_DELETED_TWICE: u64 = 0x240;
-    /// Non-fatal.
+    /// `IoStatus.Information` larger than the buffer. Non-fatal.
     pub const INFORMATION_TOO_LARGE: u64 = 0x312;
 }
 
@@ -249,22 +257,35 @@ pub mod c1 {
 
 /// Rule numbers (first parameter) under [`code::WORKER_INVALID`].
 pub mod e4 {
+    /// A work item queued again while still queued.
     pub const ACTIVE_ITEM_QUEUED: u64 = 0x1;
+    /// A queued work item freed.
     pub const QUEUED_IO_ITEM_FREED: u64 = 0x2;
+    /// IoQueueWorkItem with a NULL routine.
     pub const INVALID_ROUTINE: u64 = 0x7;
 }
 
 /// Kinds (first parameter) under [`code::NTSIM_UNLOAD_LEAK`].
 pub mod unload {
+    /// A work item queued or running.
     pub const WORK_ITEM: u64 = 1;
+    /// A system thread still running.
     pub const SYSTEM_THREAD: u64 = 2;
+    /// A device object not deleted.
     pub const DEVICE_OBJECT: u64 = 3;
+    /// A symbolic link not deleted.
     pub const SYMBOLIC_LINK: u64 = 4;
+    /// An object reference the driver took and did not drop, or a handle it did not close.
     pub const OBJECT_REFERENCE: u64 = 5;
+    /// An interrupt still connected.
     pub const INTERRUPT: u64 = 6;
+    /// An MmMapIoSpace mapping not unmapped.
     pub const IO_SPACE_MAPPING: u64 = 7;
+    /// A registry key handle not closed.
     pub const REGISTRY_KEY: u64 = 8;
+    /// A controller object not deleted.
     pub const CONTROLLER_OBJECT: u64 = 10;
+    /// A resource claim not released.
     pub const RESOURCE_CLAIM: u64 = 11;
     /// A KTIMER set, or a KDPC queued or running, whose routine is not the driver's.
     pub const TIMER_OR_DPC: u64 = 12;
@@ -272,10 +293,15 @@ pub mod unload {
 
 /// ntsim's own rules (first parameter) under [`code::NTSIM_RULE`].
 pub mod ntsim_rule {
+    /// IoDeleteDevice while a symbolic link still points at the device.
     pub const LINK_TO_DELETED_DEVICE: u64 = 1;
+    /// A handle the kernel call cannot find; reserved: no check raises it.
     pub const HANDLE_NOT_FOUND: u64 = 2;
+    /// A driver routine returned holding a spin lock; reserved: no check raises it (such a return is 0x0A).
     pub const SPIN_LOCK_HELD_AT_RETURN: u64 = 3;
+    /// A kernel object that is not what the call expects (a bad work item, interrupt).
     pub const BAD_OBJECT: u64 = 4;
+    /// A kernel export called from a thread ntsim did not create.
     pub const KERNEL_CALL_OFF_MACHINE: u64 = 5;
     /// A DDI called above its documented IRQL where Verifier has no rule for it:
     /// [6, IRQL, highest IRQL allowed, 0].

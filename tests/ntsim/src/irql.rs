@@ -3,11 +3,15 @@
 use crate::checker::{Violation, c4, code, ntsim_rule, rule_text};
 use crate::machine::{Ctx, KResult};
 
+/// Threads, DriverEntry, dispatch routines of top-level requests.
 pub const PASSIVE_LEVEL: u8 = 0;
+/// APC_LEVEL: completion APCs; paged memory is still accessible.
 pub const APC_LEVEL: u8 = 1;
+/// DPCs, spin locks held, IoTimer routines: no paging, no waiting.
 pub const DISPATCH_LEVEL: u8 = 2;
 /// The device IRQL ntsim's virtual interrupt lines use.
 pub const DEVICE_IRQL: u8 = 5;
+/// The highest IRQL.
 pub const HIGH_LEVEL: u8 = 15;
 
 /// The highest IRQL at which `api` may be called, from Microsoft's DDI reference.

@@ -12,6 +12,7 @@ use crate::trace::{Routine, Trace};
 /// What a machine is built with.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// How simulated threads take turns: a seeded schedule, PCT, or free-running.
     pub mode: Mode,
     /// Simulated processors, each with its own DPC queue (at least 2 by default).
     pub cpus: usize,
@@ -19,6 +20,7 @@ pub struct Config {
     pub workers: usize,
     /// Kernel calls kept in the trace.
     pub trace_limit: usize,
+    /// Options real kernels allow and careless drivers trip on (all off by default).
     pub hostile: Hostile,
     /// A cancelled IRP still outstanding after this long (100 ns units) is reported as
     /// a slow cancel (0xC4/0x135).
@@ -44,7 +46,9 @@ pub struct Config {
 /// schedule's seed, so a schedule still replays from its seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimePasses {
+    /// The largest step, in 100 ns units.
     pub max_step: u64,
+    /// The clock moves at one scheduling point in this many.
     pub one_in: u32,
 }
 
@@ -81,6 +85,7 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The default machine with the seeded scheduler at `seed`.
     pub fn seeded(seed: u64) -> Self {
         Config { mode: Mode::Seeded(seed), ..Config::default() }
     }
@@ -473,6 +478,7 @@ impl std::fmt::Display for Stopped {
 impl std::error::Error for Stopped {}
 
 impl Machine {
+    /// Boots a machine: its processors' DPC threads and the worker threads start.
     pub fn new(config: Config) -> Machine {
         crate::crash::install();
         let cpus = config.cpus.max(1);

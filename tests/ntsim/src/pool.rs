@@ -14,18 +14,26 @@ use crate::wdk_sys::{KDPC, KTIMER};
 /// Pool counters a test can read (for example: allocations per read on the hot path).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Allocations that succeeded.
     pub allocations: u64,
+    /// Frees.
     pub frees: u64,
+    /// Allocations that failed (fault injection).
     pub failed: u64,
+    /// Blocks allocated now.
     pub live_blocks: usize,
+    /// Bytes allocated now.
     pub live_bytes: usize,
 }
 
 /// A pool block still allocated, as the leak report lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
+    /// The pool tag, as four characters.
     pub tag: String,
+    /// How many blocks with that tag are still allocated.
     pub blocks: usize,
+    /// Their total size in bytes.
     pub bytes: usize,
 }
 

@@ -24,7 +24,12 @@ pub enum Mode {
     Seeded(u64),
     /// One thread at a time; PCT: random thread priorities with `depth` random
     /// priority-change points, which finds bugs of small depth with high probability.
-    Pct { seed: u64, depth: u32 },
+    Pct {
+        /// Seeds the priorities and change points.
+        seed: u64,
+        /// How many priority-change points: the bug depth PCT targets.
+        depth: u32,
+    },
     /// Real concurrency, for stress.
     Free,
 }

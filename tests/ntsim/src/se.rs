@@ -37,6 +37,7 @@ const INTERACTIVE: &str = "S-1-5-4";
 pub struct Ace {
     /// The SID in `S-1-5-32-544` form.
     pub sid: String,
+    /// The access mask the entry allows.
     pub mask: u32,
     /// An access-allowed ACE; `false` for an access-denied one.
     pub allow: bool,
@@ -96,6 +97,7 @@ unsafe fn parse_acl(acl: *const u8) -> Vec<Ace> {
     }
 }
 
+/// RtlCreateSecurityDescriptor: an empty absolute security descriptor.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlCreateSecurityDescriptor(
     SecurityDescriptor: PSECURITY_DESCRIPTOR,
@@ -115,6 +117,7 @@ pub unsafe extern "C" fn RtlCreateSecurityDescriptor(
 }
 const _: crate::wdk_sys::fnsig::RtlCreateSecurityDescriptor = RtlCreateSecurityDescriptor;
 
+/// RtlSetDaclSecurityDescriptor: sets (or clears) the descriptor's DACL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlSetDaclSecurityDescriptor(
     SecurityDescriptor: PSECURITY_DESCRIPTOR,
@@ -142,6 +145,7 @@ pub unsafe extern "C" fn RtlSetDaclSecurityDescriptor(
 }
 const _: crate::wdk_sys::fnsig::RtlSetDaclSecurityDescriptor = RtlSetDaclSecurityDescriptor;
 
+/// RtlCreateAcl: an empty ACL of the given size and revision.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlCreateAcl(Acl: PACL, AclLength: ULONG, AclRevision: ULONG) -> NTSTATUS {
     kcall("RtlCreateAcl", |_ctx| {
@@ -163,6 +167,7 @@ pub unsafe extern "C" fn RtlCreateAcl(Acl: PACL, AclLength: ULONG, AclRevision: 
 }
 const _: crate::wdk_sys::fnsig::RtlCreateAcl = RtlCreateAcl;
 
+/// RtlAddAccessAllowedAce: appends an access-allowed entry.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn RtlAddAccessAllowedAce(
     Acl: PACL,

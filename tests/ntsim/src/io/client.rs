@@ -52,7 +52,9 @@ impl PendingIo {
 /// What ReadFile/DeviceIoControl returned to the caller.
 #[derive(Clone)]
 pub enum Issued {
+    /// The request finished before the call returned.
     Done(IoResult),
+    /// The request pended (STATUS_PENDING): wait for it or poll it.
     Pending(PendingIo),
 }
 
@@ -182,9 +184,11 @@ impl<'m> Process<'m> {
         self.thread(0)
     }
 
+    /// CreateFile on the main thread ([`Thread::open`]).
     pub fn open(&self, path: &str, overlapped: bool) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().open(path, overlapped)
     }
+    /// CreateFile with a desired access on the main thread ([`Thread::open_with_access`]).
     pub fn open_with_access(
         &self,
         path: &str,
@@ -193,24 +197,31 @@ impl<'m> Process<'m> {
     ) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().open_with_access(path, access, overlapped)
     }
+    /// ReadFile on the main thread ([`Thread::read`]).
     pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
         self.main().read(handle, length)
     }
+    /// DeviceIoControl on the main thread ([`Thread::ioctl`]).
     pub fn ioctl(&self, handle: Handle, code: u32, input: &[u8], output_length: usize) -> Result<Issued, Stopped> {
         self.main().ioctl(handle, code, input, output_length)
     }
+    /// CloseHandle on the main thread ([`Thread::close`]).
     pub fn close(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
         self.main().close(handle)
     }
+    /// CancelIoEx on the main thread ([`Thread::cancel_io_ex`]).
     pub fn cancel_io_ex(&self, handle: Handle, io: Option<&PendingIo>) -> Result<NTSTATUS, Stopped> {
         self.main().cancel_io_ex(handle, io)
     }
+    /// DuplicateHandle within the process, on the main thread ([`Thread::duplicate`]).
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().duplicate(handle)
     }
+    /// DuplicateHandle into `target`, on the main thread ([`Thread::duplicate_into`]).
     pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().duplicate_into(handle, target)
     }
+    /// WriteFile on the main thread ([`Thread::write`]).
     pub fn write(&self, handle: Handle, data: &[u8]) -> Result<Issued, Stopped> {
         self.main().write(handle, data)
     }
@@ -403,11 +414,14 @@ impl Thread<'_> {
         })
     }
 
+    /// CloseHandle: IRP_MJ_CLEANUP when the last handle of the file object closes,
+    /// IRP_MJ_CLOSE when its last reference goes.
     pub fn close(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "CloseHandle", move |ctx| close(ctx, pid, handle.0))
     }
 
+    /// DuplicateHandle within the process: a second handle to the same file object.
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {

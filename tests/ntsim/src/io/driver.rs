@@ -14,13 +14,16 @@ use crate::wdk_sys::{
 /// The signature of DriverEntry.
 pub type DriverEntry = unsafe extern "C" fn(PDRIVER_OBJECT, PCUNICODE_STRING) -> NTSTATUS;
 
+/// Where a loaded driver is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverState {
+    /// DriverEntry succeeded; the driver serves requests.
     Running,
     /// `sc stop` was issued while devices of the driver were open.
     UnloadPending,
     /// DriverUnload (and then ntsim's unload checks) are running.
     Unloading,
+    /// DriverUnload ran and the unload checks passed (or the driver is unknown).
     Unloaded,
     /// DriverEntry failed; the driver was unloaded without DriverUnload.
     FailedToLoad(NTSTATUS),
@@ -244,6 +247,7 @@ impl Machine {
         self.verdict()
     }
 
+    /// The state of `driver` (`Unloaded` once it is gone).
     pub fn driver_state(&self, driver: Driver) -> DriverState {
         self.lock().io.drivers.get(&driver.object).map_or(DriverState::Unloaded, |d| d.state)
     }
@@ -526,6 +530,7 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     Ok(())
 }
 
+/// IoAllocateDriverObjectExtension: a zeroed extension per client identification address.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
     DriverObject: PDRIVER_OBJECT,
@@ -555,6 +560,7 @@ pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
 }
 const _: crate::wdk_sys::fnsig::IoAllocateDriverObjectExtension = IoAllocateDriverObjectExtension;
 
+/// IoGetDriverObjectExtension: the extension allocated for that address, or NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoGetDriverObjectExtension(
     DriverObject: PDRIVER_OBJECT,

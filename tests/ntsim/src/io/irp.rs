@@ -19,7 +19,9 @@ use crate::wdk_sys::{
 /// What the client gets back for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IoResult {
+    /// The final `IoStatus.Status`.
     pub status: NTSTATUS,
+    /// The final `IoStatus.Information` (bytes transferred for reads and IOCTLs).
     pub information: u64,
     /// For reads and IOCTLs: the first `information` bytes of the system buffer.
     pub data: Vec<u8>,

@@ -42,13 +42,20 @@ struct Window {
 /// One resource of a claim, as the driver reported it to IoReportResourceForDetection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
+    /// A CmResourceTypeMemory range.
     Memory {
+        /// Its first (translated) address.
         start: u64,
+        /// Its length in bytes.
         length: u32,
     },
+    /// A CmResourceTypeInterrupt.
     Interrupt {
+        /// Its level (the IRQL the ISR runs at).
         level: u32,
+        /// Its vector.
         vector: u32,
+        /// The processors it may be delivered to.
         affinity: u64,
     },
     /// Another CM_RESOURCE_TYPE, by number.
