@@ -16,6 +16,11 @@
 //! one timer instant at a time, each to idle. The parameters keep those instants
 //! apart and predictable:
 //!
+//! - the machine's clock ticks every 0.5 ms, the finest timer resolution Windows
+//!   machines offer (KeQuerySystemTimePrecise documentation: a tick is 500 µs to
+//!   15.625 ms), and timers expire on ticks counted from the latest one: at the
+//!   default 15.625 ms every producer tick would land on a clock tick, and so on the
+//!   IoTimer's whole seconds now and then, where Windows orders the two DPCs either way;
 //! - the driver is loaded at 0.5 ms and the producer period is a whole number of
 //!   milliseconds, so a producer tick (0.5 ms + k·period) never falls on an IoTimer
 //!   tick (whole seconds) and reads are never issued on a whole second: the watchdog's
@@ -73,6 +78,8 @@ const MS: u64 = 10_000;
 const SECOND: u64 = 1_000 * MS;
 /// The driver is loaded at 0.5 ms; see the module comment.
 const LOAD_AT: u64 = MS / 2;
+/// The machine's clock tick: 0.5 ms; see the module comment.
+const TICK: u64 = MS / 2;
 
 /// The driver's parameters for one case. Any whole-millisecond period keeps producer
 /// ticks off the IoTimer's whole seconds (see the module comment).
@@ -909,7 +916,7 @@ fn parse_stats(result: &IoResult) -> Result<Stats, String> {
 }
 
 fn run_case(case: &Case) -> Result<(), String> {
-    let machine = Machine::new(Config { mode: case.mode, trace_limit: 256, ..Config::default() });
+    let machine = Machine::new(Config { mode: case.mode, trace_limit: 256, time_increment: TICK, ..Config::default() });
     for (name, value) in case.params.registry() {
         machine.registry().set(&parameters_key(), name, &Value::Dword(value));
     }

@@ -11,8 +11,9 @@
 //!   its cancel routine, so a read cancelled while being queued stays queued: 0xC4/0x135,
 //!   a cancelled IRP not completed in time;
 //! - `no_dpc_flush`: Unload skips KeFlushQueuedDpcs, so a timer DPC queued before
-//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID (or its routine
-//!   touches freed memory: 0xD5/0xD1);
+//!   KeCancelTimer survives the unload — 0xC7 TIMER_OR_DPC_INVALID: /1 when the device
+//!   extension holding the queued KDPC is freed, /2 when the image goes with the DPC
+//!   routine still due (or its routine touches freed memory: 0xD5/0xD1);
 //! - `link_after_complete`: the completion chain reads an IRP's next link after
 //!   completing it. The IRP is freed by its completion APC (0xD5
 //!   DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL), or the APC's KAPC already overwrote the
@@ -42,7 +43,7 @@ use common::scenario::{config, scenario};
 use ntsim::Mode;
 
 /// The scenario that exercises the mutant's code.
-fn run(mode: Mode) -> Result<(), String> {
+fn run(mode: Mode) -> Result<(), ntsim::Failure> {
     if cfg!(stagedrv_mutant = "disconnect_before_dpc_flush") {
         common::interrupts::interrupts_during_unload(config(mode))
     } else {
@@ -54,7 +55,7 @@ fn first_failure() -> (u64, String) {
     for seed in 0..2000 {
         for mode in [Mode::Seeded(seed), Mode::Pct { seed, depth: 3 }] {
             if let Err(error) = run(mode) {
-                return (seed, error);
+                return (seed, error.to_string());
             }
         }
     }

@@ -147,7 +147,8 @@ fn only_system_and_administrators_may_open_by_default() {
     let machine = machine_with(8, &[]);
     let driver = load(&machine);
     let user = machine.new_process_as(false);
-    assert_eq!(user.open(r"\\.\StageDrv0", true).unwrap().unwrap_err(), STATUS_ACCESS_DENIED);
+    let read_write = ntsim::wdk_sys::GENERIC_READ | ntsim::wdk_sys::GENERIC_WRITE;
+    assert_eq!(user.open_with_access(r"\\.\StageDrv0", read_write, true).unwrap().unwrap_err(), STATUS_ACCESS_DENIED);
     let dacl = machine.device_dacl(r"\Device\StageDrv0").expect("a DACL is set");
     let sids: Vec<&str> = dacl.iter().map(|a| a.sid.as_str()).collect();
     assert_eq!(sids, ["S-1-5-18", "S-1-5-32-544"]);
@@ -156,7 +157,7 @@ fn only_system_and_administrators_may_open_by_default() {
     let widened = machine_with(8, &[("OpenToEveryone", 1)]);
     let driver = load(&widened);
     let user = widened.new_process_as(false);
-    let handle = user.open(r"\\.\StageDrv0", true).unwrap().expect("Everyone may open");
+    let handle = user.open_with_access(r"\\.\StageDrv0", read_write, true).unwrap().expect("Everyone may open");
     user.close(handle).unwrap();
     unload_clean(&widened, driver);
 }
@@ -201,7 +202,7 @@ fn writes_and_huge_reads_get_defined_statuses() {
     let handle = open(&process, 0);
     let write = process.write(handle, b"not supported").unwrap().done().unwrap();
     assert_eq!(write.status, STATUS_INVALID_DEVICE_REQUEST);
-    machine.advance_ms(35).unwrap();
+    common::advance_until_produced(&machine, &process, handle, 3);
     // 16 MiB: the driver hands over what it has, whole records only.
     let huge = process.read(handle, 16 << 20).unwrap().done().unwrap();
     assert_eq!(huge.status, 0);
@@ -276,7 +277,7 @@ fn handles_take_turns_for_records() {
     let (a, b) = (open(&process, 0), open(&process, 0));
     let reads_a: Vec<_> = (0..3).map(|_| pending_read(&process, a, 1)).collect();
     let reads_b: Vec<_> = (0..3).map(|_| pending_read(&process, b, 1)).collect();
-    machine.advance_ms(40).unwrap();
+    common::advance_until_produced(&machine, &process, a, 4);
     let done = |reads: &[ntsim::PendingIo]| reads.iter().filter(|r| r.result().is_some()).count();
     assert_eq!((done(&reads_a), done(&reads_b)), (2, 2), "four ticks, two records each");
     process.close(a).unwrap();

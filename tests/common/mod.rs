@@ -50,6 +50,20 @@ pub fn stats(process: &Process<'_>, handle: Handle) -> Stats {
     unsafe { std::ptr::read_unaligned(result.data.as_ptr().cast::<Stats>()) }
 }
 
+/// Moves the clock in 1 ms steps until the device behind `handle` has produced
+/// `records` records in all. Windows expires the producer's timer on clock ticks
+/// (15.625 ms by default), not every period on the dot, so tests count producer ticks
+/// rather than assume a time for them.
+pub fn advance_until_produced(machine: &Machine, process: &Process<'_>, handle: Handle, records: u64) {
+    for _ in 0..100_000 {
+        if stats(process, handle).records_produced >= records {
+            return;
+        }
+        machine.advance_ms(1).unwrap();
+    }
+    panic!("{records} records were never produced");
+}
+
 /// Every read accounted for exactly once.
 pub fn assert_balanced(s: &Stats) {
     assert_eq!(

@@ -18,6 +18,9 @@ use crate::rng::Rng;
 /// so the watchdog (an IoTimer) has something to do.
 pub const READ_TIMEOUT_S: u32 = 2;
 
+/// The dwDesiredAccess the win32 backend passes to CreateFileW.
+const WIN32_ACCESS: u32 = ntsim::wdk_sys::GENERIC_READ | ntsim::wdk_sys::GENERIC_WRITE;
+
 pub struct Sim {
     machine: &'static Machine,
     driver: Driver,
@@ -130,7 +133,7 @@ impl Sim {
 impl Client for Sim {
     fn open(&mut self, on: Tid, device: u32, suffix: &str, overlapped: bool) -> Result<Result<H, Status>, Fail> {
         let thread = self.thread(on)?;
-        let opened = thread.open(&format!(r"\\.\StageDrv{device}{suffix}"), overlapped);
+        let opened = thread.open_with_access(&format!(r"\\.\StageDrv{device}{suffix}"), WIN32_ACCESS, overlapped);
         let opened = self.check("CreateFile", opened)?;
         Ok(opened.map(|h| h.0).map_err(|s| Status::from_nt(s.cast_unsigned())))
     }
@@ -243,7 +246,7 @@ impl Client for Sim {
         // ntsim has one way for a process to end abruptly: every thread's I/O is
         // cancelled, then every handle closed (TerminateProcess and ExitProcess alike).
         let child = self.machine.new_process();
-        let opened = child.open(&format!(r"\\.\StageDrv{device}"), true);
+        let opened = child.open_with_access(&format!(r"\\.\StageDrv{device}"), WIN32_ACCESS, true);
         let handle = self
             .check("child CreateFile", opened)?
             .map_err(|s| Fail(format!("child open: {:#x}", s.cast_unsigned())))?;

@@ -24,7 +24,8 @@ pub const CTYPES_PREFIX: &str = "crate::wdk_sys::ctypes";
 /// Headers that `wdk-build` 0.6.0 includes for a WDM driver, in its order.
 pub const WDM_HEADERS: [&str; 3] = ["ntifs.h", "ntddk.h", "ntstrsafe.h"];
 
-/// Declarations the WDK's `wdm.h` has and mingw-w64 10's headers lack.
+/// Declarations the WDK's `wdm.h` has and mingw-w64 10's headers lack (the two
+/// precise clock queries are Windows 8.1's, which wdk-build's target includes).
 ///
 /// The `POOL_FLAG_*` values are those documented for `ExAllocatePool2`. They
 /// are written as casts (bindgen skips casted macros), so that the macro
@@ -50,6 +51,8 @@ typedef ULONG64 POOL_FLAGS;
 #define POOL_FLAG_SPECIAL_POOL            ((POOL_FLAGS)0x0000000100000000)
 #define POOL_FLAG_OPTIONAL_END            ((POOL_FLAGS)0x8000000000000000)
 NTKERNELAPI PVOID ExAllocatePool2(POOL_FLAGS Flags, SIZE_T NumberOfBytes, ULONG Tag);
+NTKERNELAPI VOID KeQuerySystemTimePrecise(PLARGE_INTEGER CurrentTime);
+NTKERNELAPI ULONG64 KeQueryInterruptTimePrecise(PULONG64 QpcTimeStamp);
 ";
 
 /// Where the inputs are.

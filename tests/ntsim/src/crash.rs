@@ -46,6 +46,11 @@ pub(crate) fn note_irql(irql: u8) {
     IRQL.set(irql);
 }
 
+/// The address of this thread's IRQL value (what 0xC4/0x120-0x122 report as P2).
+pub(crate) fn irql_cell() -> usize {
+    IRQL.with(|cell| cell.as_ptr() as usize)
+}
+
 pub(crate) fn note_holds_state(holds: bool) {
     HOLDS_STATE.set(holds);
 }

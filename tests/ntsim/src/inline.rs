@@ -5,7 +5,15 @@
 use crate::machine::kcall;
 
 /// Trace names of the inline DDIs and pseudo-calls below: no kernel image exports them.
-pub const INLINE_DDIS: &[&str] = &["KeGetCurrentIrql", "IoSetCancelRoutine", "Irp->Cancel", "(thread exit)"];
+pub const INLINE_DDIS: &[&str] = &[
+    "KeGetCurrentIrql",
+    "IoSetCancelRoutine",
+    "Irp->Cancel",
+    "(thread exit)",
+    "KeQuerySystemTime",
+    "KeQueryInterruptTime",
+    "KeQueryTickCount",
+];
 use crate::wdk_sys::{KIRQL, PDRIVER_CANCEL, PIRP};
 
 /// KeGetCurrentIrql.
@@ -34,4 +42,23 @@ pub unsafe fn IoSetCancelRoutine(irp: PIRP, routine: PDRIVER_CANCEL) -> PDRIVER_
 pub unsafe fn irp_cancel_requested(irp: PIRP) -> bool {
     // SAFETY: guaranteed by the caller.
     kcall("Irp->Cancel", |_ctx| Ok(crate::stack::as_driver_code(|| unsafe { (*irp).Cancel } != 0)))
+}
+
+/// KeQuerySystemTime: the system time (100 ns units since 1601) as of the latest clock
+/// tick. On x64 `wdm.h` reads it from KUSER_SHARED_DATA.
+#[allow(non_snake_case)]
+pub fn KeQuerySystemTime() -> i64 {
+    kcall("KeQuerySystemTime", |ctx| Ok(crate::ke::timer::system_time(ctx) as i64))
+}
+
+/// KeQueryInterruptTime: 100 ns units since boot, as of the latest clock tick.
+#[allow(non_snake_case)]
+pub fn KeQueryInterruptTime() -> u64 {
+    kcall("KeQueryInterruptTime", |ctx| Ok(crate::ke::timer::last_tick(ctx)))
+}
+
+/// KeQueryTickCount: clock ticks since boot (multiply by KeQueryTimeIncrement for time).
+#[allow(non_snake_case)]
+pub fn KeQueryTickCount() -> i64 {
+    kcall("KeQueryTickCount", |ctx| Ok((ctx.clock / ctx.time_increment) as i64))
 }

@@ -1,22 +1,11 @@
-//! ntsim — a user-mode NT kernel that runs a WDM driver's own code in `cargo test`.
-//!
-//! A driver written against `wdk-sys` names compiles for the host against
-//! [`wdk_sys`] (same names, field paths and Windows layouts) and links against ntsim's
-//! implementations of the kernel exports. A test builds a [`Machine`], loads the
-//! driver with [`Machine::load_driver`], drives it through client processes
-//! ([`Machine::new_process`]: CreateFile, ReadFile, DeviceIoControl, CancelIo,
-//! CloseHandle, process exit), moves the simulated clock, stops the driver as `sc stop`
-//! would, and collects the verdict: every misuse is reported with Driver Verifier's
-//! bug-check code and parameters ([`Violation`]).
-//!
-//! See `tests/ntsim/README.md` for a walkthrough.
-
+#![doc = include_str!("../README.md")]
 #![allow(non_snake_case, reason = "kernel exports keep their Windows names")]
 #![allow(clippy::missing_safety_doc, reason = "exports follow their documented Windows contracts")]
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss, clippy::cast_lossless)]
 #![allow(clippy::similar_names, clippy::too_many_lines, clippy::module_name_repetitions, clippy::missing_panics_doc)]
-#![allow(missing_docs, clippy::missing_errors_doc, clippy::must_use_candidate, clippy::too_many_arguments)]
+#![allow(clippy::missing_errors_doc, clippy::must_use_candidate, clippy::too_many_arguments)]
 
+pub mod check;
 pub mod checker;
 mod crash;
 pub(crate) mod faults;
@@ -36,18 +25,19 @@ pub(crate) mod stack;
 mod thunk;
 pub mod trace;
 #[allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
-#[allow(unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]
+#[allow(missing_docs, unsafe_op_in_unsafe_fn, unused, non_upper_case_globals, non_camel_case_types, improper_ctypes)]
 pub mod wdk_sys;
 
+pub use check::{Failure, check_free, check_pct, check_random, replay};
 pub use checker::Violation;
 pub use faults::FaultHandle;
-pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, Thread};
+pub use io::client::{Handle, Issued, Outcome, PendingIo, Posted, Process, READ_WRITE, Thread};
 pub use io::driver::{Driver, DriverEntry, DriverState, service_key};
 pub use io::irp::IoResult;
 pub use io::kernel::KernelFile;
+pub use ke::clock::PERFORMANCE_FREQUENCY;
 pub use ke::interrupt::{RegisterWrite, Resource};
-pub use ke::misc::PERFORMANCE_FREQUENCY;
-pub use ke::timer::SECOND;
-pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped};
+pub use ke::timer::{BOOT_SYSTEM_TIME, DEFAULT_TIME_INCREMENT, SECOND};
+pub use machine::{CompletionApc, Config, Hostile, Machine, Stopped, TimePasses};
 pub use registry::Value;
 pub use sched::Mode;

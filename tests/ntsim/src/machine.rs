@@ -12,6 +12,7 @@ use crate::trace::{Routine, Trace};
 /// What a machine is built with.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// How simulated threads take turns: a seeded schedule, PCT, or free-running.
     pub mode: Mode,
     /// Simulated processors, each with its own DPC queue (at least 2 by default).
     pub cpus: usize,
@@ -19,6 +20,7 @@ pub struct Config {
     pub workers: usize,
     /// Kernel calls kept in the trace.
     pub trace_limit: usize,
+    /// Options real kernels allow and careless drivers trip on (all off by default).
     pub hostile: Hostile,
     /// A cancelled IRP still outstanding after this long (100 ns units) is reported as
     /// a slow cancel (0xC4/0x135).
@@ -27,6 +29,27 @@ pub struct Config {
     pub missing_exports: Vec<String>,
     /// When a pended IRP's completion APC runs and frees it.
     pub completion_apc: CompletionApc,
+    /// The clock tick in 100 ns units (KeQueryTimeIncrement): timers and timeouts expire
+    /// on ticks, and the tick-updated times (KeQuerySystemTime, KeQueryInterruptTime,
+    /// KeQueryTickCount) move by it.
+    pub time_increment: u64,
+    /// Let time pass while threads run (off by default): see [`TimePasses`].
+    pub time_passes: Option<TimePasses>,
+}
+
+/// Time passing at scheduling points. On Windows the clock runs while threads run: a
+/// thread that is merely slow (preempted, starved, holding a lock) lets another
+/// thread's timeout expire and timers fire in the middle of a request. Without this
+/// option ntsim's clock moves only when no thread can run (or the test moves it).
+/// With it, in the serial modes, at one scheduling point in `one_in` the clock moves
+/// forward by a random step of 1 to `max_step` (100 ns units) drawn from the
+/// schedule's seed, so a schedule still replays from its seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimePasses {
+    /// The largest step, in 100 ns units.
+    pub max_step: u64,
+    /// The clock moves at one scheduling point in this many.
+    pub one_in: u32,
 }
 
 /// When the completion APC of an IRP completed asynchronously runs. IofCompleteRequest
@@ -55,11 +78,14 @@ impl Default for Config {
             slow_cancel: 5 * crate::ke::timer::SECOND,
             missing_exports: Vec::new(),
             completion_apc: CompletionApc::default(),
+            time_increment: crate::ke::timer::DEFAULT_TIME_INCREMENT,
+            time_passes: None,
         }
     }
 }
 
 impl Config {
+    /// The default machine with the seeded scheduler at `seed`.
     pub fn seeded(seed: u64) -> Self {
         Config { mode: Mode::Seeded(seed), ..Config::default() }
     }
@@ -102,9 +128,15 @@ pub(crate) struct State {
     pub(crate) sched: sched::Scheduler,
     pub(crate) threads: Vec<SimThread>,
     pub(crate) cpus: Vec<Cpu>,
-    /// Simulated time in 100 ns units since boot.
+    /// Simulated time in 100 ns units since boot (the interrupt time, exact).
     pub(crate) clock: u64,
+    pub(crate) time_increment: u64,
+    pub(crate) time_passes: Option<TimePasses>,
+    /// Draws the steps of `time_passes`, apart from the scheduler's choices.
+    pub(crate) time_rng: sched::Rng,
     pub(crate) halt: Option<Halt>,
+    /// Non-fatal violations, oldest first: they fail the verdict but the machine runs on.
+    pub(crate) reports: Vec<Violation>,
     pub(crate) trace: Trace,
     pub(crate) hostile: Hostile,
     pub(crate) slow_cancel: u64,
@@ -276,6 +308,13 @@ impl Ctx<'_> {
         Stop::Violation(Box::new(v))
     }
 
+    /// Records a non-fatal violation (Verifier's non-fatal "WDM DRIVER ERROR"s) and
+    /// lets the call go on.
+    pub(crate) fn report(&mut self, v: Violation) {
+        let Stop::Violation(v) = self.violation(v.non_fatal()) else { unreachable!("violation() makes a Violation") };
+        self.reports.push(*v);
+    }
+
     /// Spawns a simulated thread.
     pub(crate) fn spawn(&mut self, name: String, irql: u8, body: impl FnOnce() + Send + 'static) -> Tid {
         let arc = current_arc();
@@ -439,6 +478,7 @@ impl std::fmt::Display for Stopped {
 impl std::error::Error for Stopped {}
 
 impl Machine {
+    /// Boots a machine: its processors' DPC threads and the worker threads start.
     pub fn new(config: Config) -> Machine {
         crate::crash::install();
         let cpus = config.cpus.max(1);
@@ -447,7 +487,11 @@ impl Machine {
             threads: Vec::new(),
             cpus: (0..cpus).map(|_| Cpu { dpcs: Default::default(), queued_total: 0, running: None }).collect(),
             clock: 0,
+            time_increment: config.time_increment.max(1),
+            time_passes: config.time_passes,
+            time_rng: sched::Rng::new(config.mode.seed() ^ 0x5449_4D45),
             halt: None,
+            reports: Vec::new(),
             trace: Trace::new(config.trace_limit),
             hostile: config.hostile.clone(),
             slow_cancel: config.slow_cancel,
@@ -526,7 +570,11 @@ impl Machine {
                     drop(guard);
                     self.inner.cv.notify_all();
                     self.run_until_idle();
-                    return self.verdict();
+                    // Only a bug check stops `advance`; non-fatal reports are for the verdict.
+                    return match &self.lock().halt {
+                        Some(Halt::BugCheck(v)) => Err(Stopped::BugCheck(v.clone())),
+                        _ => Ok(()),
+                    };
                 }
             }
             drop(guard);
@@ -559,12 +607,25 @@ impl Machine {
         self.lock().clock
     }
 
-    /// The bug check that stopped the machine, if any.
+    /// The system time now (KeQuerySystemTimePrecise): 100 ns units since 1601.
+    pub fn system_time(&self) -> u64 {
+        crate::ke::timer::BOOT_SYSTEM_TIME + self.lock().clock
+    }
+
+    /// The bug check that stopped the machine, if any, or else the first non-fatal
+    /// report (its `fatal` is false).
     pub fn verdict(&self) -> Result<(), Stopped> {
-        match &self.lock().halt {
+        let state = self.lock();
+        match &state.halt {
             Some(Halt::BugCheck(v)) => Err(Stopped::BugCheck(v.clone())),
-            _ => Ok(()),
+            _ => state.reports.first().map_or(Ok(()), |v| Err(Stopped::BugCheck(Box::new(v.clone())))),
         }
+    }
+
+    /// The non-fatal violations recorded so far, oldest first (Verifier's non-fatal
+    /// I/O errors: the machine kept running after each).
+    pub fn reports(&self) -> Vec<Violation> {
+        self.lock().reports.clone()
     }
 
     /// Every kernel call kept so far, oldest first.

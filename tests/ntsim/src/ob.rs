@@ -51,6 +51,8 @@ pub(crate) enum Target {
 #[derive(Default)]
 pub(crate) struct HandleTable {
     pub(crate) entries: BTreeMap<u64, Target>,
+    /// The access granted to a client's file handle (handle values are not reused).
+    granted: BTreeMap<u64, ACCESS_MASK>,
     next: u64,
 }
 
@@ -96,6 +98,18 @@ impl Objects {
         handle
     }
 
+    /// A client's handle to a file object with the access its open granted.
+    pub(crate) fn open_file_handle(&mut self, owner: Owner, file: usize, granted: ACCESS_MASK) -> u64 {
+        let handle = self.open_handle(owner, false, Target::Object(file));
+        self.tables.entry(owner).or_default().granted.insert(handle, granted);
+        handle
+    }
+
+    /// The access granted to a client's file handle (`None` for other handles).
+    pub(crate) fn granted(&self, owner: Owner, handle: u64) -> Option<ACCESS_MASK> {
+        self.tables.get(&owner)?.granted.get(&handle).copied()
+    }
+
     /// The table `handle` is looked up in by a caller in `owner`'s context: kernel
     /// handles are in the System table and valid only for kernel-mode callers.
     fn table_of(owner: Owner, handle: u64, kernel_mode: bool) -> Option<Owner> {
@@ -108,7 +122,9 @@ impl Objects {
 
     /// Removes the handle; its object reference is the caller's to drop.
     pub(crate) fn take(&mut self, owner: Owner, handle: u64, kernel_mode: bool) -> Option<Target> {
-        self.tables.get_mut(&Self::table_of(owner, handle, kernel_mode)?)?.entries.remove(&handle)
+        let table = self.tables.get_mut(&Self::table_of(owner, handle, kernel_mode)?)?;
+        table.granted.remove(&handle);
+        table.entries.remove(&handle)
     }
 
     pub(crate) fn handles_of(&self, owner: Owner) -> Vec<(u64, Target)> {
@@ -159,7 +175,7 @@ fn release(ctx: &mut Ctx<'_>, address: usize, defer: bool) -> KResult<i64> {
     let Some(object) = ctx.ob.objects.get_mut(&address) else {
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, 0, 0],
+            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, u64::MAX, 0],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("{} on {address:#x}, which is not a live object (already dereferenced to zero?).", ctx.api),
         )));
@@ -169,7 +185,7 @@ fn release(ctx: &mut Ctx<'_>, address: usize, defer: bool) -> KResult<i64> {
     if refs < 0 {
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, 0, 0],
+            [c4::REFERENCE_COUNT_BELOW_ZERO, address as u64, refs as u64, 0],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("{}: the reference count of {address:#x} went below zero.", ctx.api),
         )));

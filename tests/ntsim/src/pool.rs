@@ -14,18 +14,26 @@ use crate::wdk_sys::{KDPC, KTIMER};
 /// Pool counters a test can read (for example: allocations per read on the hot path).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Allocations that succeeded.
     pub allocations: u64,
+    /// Frees.
     pub frees: u64,
+    /// Allocations that failed (fault injection).
     pub failed: u64,
+    /// Blocks allocated now.
     pub live_blocks: usize,
+    /// Bytes allocated now.
     pub live_bytes: usize,
 }
 
 /// A pool block still allocated, as the leak report lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
+    /// The pool tag, as four characters.
     pub tag: String,
+    /// How many blocks with that tag are still allocated.
     pub blocks: usize,
+    /// Their total size in bytes.
     pub bytes: usize,
 }
 
@@ -135,6 +143,21 @@ pub(crate) fn check_free(ctx: &Ctx<'_>, api: &str, pointer: *mut u8) -> KResult<
             [c4::FREE_PAGED_POOL_IRQL, u64::from(irql), u64::from(block.pool_type), pointer as u64],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("{api} of paged pool {pointer:p} at IRQL {irql}: paged pool may be freed at IRQL <= APC_LEVEL."),
+        )));
+    }
+    if let Some((corrupted, after)) = special_pool::corrupted_slop(pointer) {
+        // Bug check 0xC1: [address freed, address of the corrupted byte, reserved, 0x24
+        // for bytes after the block / 0x23 for bytes before it in its page].
+        let (rule, place) = if after {
+            (crate::checker::c1::BYTES_AFTER_CORRUPTED, "after its end")
+        } else {
+            (crate::checker::c1::BYTES_BEFORE_CORRUPTED, "before its start, in its page")
+        };
+        return Err(ctx.violation(Violation::new(
+            code::SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION,
+            [pointer as u64, corrupted as u64, 0, rule],
+            "SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION",
+            format!("{api} of {pointer:p}: the byte at {corrupted:#x}, {place}, was overwritten."),
         )));
     }
     check_timers_and_dpcs(ctx, pointer as usize, block.size, api)

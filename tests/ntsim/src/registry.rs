@@ -17,8 +17,11 @@ use crate::wdk_sys::{
 /// A registry value as tests write and read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
+    /// REG_DWORD.
     Dword(u32),
+    /// REG_SZ (stored UTF-16, NUL-terminated).
     String(String),
+    /// REG_BINARY.
     Binary(Vec<u8>),
     /// Any other type, raw.
     Raw(u32, Vec<u8>),
@@ -123,6 +126,7 @@ fn path_of(ctx: &Ctx<'_>, attributes: POBJECT_ATTRIBUTES) -> Option<String> {
     Some(full.to_uppercase())
 }
 
+/// ZwOpenKey: opens an existing key (STATUS_OBJECT_NAME_NOT_FOUND otherwise).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwOpenKey(
     KeyHandle: PHANDLE,
@@ -145,6 +149,7 @@ pub unsafe extern "C" fn ZwOpenKey(
 }
 const _: crate::wdk_sys::fnsig::ZwOpenKey = ZwOpenKey;
 
+/// ZwCreateKey: opens a key, creating it (volatile with REG_OPTION_VOLATILE) if it is absent.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwCreateKey(
     KeyHandle: PHANDLE,
@@ -183,6 +188,7 @@ pub unsafe extern "C" fn ZwCreateKey(
 }
 const _: crate::wdk_sys::fnsig::ZwCreateKey = ZwCreateKey;
 
+/// ZwQueryValueKey: one value, as KEY_VALUE_PARTIAL_INFORMATION (the only class ntsim implements).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwQueryValueKey(
     KeyHandle: HANDLE,
@@ -228,6 +234,7 @@ pub unsafe extern "C" fn ZwQueryValueKey(
 }
 const _: crate::wdk_sys::fnsig::ZwQueryValueKey = ZwQueryValueKey;
 
+/// ZwSetValueKey: writes one value.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwSetValueKey(
     KeyHandle: HANDLE,
@@ -257,6 +264,7 @@ pub unsafe extern "C" fn ZwSetValueKey(
 }
 const _: crate::wdk_sys::fnsig::ZwSetValueKey = ZwSetValueKey;
 
+/// ZwDeleteKey: deletes a key that has no subkeys.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS {
     kcall("ZwDeleteKey", |ctx| {
@@ -279,6 +287,7 @@ pub struct RegistryHandle<'m> {
 }
 
 impl Machine {
+    /// The machine's registry, for a test to set up parameters and check what the driver left.
     pub fn registry(&self) -> RegistryHandle<'_> {
         RegistryHandle { machine: self }
     }
@@ -289,20 +298,24 @@ impl RegistryHandle<'_> {
     pub fn create_key(&self, path: &str) {
         self.machine.lock().registry.create_key(path, false);
     }
+    /// Writes value `name` under `path`, creating the key if needed.
     pub fn set(&self, path: &str, name: &str, value: &Value) {
         let mut state = self.machine.lock();
         state.registry.create_key(path, false);
         let key = state.registry.keys.get_mut(&path.to_uppercase()).expect("created");
         key.values.insert(name.to_uppercase(), value.encode());
     }
+    /// Reads value `name` under `path`.
     pub fn get(&self, path: &str, name: &str) -> Option<Value> {
         let state = self.machine.lock();
         let (kind, data) = state.registry.keys.get(&path.to_uppercase())?.values.get(&name.to_uppercase())?;
         Some(Value::decode(*kind, data))
     }
+    /// Whether key `path` exists.
     pub fn key_exists(&self, path: &str) -> bool {
         self.machine.lock().registry.keys.contains_key(&path.to_uppercase())
     }
+    /// Whether key `path` is volatile; `None` if it does not exist.
     pub fn is_volatile(&self, path: &str) -> Option<bool> {
         self.machine.lock().registry.keys.get(&path.to_uppercase()).map(|k| k.volatile)
     }

@@ -24,7 +24,12 @@ pub enum Mode {
     Seeded(u64),
     /// One thread at a time; PCT: random thread priorities with `depth` random
     /// priority-change points, which finds bugs of small depth with high probability.
-    Pct { seed: u64, depth: u32 },
+    Pct {
+        /// Seeds the priorities and change points.
+        seed: u64,
+        /// How many priority-change points: the bug depth PCT targets.
+        depth: u32,
+    },
     /// Real concurrency, for stress.
     Free,
 }
@@ -32,6 +37,14 @@ pub enum Mode {
 impl Mode {
     pub(crate) fn is_serial(self) -> bool {
         !matches!(self, Mode::Free)
+    }
+
+    /// The schedule's seed (0 for `Free`).
+    pub(crate) fn seed(self) -> u64 {
+        match self {
+            Mode::Seeded(seed) | Mode::Pct { seed, .. } => seed,
+            Mode::Free => 0,
+        }
     }
 }
 
@@ -95,11 +108,7 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) fn new(mode: Mode) -> Self {
-        let seed = match mode {
-            Mode::Seeded(seed) | Mode::Pct { seed, .. } => seed,
-            Mode::Free => 0,
-        };
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::new(mode.seed());
         let change_points = match mode {
             Mode::Pct { depth, .. } => (0..depth).map(|_| rng.next_u64() % 2000).collect(),
             _ => Vec::new(),
@@ -239,6 +248,7 @@ fn hand_off<'a>(inner: &'a Inner, mut guard: MutexGuard<'a, State>, me: Tid) -> 
     if !guard.sched.mode.is_serial() {
         return guard;
     }
+    crate::ke::timer::maybe_pass_time(&mut guard);
     wake_satisfied(&mut guard);
     let candidates: Vec<Tid> = (0..guard.threads.len()).filter(|&t| guard.threads[t].status.runnable()).collect();
     guard.sched.baton =

@@ -27,6 +27,11 @@ const ALIGN: usize = 16;
 const CHUNK: usize = 1 << 30;
 /// Freed blocks kept no-access before their pages may be handed out again.
 const QUARANTINE: usize = 4096;
+/// What fills a block's page around it: the head (page start to the block) and the
+/// slop between its end and the 16-byte boundary before the guard page. Verifier's
+/// special pool fills and checks the same bytes when the block is freed (bug check
+/// 0xC1's parameter 4 0x23 and 0x24); the value is ntsim's own.
+const SLOP_PATTERN: u8 = 0x5B;
 
 /// What a block holds, for the bug-check text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,12 +168,48 @@ pub(crate) fn allocate(size: usize, kind: Kind, paged: bool) -> *mut u8 {
     let (first, len) = Slot::data_pages(start, pages);
     protect(first, len, true);
     let data = start + pages * PAGE - rounded;
+    // SAFETY: the head and the slop are inside the block's pages, just made writable.
+    unsafe {
+        std::ptr::write_bytes(first as *mut u8, SLOP_PATTERN, data - first);
+        std::ptr::write_bytes((data + size) as *mut u8, SLOP_PATTERN, rounded - size);
+    }
     arena.slots.insert(start, Slot { pages, data, size, kind, state: State::Live { paged, resident: true } });
     if paged {
         arena.resident_paged.insert(start);
         RESIDENT_PAGED.store(arena.resident_paged.len(), Ordering::Release);
     }
     data as *mut u8
+}
+
+/// Where a live block's pattern bytes were overwritten: the first such byte, and
+/// whether it lies after the block's end (else before its start, in its page).
+pub(crate) fn corrupted_slop(pointer: *const u8) -> Option<(usize, bool)> {
+    let mut arena = arena();
+    let (start, slot) = arena.slot_at(pointer as usize)?;
+    if slot.data != pointer as usize {
+        return None;
+    }
+    let (pages, data, size) = (slot.pages, slot.data, slot.size);
+    match slot.state {
+        State::Live { paged: true, resident: false } => {
+            // A trimmed paged block is freed at PASSIVE or APC level: page it back in.
+            let (first, len) = Slot::data_pages(start, pages);
+            protect(first, len, true);
+            arena.slots.get_mut(&start).expect("found").state = State::Live { paged: true, resident: true };
+            arena.resident_paged.insert(start);
+            RESIDENT_PAGED.store(arena.resident_paged.len(), Ordering::Release);
+        }
+        State::Live { .. } => {}
+        State::Freed | State::Unused => return None,
+    }
+    let end = start + pages * PAGE;
+    // The head runs from the first page's start to the block (the block starts in its
+    // first page); the slop from the block's end to the guard page.
+    let differs = |from: usize, to: usize| {
+        // SAFETY: the block's pages are accessible (live and resident).
+        (from..to).find(|&a| unsafe { *(a as *const u8) } != SLOP_PATTERN)
+    };
+    differs(start, data).map(|a| (a, false)).or_else(|| differs(data + size, end).map(|a| (a, true)))
 }
 
 /// Why a block could not be freed.

@@ -6,17 +6,27 @@ use std::fmt;
 /// The driver routine a simulated thread is executing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Routine {
+    /// DriverEntry.
     DriverEntry,
     /// A dispatch routine, by IRP_MJ_* code.
     Dispatch(u8),
+    /// A cancel routine.
     CancelRoutine,
+    /// A DPC routine (KeInsertQueueDpc).
     Dpc,
+    /// The DPC of a KTIMER.
     CustomTimerDpc,
+    /// An IoTimer routine.
     IoTimer,
+    /// A work item's routine.
     WorkItem,
+    /// A system thread's start routine.
     SystemThread,
+    /// An interrupt service routine.
     Isr,
+    /// A KeSynchronizeExecution routine.
     SynchronizeRoutine,
+    /// DriverUnload.
     Unload,
     /// No driver routine: ntsim itself (a client call, the I/O manager).
     Kernel,
@@ -34,10 +44,15 @@ impl fmt::Display for Routine {
 /// One kernel call.
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// Position in the machine's kernel calls, from 0.
     pub seq: u64,
+    /// The export's name.
     pub api: &'static str,
+    /// The simulated thread that called it.
     pub thread: String,
+    /// The caller's IRQL.
     pub irql: u8,
+    /// The driver routine the call was made from.
     pub routine: Routine,
     /// Simulated time of the call, in 100 ns units.
     pub time: u64,

@@ -251,7 +251,7 @@ fn failing_the_link_exposes_a_device_left_behind() {
     let machine = machine();
     machine.faults().fail_nth("IoCreateSymbolicLink", 1);
     let v = bugcheck(machine.load_driver("chk", entry_sloppy_on_failure));
-    assert_check(&v, 0xCE, 3);
+    assert_check(&v, ntsim::checker::code::NTSIM_UNLOAD_LEAK, 3);
 }
 
 unsafe extern "C" fn entry_with_pool(driver: PDRIVER_OBJECT, path: PCUNICODE_STRING) -> NTSTATUS {

@@ -42,8 +42,9 @@ use ntsim::{Config, DriverState, Issued, Machine};
 
 const C4: u32 = 0xC4;
 const C9: u32 = 0xC9;
-const CE: u32 = 0xCE;
 const NTSIM: u32 = 0x4E54_0000;
+/// ntsim's own unload checks (Windows does not bug-check for these leaks).
+const NTSIM_UNLOAD: u32 = 0x4E54_00CE;
 
 /// Opens [`PATH`] on a new process's main thread and reads `length` bytes; returns the
 /// result of the read.
@@ -75,6 +76,28 @@ macro_rules! unload_driver {
 
 fn print_irp(irp: PIRP) {
     print_value("irp", irp as u64);
+}
+
+fn print_irp_and_device(device: PDEVICE_OBJECT, irp: PIRP) {
+    print_irp(irp);
+    print_value("device", device as u64);
+}
+
+/// The one non-fatal report the machine recorded; the verdict fails with it.
+#[track_caller]
+fn only_report(machine: &Machine) -> ntsim::Violation {
+    let reports = machine.reports();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert!(!reports[0].fatal);
+    let Err(ntsim::Stopped::BugCheck(verdict)) = machine.verdict() else { panic!("the report fails the verdict") };
+    assert_eq!((verdict.code, verdict.params), (reports[0].code, reports[0].params));
+    reports[0].clone()
+}
+
+/// The NUL-terminated rule text a DDI compliance violation's P2 points to.
+fn rule_text(v: &ntsim::Violation) -> String {
+    // SAFETY: ntsim's static, NUL-terminated rule text.
+    unsafe { std::ffi::CStr::from_ptr(v.params[1] as *const std::ffi::c_char) }.to_string_lossy().into_owned()
 }
 
 // ---------------------------------------------------------------------------------
@@ -119,11 +142,15 @@ fn completed_with_cancel_routine_set_is_c9_07() {
     let machine = machine();
     load(&machine, entry_cancel_routine_set);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x07);
-    assert_eq!(v.params[1], printed(&machine, "irp"));
+    assert_eq!(
+        (v.code, v.params),
+        (C9, [0x07, cancel_noop as *const () as u64, printed(&machine, "irp"), 0]),
+        "[rule, cancel routine, IRP, 0]"
+    );
 }
 
 unsafe extern "C" fn read_completes_with_pending(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp(irp);
     // SAFETY: the IRP is ours; STATUS_PENDING as a final status is the bug.
     unsafe { complete(irp, STATUS_PENDING, 0) };
     STATUS_PENDING
@@ -135,11 +162,15 @@ fn completed_with_status_pending_is_c9_06() {
     let machine = machine();
     load(&machine, entry_completes_with_pending);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x06);
-    assert_eq!(v.params[2], STATUS_PENDING as u64);
+    assert_eq!(
+        (v.code, v.params),
+        (C9, [0x06, STATUS_PENDING as u64, printed(&machine, "irp"), 0]),
+        "[rule, status, IRP, 0]"
+    );
 }
 
 unsafe extern "C" fn read_returns_at_dispatch(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp_and_device(device, irp);
     // SAFETY: our device's state.
     let s = unsafe { state(device) };
     // SAFETY: the lock is initialised (zeroed); leaving IRQL raised is the bug.
@@ -157,11 +188,15 @@ fn dispatch_routine_changing_irql_is_c9_05() {
     let machine = machine();
     load(&machine, entry_returns_at_dispatch);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x05);
-    assert_eq!(v.params[2], 2, "returned at DISPATCH_LEVEL");
+    assert_eq!(
+        (v.code, v.params),
+        (C9, [0x05, printed(&machine, "device"), 0, 2]),
+        "[rule, device, IRQL before, after]"
+    );
 }
 
 unsafe extern "C" fn read_pends_unmarked(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp_and_device(device, irp);
     // SAFETY: our device's state; the IRP is kept (but never marked pending: the bug).
     unsafe { (*state(device)).pending.store(irp, Ordering::SeqCst) };
     STATUS_PENDING
@@ -172,11 +207,19 @@ read_driver!(entry_pends_unmarked, read_pends_unmarked);
 fn pending_without_mark_irp_pending_is_c9_23d() {
     let machine = machine();
     load(&machine, entry_pends_unmarked);
-    let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x23D);
+    // Non-fatal: the read stays pending and the machine runs on.
+    let process = machine.new_process();
+    let handle = process.open(PATH, true).unwrap().expect("open succeeds");
+    let Issued::Pending(_io) = process.read(handle, 4).unwrap() else { panic!("the read pends") };
+    let v = only_report(&machine);
+    let routine = read_pends_unmarked as *const () as u64;
+    let (irp, device) = (printed(&machine, "irp"), printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x23D, routine, irp, device]), "[code, driver address, IRP, device]");
+    machine.advance_ms(1).expect("the machine keeps running");
 }
 
-unsafe extern "C" fn read_marks_but_completes(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "C" fn read_marks_but_completes(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp_and_device(device, irp);
     // SAFETY: the IRP is ours; marking it pending and returning success is the bug.
     unsafe {
         mark_pending(irp);
@@ -190,12 +233,17 @@ read_driver!(entry_marks_but_completes, read_marks_but_completes);
 fn marked_pending_but_returned_success_is_c9_23e() {
     let machine = machine();
     load(&machine, entry_marks_but_completes);
-    let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x23E);
-    assert_eq!(v.params[2], STATUS_SUCCESS as u64);
+    // Non-fatal: the caller gets the status returned.
+    let Issued::Done(result) = open_and_read(&machine, 4).unwrap() else { panic!("completed") };
+    assert_eq!(result.status, STATUS_SUCCESS);
+    let v = only_report(&machine);
+    let routine = read_marks_but_completes as *const () as u64;
+    let (irp, device) = (printed(&machine, "irp"), printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x23E, routine, irp, device]), "[code, driver address, IRP, device]");
 }
 
-unsafe extern "C" fn read_forgets_irp(_device: PDEVICE_OBJECT, _irp: PIRP) -> NTSTATUS {
+unsafe extern "C" fn read_forgets_irp(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp_and_device(device, irp);
     STATUS_SUCCESS
 }
 read_driver!(entry_forgets_irp, read_forgets_irp);
@@ -205,10 +253,14 @@ fn neither_completed_nor_pending_is_c9_226() {
     let machine = machine();
     load(&machine, entry_forgets_irp);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x226);
+    let routine = read_forgets_irp as *const () as u64;
+    let (irp, device) = (printed(&machine, "irp"), printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x226, routine, irp, device]), "[code, driver address, IRP, device]");
+    assert!(v.fatal);
 }
 
-unsafe extern "C" fn read_returns_other_status(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "C" fn read_returns_other_status(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp_and_device(device, irp);
     // SAFETY: the IRP is ours.
     unsafe { complete(irp, STATUS_SUCCESS, 0) };
     STATUS_UNSUCCESSFUL
@@ -220,11 +272,13 @@ fn returned_status_differs_from_completion_is_c9_224() {
     let machine = machine();
     load(&machine, entry_returns_other_status);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x224);
-    assert_eq!(v.params[2], STATUS_UNSUCCESSFUL as u64);
+    let routine = read_returns_other_status as *const () as u64;
+    let (irp, device) = (printed(&machine, "irp"), printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x224, routine, irp, device]), "[code, driver address, IRP, device]");
 }
 
-unsafe extern "C" fn read_reports_too_much(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "C" fn read_reports_too_much(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp_and_device(device, irp);
     // SAFETY: the IRP is ours; 8 bytes of Information for a 4-byte read is the bug.
     unsafe { complete(irp, STATUS_SUCCESS, 8) };
     STATUS_SUCCESS
@@ -235,9 +289,12 @@ read_driver!(entry_reports_too_much, read_reports_too_much);
 fn information_larger_than_read_buffer_is_c9_312() {
     let machine = machine();
     load(&machine, entry_reports_too_much);
-    let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x312);
-    assert_eq!(v.params[2], 8);
+    // Non-fatal: the read completes, with no more than the buffer copied back.
+    let Issued::Done(result) = open_and_read(&machine, 4).unwrap() else { panic!("completed") };
+    assert_eq!((result.status, result.data.len()), (STATUS_SUCCESS, 4));
+    let v = only_report(&machine);
+    let (irp, device) = (printed(&machine, "irp"), printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x312, 0, irp, device]), "[code, driver address (unknown), IRP, device]");
 }
 
 /// Completes the IRP but never calls IoReleaseCancelSpinLock.
@@ -387,7 +444,8 @@ fn well_behaved_irp_handling_passes_every_check() {
     assert_eq!(process.main().wait(&io).unwrap().status, STATUS_CANCELLED);
     // Pended, then completed by a timer DPC at DISPATCH_LEVEL.
     let Issued::Pending(io) = process.ioctl(handle, IOCTL_WAIT_TIMER, &[], 0).unwrap() else { panic!("pends") };
-    machine.advance_ms(10).unwrap();
+    // The 5 ms timer expires at the first clock tick (15.625 ms).
+    machine.advance_ms(20).unwrap();
     assert_eq!(io.result().expect("completed by the DPC").status, STATUS_SUCCESS);
     process.close(handle).unwrap();
     assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded);
@@ -415,11 +473,11 @@ unsafe extern "C" fn entry_link_under_lock(driver: PDRIVER_OBJECT, _path: PCUNIC
 }
 
 #[test]
-fn passive_ddi_under_spin_lock_is_c4_2001b() {
+fn passive_ddi_under_spin_lock_is_c4_2000d() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_link_under_lock));
-    assert_check(&v, C4, 0x2001B);
-    assert_eq!((v.params[1], v.params[2]), (2, 0), "called at DISPATCH_LEVEL, allowed at PASSIVE_LEVEL");
+    assert_eq!((v.code, v.params[0], v.params[2], v.params[3]), (C4, 0x2000D, 0, 0), "IrqlIoPassive4: {v}");
+    assert!(rule_text(&v).starts_with("IrqlIoPassive4:"), "P2 is the rule text");
     assert_eq!(v.trace_tail.last().map(|c| c.api), Some("IoCreateSymbolicLink"));
 }
 
@@ -457,10 +515,11 @@ unsafe extern "C" fn entry_zwclose_in_dpc(driver: PDRIVER_OBJECT, _path: PCUNICO
 }
 
 #[test]
-fn zw_close_in_a_dpc_is_c4_2001b() {
+fn zw_close_in_a_dpc_is_c4_2001f() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_zwclose_in_dpc).and_then(|_| machine.advance_ms(1)));
-    assert_check(&v, C4, 0x2001B);
+    assert_eq!((v.code, v.params[0], v.params[2], v.params[3]), (C4, 0x2001F, 0, 0), "IrqlZwPassive: {v}");
+    assert!(rule_text(&v).starts_with("IrqlZwPassive:"), "P2 is the rule text");
     assert_eq!(v.routine, ntsim::trace::Routine::Dpc);
     assert_eq!(v.trace_tail.last().map(|c| c.api), Some("ZwClose"));
 }
@@ -478,6 +537,7 @@ unsafe fn wait_under_lock(driver: PDRIVER_OBJECT, timeout: Option<i64>) -> NTSTA
     unsafe {
         KeInitializeEvent(&raw mut (*s).event, _EVENT_TYPE::NotificationEvent, 0);
         let old = KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
+        print_value("event", (&raw mut (*s).event) as u64);
         wait((&raw mut (*s).event).cast(), timeout);
         KeReleaseSpinLock(&raw mut (*s).lock, old);
     }
@@ -495,19 +555,33 @@ unsafe extern "C" fn entry_wait_forever_at_dispatch(driver: PDRIVER_OBJECT, _pat
 }
 
 #[test]
-fn wait_at_dispatch_with_timeout_is_c4_121() {
+fn wait_at_dispatch_with_timeout_is_c4_122() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_wait_timeout_at_dispatch));
-    assert_check(&v, C4, 0x121);
-    assert_eq!(v.params[1], 2);
+    assert_check(&v, C4, 0x122);
+    assert_wait_params(&machine, &v, 2, Some(-10_000));
+}
+
+/// [rule, address of the IRQL value, object, address of the timeout]: the waiting
+/// thread is parked, so its IRQL value and its timeout are still readable.
+#[track_caller]
+fn assert_wait_params(machine: &Machine, v: &ntsim::Violation, irql: u8, timeout: Option<i64>) {
+    // SAFETY: P2 is the parked thread's IRQL cell.
+    assert_eq!(unsafe { *(v.params[1] as *const u8) }, irql, "P2 points to the IRQL");
+    assert_eq!(v.params[2], printed(machine, "event"), "P3 is the object");
+    match timeout {
+        // SAFETY: P4 is the parked waiter's LARGE_INTEGER.
+        Some(t) => assert_eq!(unsafe { *(v.params[3] as *const i64) }, t, "P4 points to the timeout"),
+        None => assert_eq!(v.params[3], 0, "no timeout"),
+    }
 }
 
 #[test]
-fn wait_at_dispatch_forever_is_c4_122() {
+fn wait_at_dispatch_forever_is_c4_121() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_wait_forever_at_dispatch));
-    assert_check(&v, C4, 0x122);
-    assert_eq!(v.params[1], 2);
+    assert_check(&v, C4, 0x121);
+    assert_wait_params(&machine, &v, 2, None);
     assert!(v.explanation.contains("infinite"), "{v}");
 }
 
@@ -598,12 +672,14 @@ entry_then!(entry_release_unheld, |_device, s| {
 fn releasing_a_spin_lock_not_held_is_c4_1004() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_release_unheld));
-    assert_check(&v, C4, 0x1004);
-    assert_eq!(v.params[1], printed(&machine, "lock2"));
+    assert_eq!((v.code, v.params[0], v.params[1], v.params[2]), (C4, 0x1004, printed(&machine, "lock2"), 0), "{v}");
+    assert_ne!(v.params[3], 0, "P4 names the releasing thread; P3, the owner, is 0: nobody holds it");
 }
 
 unsafe extern "C" fn dpc_keeps_lock(_dpc: PRKDPC, context: PVOID, _a1: PVOID, _a2: PVOID) {
     let s = context.cast::<State>();
+    // SAFETY: the state's lock's address.
+    print_value("lock", unsafe { &raw mut (*s).lock } as u64);
     // SAFETY: an initialised lock, at DISPATCH_LEVEL; returning with it is the bug.
     unsafe { KeAcquireSpinLockAtDpcLevel(&raw mut (*s).lock) };
 }
@@ -617,10 +693,10 @@ entry_then!(entry_dpc_keeps_lock, |_device, s| {
 });
 
 #[test]
-fn dpc_returning_with_a_spin_lock_is_0x0a() {
+fn dpc_returning_with_a_spin_lock_is_ntsim_3() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_dpc_keeps_lock).and_then(|_| machine.advance_ms(1)));
-    assert_check(&v, 0x0A, 2);
+    assert_eq!((v.code, v.params), (NTSIM, [3, printed(&machine, "lock"), 0, 0]), "{v}");
     assert_eq!(v.routine, ntsim::trace::Routine::Kernel, "found after the DPC routine returned");
     assert!(v.explanation.contains("holding spin lock"), "{v}");
 }
@@ -716,8 +792,7 @@ entry_then!(entry_zero_size, |_device, _s| {
 fn zero_size_allocation_is_c4_00() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_zero_size));
-    assert_check(&v, C4, 0x00);
-    assert_eq!(v.params[2], u64::from(TAG));
+    assert_eq!((v.code, v.params), (C4, [0x00, 0, 512, 0]), "[rule, IRQL, pool type NonPagedPoolNx, 0]");
 }
 
 entry_then!(entry_wrong_tag, |_device, _s| {
@@ -752,8 +827,7 @@ entry_then!(entry_paged_at_dispatch, |_device, s| {
 fn paged_pool_at_dispatch_is_c4_01() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_paged_at_dispatch));
-    assert_check(&v, C4, 0x01);
-    assert_eq!((v.params[1], v.params[2]), (2, POOL_FLAG_PAGED), "IRQL, then the flags");
+    assert_eq!((v.code, v.params), (C4, [0x01, 2, 1, 32]), "[rule, IRQL, pool type PagedPool, size]");
 }
 
 unsafe extern "C" fn unload_frees_one_block(driver: PDRIVER_OBJECT) {
@@ -783,7 +857,12 @@ fn pool_leaked_at_unload_is_c4_62_with_block_count() {
     let driver = load(&machine, entry_leaks_pool);
     let v = bugcheck(machine.stop_driver(driver));
     assert_check(&v, C4, 0x62);
-    assert_eq!(v.params[3], 2, "P4 counts the blocks not freed");
+    assert_eq!((v.params[2], v.params[3]), (0, 2), "P4 counts the blocks not freed");
+    // SAFETY: P2 is the driver object's DriverName, a UNICODE_STRING that outlives the unload.
+    let name = unsafe { &*(v.params[1] as *const ntsim::wdk_sys::UNICODE_STRING) };
+    // SAFETY: its buffer holds Length bytes of UTF-16.
+    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    assert_eq!(String::from_utf16_lossy(units), r"\Driver\chk", "P2 names the driver");
     assert!(v.explanation.contains("Chk1 x2 (128 bytes)"), "{v}");
 }
 
@@ -843,13 +922,47 @@ entry_then!(entry_timer_left_set, |_device, s| {
     }
 });
 
+/// A timer without a DPC touches nothing of the image: ntsim's own unload check.
 #[test]
-fn unload_with_a_timer_set_is_c7_0() {
+fn unload_with_a_timer_set_is_ntsim_unload_12() {
     let machine = machine();
     let driver = load(&machine, entry_timer_left_set);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, 0xC7, 0);
-    assert_eq!(v.params[1], printed(&machine, "timer"));
+    assert_eq!((v.code, v.params), (NTSIM_UNLOAD, [12, printed(&machine, "timer"), 0, 0]), "{v}");
+}
+
+entry_then!(entry_timer_with_dpc_left_set, |device, s| {
+    // SAFETY: the state's timer and DPC, set far in the future and never cancelled: the bug.
+    unsafe {
+        KeInitializeDpc(&raw mut (*s).dpc, Some(dpc_noop), std::ptr::null_mut());
+        KeInitializeTimer(&raw mut (*s).timer);
+        KeSetTimer(&raw mut (*s).timer, relative_ms(10_000), &raw mut (*s).dpc);
+        print_image(device);
+    }
+});
+
+/// The image's range as DriverObject->DriverStart/DriverSize give it.
+///
+/// # Safety
+/// `device` is a live device object of the driver.
+unsafe fn print_image(device: PDEVICE_OBJECT) {
+    // SAFETY: the device's driver object is live.
+    let (start, size) = unsafe { ((*(*device).DriverObject).DriverStart as u64, (*(*device).DriverObject).DriverSize) };
+    print_value("start", start);
+    print_value("end", start + u64::from(size));
+}
+
+/// Verifier's unload check finds the DPC routine of a set timer in the image: 0xC7/2
+/// [2, routine, image start, image end].
+#[test]
+fn unload_with_a_timer_and_dpc_set_is_c7_2() {
+    let machine = machine();
+    let driver = load(&machine, entry_timer_with_dpc_left_set);
+    let v = bugcheck(machine.stop_driver(driver));
+    let (start, end) = (printed(&machine, "start"), printed(&machine, "end"));
+    let routine = dpc_noop as *const () as u64;
+    assert!(start < routine && routine < end, "the routine lies in the image");
+    assert_eq!((v.code, v.params), (0xC7, [2, routine, start, end]), "{v}");
 }
 
 unsafe extern "C" fn dpc_noop(_dpc: PRKDPC, _context: PVOID, _a1: PVOID, _a2: PVOID) {}
@@ -871,18 +984,18 @@ unsafe extern "C" fn entry_dpc_left_queued(driver: PDRIVER_OBJECT, _path: PCUNIC
     let s = unsafe { driver_state(driver) };
     // SAFETY: the state's DPC.
     unsafe { KeInitializeDpc(&raw mut (*s).dpc, Some(dpc_noop), std::ptr::null_mut()) };
-    // SAFETY: the state's DPC's address.
-    print_value("dpc", unsafe { &raw mut (*s).dpc } as u64);
+    // SAFETY: the device just created.
+    unsafe { print_image((*driver).DeviceObject) };
     status
 }
 
 #[test]
-fn unload_with_a_dpc_queued_is_c7_1() {
+fn unload_with_a_dpc_queued_is_c7_2() {
     let machine = machine();
     let driver = load(&machine, entry_dpc_left_queued);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, 0xC7, 1);
-    assert_eq!(v.params[1], printed(&machine, "dpc"));
+    let (start, end) = (printed(&machine, "start"), printed(&machine, "end"));
+    assert_eq!((v.code, v.params), (0xC7, [2, dpc_noop as *const () as u64, start, end]), "{v}");
 }
 
 entry_then!(entry_work_item_not_freed, |device, s| {
@@ -894,11 +1007,11 @@ entry_then!(entry_work_item_not_freed, |device, s| {
 });
 
 #[test]
-fn unload_with_a_work_item_allocated_is_ce_1() {
+fn unload_with_a_work_item_allocated_is_ntsim_unload_1() {
     let machine = machine();
     let driver = load(&machine, entry_work_item_not_freed);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 1);
+    assert_check(&v, NTSIM_UNLOAD, 1);
     assert_eq!(v.params[1], printed(&machine, "item"));
 }
 
@@ -927,12 +1040,12 @@ unsafe extern "C" fn entry_work_queued_at_unload(driver: PDRIVER_OBJECT, _path: 
 }
 
 #[test]
-fn unload_with_a_work_item_queued_is_ce_1() {
+fn unload_with_a_work_item_queued_is_ntsim_unload_1() {
     // No worker threads: the queued item stays queued.
     let machine = Machine::new(Config { workers: 0, ..Config::seeded(1) });
     let driver = load(&machine, entry_work_queued_at_unload);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 1);
+    assert_check(&v, NTSIM_UNLOAD, 1);
     assert!(v.explanation.contains("queued or running"), "{v}");
 }
 
@@ -962,11 +1075,11 @@ entry_then!(entry_thread_left_running, |_device, s| {
 });
 
 #[test]
-fn unload_with_a_system_thread_running_is_ce_2() {
+fn unload_with_a_system_thread_running_is_ntsim_unload_2() {
     let machine = machine();
     let driver = load(&machine, entry_thread_left_running);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 2);
+    assert_check(&v, NTSIM_UNLOAD, 2);
 }
 
 unsafe extern "C" fn unload_keeps_thread_reference(driver: PDRIVER_OBJECT) {
@@ -988,11 +1101,11 @@ unsafe extern "C" fn entry_thread_reference_kept(driver: PDRIVER_OBJECT, _path: 
 }
 
 #[test]
-fn unload_holding_a_thread_object_reference_is_ce_5() {
+fn unload_holding_a_thread_object_reference_is_ntsim_unload_5() {
     let machine = machine();
     let driver = load(&machine, entry_thread_reference_kept);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 5);
+    assert_check(&v, NTSIM_UNLOAD, 5);
     assert_eq!(v.params[1], printed(&machine, "thread"));
 }
 
@@ -1017,11 +1130,11 @@ unsafe extern "C" fn unload_leaves_handle_open(driver: PDRIVER_OBJECT) {
 unload_driver!(entry_handle_left_open, unload_leaves_handle_open);
 
 #[test]
-fn unload_with_a_kernel_handle_open_is_ce_5() {
+fn unload_with_a_kernel_handle_open_is_ntsim_unload_5() {
     let machine = machine();
     let driver = load(&machine, entry_handle_left_open);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 5);
+    assert_check(&v, NTSIM_UNLOAD, 5);
     assert_eq!(v.params[1], printed(&machine, "handle"));
 }
 
@@ -1031,11 +1144,11 @@ unsafe extern "C" fn unload_keeps_device(_driver: PDRIVER_OBJECT) {
 unload_driver!(entry_device_left, unload_keeps_device);
 
 #[test]
-fn unload_leaving_a_device_is_ce_3() {
+fn unload_leaving_a_device_is_ntsim_unload_3() {
     let machine = machine();
     let driver = load(&machine, entry_device_left);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 3);
+    assert_check(&v, NTSIM_UNLOAD, 3);
     assert!(v.explanation.contains(DEVICE), "{v}");
 }
 
@@ -1049,7 +1162,7 @@ unsafe extern "C" fn entry_link_left(driver: PDRIVER_OBJECT, _path: PCUNICODE_ST
 }
 
 #[test]
-fn unload_leaving_a_symbolic_link_is_ce_4() {
+fn unload_leaving_a_symbolic_link_is_ntsim_unload_4() {
     let machine = machine();
     let driver = load(&machine, entry_link_left);
     // The alias resolves through the link while the driver runs.
@@ -1057,7 +1170,7 @@ fn unload_leaving_a_symbolic_link_is_ce_4() {
     let handle = process.open(r"\\.\NtsimCheckAlias", false).unwrap().expect("alias opens the device");
     process.close(handle).unwrap();
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 4);
+    assert_check(&v, NTSIM_UNLOAD, 4);
     assert!(v.explanation.contains("NTSIMCHECKALIAS"), "{v}");
 }
 
@@ -1103,8 +1216,7 @@ fn deleting_a_device_twice_is_c9_240() {
     let machine = machine();
     let driver = load(&machine, entry_deletes_twice);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, C9, 0x240);
-    assert_eq!(v.params[1], printed(&machine, "device"));
+    assert_eq!((v.code, v.params), (C9, [0x240, 0, 0, printed(&machine, "device")]), "{v}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -1125,8 +1237,11 @@ entry_then!(entry_thread_dereferenced_twice, |_device, s| {
 fn dereferencing_a_thread_object_twice_is_c4_3f() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_thread_dereferenced_twice));
-    assert_check(&v, C4, 0x3F);
-    assert_eq!(v.params[1], printed(&machine, "thread"));
+    assert_eq!(
+        (v.code, v.params),
+        (C4, [0x3F, printed(&machine, "thread"), u64::MAX, 0]),
+        "[rule, object, new count -1, 0]"
+    );
 }
 
 unsafe extern "C" fn create_dereferences_file(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
@@ -1149,8 +1264,11 @@ fn dereferencing_an_unreferenced_file_object_is_c4_3f() {
     let machine = machine();
     load(&machine, entry_create_dereferences_file);
     let v = bugcheck(machine.new_process().open(PATH, false));
-    assert_check(&v, C4, 0x3F);
-    assert_eq!(v.params[1], printed(&machine, "file"));
+    assert_eq!(
+        (v.code, v.params),
+        (C4, [0x3F, printed(&machine, "file"), u64::MAX, 0]),
+        "[rule, object, new count -1, 0]"
+    );
     assert_eq!(v.routine, ntsim::trace::Routine::Dispatch(IRP_MJ_CREATE as u8));
 }
 
@@ -1312,6 +1430,8 @@ fn well_behaved_driver_unloads_clean_before_its_work_is_done() {
 // ---------------------------------------------------------------------------------
 
 entry_then!(entry_release_at_passive, |_device, s| {
+    // SAFETY: the state's lock's address.
+    print_value("lock", unsafe { &raw mut (*s).lock } as u64);
     // SAFETY: an initialised lock released at PASSIVE_LEVEL, never acquired: the bug.
     unsafe { KeReleaseSpinLock(&raw mut (*s).lock, 0) };
 });
@@ -1320,21 +1440,21 @@ entry_then!(entry_release_at_passive, |_device, s| {
 fn releasing_a_spin_lock_at_passive_is_c4_32() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_release_at_passive));
-    assert_check(&v, C4, 0x32);
-    assert_eq!(v.params[1], 0, "the caller's IRQL");
+    assert_eq!((v.code, v.params), (C4, [0x32, 0, printed(&machine, "lock"), 0]), "[rule, IRQL, lock, 0]");
 }
 
 entry_then!(entry_dpc_level_acquire_at_passive, |_device, s| {
+    // SAFETY: the state's lock's address.
+    print_value("lock", unsafe { &raw mut (*s).lock } as u64);
     // SAFETY: an initialised lock; the AtDpcLevel variant at PASSIVE_LEVEL is the bug.
     unsafe { KeAcquireSpinLockAtDpcLevel(&raw mut (*s).lock) };
 });
 
 #[test]
-fn acquiring_at_dpc_level_from_passive_is_c4_35() {
+fn acquiring_at_dpc_level_from_passive_is_c4_40() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_dpc_level_acquire_at_passive));
-    assert_check(&v, C4, 0x35);
-    assert_eq!(v.params[1], 0);
+    assert_eq!((v.code, v.params), (C4, [0x40, 0, printed(&machine, "lock"), 0]), "[rule, IRQL, lock, 0]");
 }
 
 /// Releases the cancel lock to DISPATCH_LEVEL instead of Irp->CancelIrql.
@@ -1359,15 +1479,15 @@ unsafe extern "C" fn read_pends_cancel_wrong_irql(device: PDEVICE_OBJECT, irp: P
 read_driver!(entry_cancel_wrong_irql, read_pends_cancel_wrong_irql);
 
 #[test]
-fn cancel_routine_returning_at_dispatch_is_0x0a() {
+fn cancel_routine_returning_at_dispatch_is_0xc8() {
     let machine = machine();
     load(&machine, entry_cancel_wrong_irql);
     let process = machine.new_process();
     let handle = process.open(PATH, true).unwrap().unwrap();
     let Issued::Pending(_io) = process.read(handle, 4).unwrap() else { panic!("the read pends") };
     let v = bugcheck(process.main().cancel_io(handle));
-    assert_check(&v, 0x0A, 2);
-    assert_eq!(v.params[1], 0, "it had to return at Irp->CancelIrql");
+    // (current 2 << 16) | (expected PASSIVE_LEVEL << 8) | ntsim's site 4 (cancel routine).
+    assert_eq!((v.code, v.params), (0xC8, [0x0002_0004, 0, 0, 0]), "{v}");
 }
 
 unsafe extern "C" fn work_returns_at_dispatch(device: PDEVICE_OBJECT, _context: PVOID) {
@@ -1383,20 +1503,28 @@ entry_then!(entry_work_returns_at_dispatch, |device, s| {
     // SAFETY: our device's work item.
     unsafe {
         let item = IoAllocateWorkItem(device);
+        print_value("item", item as u64);
         (*s).work_item.store(item, Ordering::SeqCst);
         IoQueueWorkItem(item, Some(work_returns_at_dispatch), _WORK_QUEUE_TYPE::DelayedWorkQueue, std::ptr::null_mut());
     }
 });
 
 #[test]
-fn work_item_returning_at_dispatch_is_0x0a() {
+fn work_item_returning_at_dispatch_is_0xe1() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_work_returns_at_dispatch).and_then(|_| machine.advance_ms(1)));
-    assert_check(&v, 0x0A, 2);
+    let routine = work_returns_at_dispatch as *const () as u64;
+    assert_eq!(
+        (v.code, v.params),
+        (0xE1, [routine, 2, 0, printed(&machine, "item")]),
+        "[routine, IRQL, parameter, item]"
+    );
     assert!(v.explanation.contains("work item"), "{v}");
 }
 
 unsafe extern "C" fn io_timer_keeps_lock(device: PDEVICE_OBJECT, _context: PVOID) {
+    // SAFETY: the state's lock's address.
+    print_value("lock", unsafe { &raw mut (*state(device)).lock } as u64);
     // SAFETY: our state's lock at DISPATCH_LEVEL; returning with it is the bug.
     unsafe { KeAcquireSpinLockAtDpcLevel(&raw mut (*state(device)).lock) };
 }
@@ -1410,11 +1538,11 @@ entry_then!(entry_io_timer_keeps_lock, |device, _s| {
 });
 
 #[test]
-fn io_timer_returning_with_a_spin_lock_is_0x0a() {
+fn io_timer_returning_with_a_spin_lock_is_ntsim_3() {
     let machine = machine();
     load(&machine, entry_io_timer_keeps_lock);
     let v = bugcheck(machine.advance_ms(1_500));
-    assert_check(&v, 0x0A, 2);
+    assert_eq!((v.code, v.params), (NTSIM, [3, printed(&machine, "lock"), 0, 0]), "{v}");
     assert!(v.explanation.contains("IoTimer returned holding spin lock"), "{v}");
     assert_eq!(machine.now(), ntsim::SECOND, "the first tick, one second after boot");
 }
@@ -1462,11 +1590,11 @@ unsafe extern "C" fn entry_registry_key_left_open(driver: PDRIVER_OBJECT, path: 
 }
 
 #[test]
-fn unload_with_a_registry_key_open_is_ce_8() {
+fn unload_with_a_registry_key_open_is_ntsim_unload_8() {
     let machine = machine();
     let driver = load(&machine, entry_registry_key_left_open);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, CE, 8);
+    assert_check(&v, NTSIM_UNLOAD, 8);
 }
 
 unsafe extern "C" fn unload_closes_key(driver: PDRIVER_OBJECT) {
@@ -1526,8 +1654,7 @@ entry_then!(entry_no_pool_type, |_device, _s| {
 fn allocation_without_a_pool_type_is_c4() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_no_pool_type));
-    assert_check(&v, C4, 0x02);
-    assert_eq!(v.params[2], ntsim::wdk_sys::POOL_FLAG_UNINITIALIZED);
+    assert_eq!((v.code, v.params), (C4, [0x02, 0, 0, 16]), "[rule, IRQL, pool type (none: 0), size]");
 }
 
 // ---------------------------------------------------------------------------------
@@ -1566,6 +1693,8 @@ unsafe fn at_dirql(s: *mut State, routine: unsafe extern "C" fn(PVOID) -> BOOLEA
 
 unsafe extern "C" fn sync_acquires_spin_lock(context: PVOID) -> BOOLEAN {
     let s = context.cast::<State>();
+    // SAFETY: the state's lock's address.
+    print_value("lock", unsafe { &raw mut (*s).lock } as u64);
     // SAFETY: an initialised lock; acquiring it at DIRQL is the bug.
     unsafe { KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock) };
     1
@@ -1577,19 +1706,25 @@ entry_then!(entry_lock_at_dirql, |_device, s| {
 });
 
 #[test]
-fn spin_lock_acquire_above_dispatch_is_c4_40() {
+fn spin_lock_acquire_above_dispatch_is_c4_42() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_lock_at_dirql));
-    assert_eq!(machine.debug_output(), vec!["IoConnectInterrupt=0x0"]);
-    assert_check(&v, C4, 0x40);
-    assert_eq!(v.params[1], u64::from(DIRQL));
+    assert_eq!(machine.debug_output()[0], "IoConnectInterrupt=0x0");
+    assert_eq!(
+        (v.code, v.params),
+        (C4, [0x42, u64::from(DIRQL), printed(&machine, "lock"), 0]),
+        "[rule, IRQL, lock, 0]"
+    );
     assert_eq!(v.routine, ntsim::trace::Routine::SynchronizeRoutine);
 }
 
 unsafe extern "C" fn sync_waits(context: PVOID) -> BOOLEAN {
     let s = context.cast::<State>();
     // SAFETY: an initialised event; any wait at DIRQL is the bug.
-    unsafe { wait((&raw mut (*s).event).cast(), Some(0)) };
+    unsafe {
+        print_value("event", (&raw mut (*s).event) as u64);
+        wait((&raw mut (*s).event).cast(), Some(0));
+    }
     1
 }
 
@@ -1606,7 +1741,7 @@ fn wait_above_dispatch_is_c4_120() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_wait_at_dirql));
     assert_check(&v, C4, 0x120);
-    assert_eq!(v.params[1], u64::from(DIRQL));
+    assert_wait_params(&machine, &v, DIRQL, Some(0));
 }
 
 unsafe extern "C" fn sync_completes(context: PVOID) -> BOOLEAN {
@@ -1633,8 +1768,7 @@ fn completing_above_dispatch_is_c9_0e() {
     let machine = machine();
     load(&machine, entry_completes_at_dirql);
     let v = bugcheck(open_and_read(&machine, 4));
-    assert_check(&v, C9, 0x0E);
-    assert_eq!((v.params[1], v.params[2]), (printed(&machine, "irp"), u64::from(DIRQL)));
+    assert_eq!((v.code, v.params), (C9, [0x0E, u64::from(DIRQL), printed(&machine, "irp"), 0]), "[rule, IRQL, IRP, 0]");
 }
 
 unsafe extern "C" fn sync_creates_link(_context: PVOID) -> BOOLEAN {
@@ -1649,11 +1783,11 @@ entry_then!(entry_link_at_dirql, |_device, s| {
 });
 
 #[test]
-fn passive_ddi_at_dirql_is_c4_2001b() {
+fn passive_ddi_at_dirql_is_c4_2000d() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_link_at_dirql));
-    assert_check(&v, C4, 0x2001B);
-    assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), 0));
+    assert_eq!((v.code, v.params[0], v.params[2], v.params[3]), (C4, 0x2000D, 0, 0), "IrqlIoPassive4: {v}");
+    assert!(rule_text(&v).starts_with("IrqlIoPassive4:"), "P2 is the rule text");
 }
 
 unsafe extern "C" fn sync_allocates(_context: PVOID) -> BOOLEAN {
@@ -1671,8 +1805,7 @@ entry_then!(entry_allocates_at_dirql, |_device, s| {
 fn non_paged_pool_above_dispatch_is_c4_02() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_allocates_at_dirql));
-    assert_check(&v, C4, 0x02);
-    assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), POOL_FLAG_NON_PAGED));
+    assert_eq!((v.code, v.params), (C4, [0x02, u64::from(DIRQL), 512, 16]), "[rule, IRQL, NonPagedPoolNx, size]");
 }
 
 // --- Slow cancel and wild pointers ------------------------------------------------------
@@ -1683,6 +1816,7 @@ unsafe extern "C" fn cancel_forgets_to_complete(_device: PDEVICE_OBJECT, irp: PI
 }
 
 unsafe extern "C" fn read_pends_with_lazy_cancel(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    print_irp(irp);
     // SAFETY: the IRP is ours until the cancel routine takes it.
     unsafe {
         mark_pending(irp);
@@ -1702,7 +1836,7 @@ fn a_cancelled_irp_left_uncompleted_is_c4_135() {
     process.cancel_io_ex(handle, Some(&read)).unwrap();
     machine.advance_ms(50).unwrap();
     let v = bugcheck(machine.advance_ms(100));
-    assert_check(&v, C4, 0x135);
+    assert_eq!((v.code, v.params), (C4, [0x135, printed(&machine, "irp"), 100, 0]), "[rule, IRP, ms allowed, 0]");
 }
 
 unsafe extern "C" fn read_touches_a_wild_pointer(_device: PDEVICE_OBJECT, _irp: PIRP) -> NTSTATUS {

@@ -300,9 +300,23 @@ unsafe extern "C" fn unmap_registers(context: PVOID) -> BOOLEAN {
     1
 }
 
+entry_then!(entry_unmaps_at_passive_level, |s| {
+    map_registers(s);
+    // SAFETY: the mapping just made, at PASSIVE_LEVEL.
+    unsafe { unmap_registers(s.cast()) };
+});
+
+#[test]
+fn unmapping_io_space_at_passive_level_is_allowed() {
+    let machine = hal_machine(Config::seeded(1));
+    let driver = load(&machine, entry_unmaps_at_passive_level);
+    assert_ne!(printed(&machine, "mapped"), 0, "the translated window maps");
+    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded, "nothing left mapped");
+}
+
 entry_then!(entry_unmaps_at_dispatch_level, |s| {
     map_registers(s);
-    // SAFETY: our state's lock; MmUnmapIoSpace is allowed at DISPATCH_LEVEL.
+    // SAFETY: our state's lock; the bug: Verifier allows MmUnmapIoSpace up to APC_LEVEL.
     unsafe {
         let old = KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock);
         unmap_registers(s.cast());
@@ -310,12 +324,13 @@ entry_then!(entry_unmaps_at_dispatch_level, |s| {
     }
 });
 
+/// The DDI page allows DISPATCH_LEVEL, but Driver Verifier flags MmUnmapIoSpace above
+/// APC_LEVEL: 0xC4/0x7B [IRQL, address, bytes] (bug check 0xC4's reference).
 #[test]
-fn unmapping_io_space_at_dispatch_level_is_allowed() {
+fn unmapping_io_space_at_dispatch_level_is_c4_7b() {
     let machine = hal_machine(Config::seeded(1));
-    let driver = load(&machine, entry_unmaps_at_dispatch_level);
-    assert_ne!(printed(&machine, "mapped"), 0, "the translated window maps");
-    assert_eq!(machine.stop_driver(driver).unwrap(), DriverState::Unloaded, "nothing left mapped");
+    let v = bugcheck(machine.load_driver("chk", entry_unmaps_at_dispatch_level));
+    assert_eq!((v.code, v.params), (0xC4, [0x7B, 2, printed(&machine, "mapped"), 4]), "{v}");
 }
 
 entry_then!(entry_unmaps_in_a_synchronize_routine, |s| {
@@ -326,12 +341,10 @@ entry_then!(entry_unmaps_in_a_synchronize_routine, |s| {
 });
 
 #[test]
-fn unmapping_io_space_above_dispatch_level_is_c4_2001b() {
-    // MmUnmapIoSpace: IRQL <= DISPATCH_LEVEL (learn.microsoft.com, wdm.h reference).
+fn unmapping_io_space_above_dispatch_level_is_c4_7b() {
     let machine = hal_machine(Config::seeded(1));
     let v = bugcheck(machine.load_driver("chk", entry_unmaps_in_a_synchronize_routine));
-    assert_check(&v, 0xC4, 0x2001B);
-    assert_eq!((v.params[1], v.params[2]), (u64::from(DIRQL), 2), "called at DIRQL, allowed up to DISPATCH_LEVEL");
+    assert_eq!((v.code, v.params), (0xC4, [0x7B, u64::from(DIRQL), printed(&machine, "mapped"), 4]), "{v}");
     assert_eq!(v.trace_tail.last().map(|c| c.api), Some("MmUnmapIoSpace"));
 }
 
@@ -409,7 +422,7 @@ fn null_lists_release_nothing_and_are_invalid_parameter() {
     assert_eq!(printed(&machine, "release"), u64::from(STATUS_INVALID_PARAMETER.cast_unsigned()));
     assert_eq!(machine.claimed_resources(), vec![vec![ntsim::Resource::Memory { start: BUS_ADDRESS, length: 16 }]]);
     let v = bugcheck(machine.stop_driver(driver));
-    assert_check(&v, 0xCE, ntsim::checker::unload::RESOURCE_CLAIM);
+    assert_check(&v, ntsim::checker::code::NTSIM_UNLOAD_LEAK, ntsim::checker::unload::RESOURCE_CLAIM);
 }
 
 #[test]

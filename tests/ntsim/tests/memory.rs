@@ -17,8 +17,8 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{
-    DEVICE, LINK, PATH, State, TAG, bugcheck, complete, counted, create_link, delete_link, entry_with, load, machine,
-    mark_pending, print_value, printed, setup, stack, state, wide,
+    DEVICE, LINK, PATH, State, TAG, assert_clean, bugcheck, complete, counted, create_link, delete_link, entry_with,
+    load, machine, mark_pending, print, print_value, printed, setup, stack, state, wide,
 };
 use ntsim::wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoCreateDevice, IoDeleteDevice, KeAcquireSpinLockRaiseToDpc, KeCancelTimer,
@@ -215,6 +215,69 @@ fn writing_past_the_end_of_pool_is_d6() {
     let v = bugcheck(machine.load_driver("chk", entry_overruns_pool));
     // P2 1: a write.
     assert_params(&v, 0xD6, [Some(printed(&machine, "past")), Some(1), None, Some(0)]);
+}
+
+entry_then!(entry_writes_slop, |_s| {
+    // SAFETY: a 20-byte block ends 12 bytes before its 16-byte boundary (the guard
+    // page); the write just past its end, into that slop, is the bug. It does not
+    // fault: Verifier finds it when the block is freed.
+    unsafe {
+        let block = ExAllocatePool2(POOL_FLAG_NON_PAGED, 20, TAG).cast::<u8>();
+        print_value("block", block as u64);
+        print_value("slop", block.add(21) as u64);
+        std::ptr::write_volatile(block.add(21), 1);
+        print("written");
+        ExFreePool(block.cast());
+    }
+});
+
+/// Bug check 0xC1 SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, P4 0x24: bytes after the
+/// end of the block overwritten, found at free ([block, corrupted byte, 0, 0x24]).
+#[test]
+fn writing_into_the_slop_after_a_block_is_c1_24_at_free() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_writes_slop));
+    assert!(machine.debug_output().contains(&"written".to_owned()), "the write itself did not fault");
+    assert_eq!((v.code, v.params), (0xC1, [printed(&machine, "block"), printed(&machine, "slop"), 0, 0x24]), "{v}");
+    assert_eq!(v.trace_tail.last().map(|c| c.api), Some("ExFreePool"));
+}
+
+entry_then!(entry_writes_before_block, |_s| {
+    // SAFETY: the page's bytes before a 64-byte block are special pool's pattern; the
+    // write just before the block (an underrun) is the bug.
+    unsafe {
+        let block = ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, TAG).cast::<u8>();
+        print_value("block", block as u64);
+        print_value("before", block.sub(1) as u64);
+        std::ptr::write_volatile(block.sub(1), 0);
+        ExFreePool(block.cast());
+    }
+});
+
+/// P4 0x23: bytes in the block's page, before it, overwritten.
+#[test]
+fn writing_before_a_block_in_its_page_is_c1_23_at_free() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_writes_before_block));
+    assert_eq!((v.code, v.params), (0xC1, [printed(&machine, "block"), printed(&machine, "before"), 0, 0x23]), "{v}");
+}
+
+entry_then!(entry_uses_whole_odd_block, |_s| {
+    // SAFETY: every byte of a 20-byte block written, then freed: no bug.
+    unsafe {
+        let block = ExAllocatePool2(POOL_FLAG_NON_PAGED, 20, TAG).cast::<u8>();
+        std::ptr::write_bytes(block, 0xFF, 20);
+        ExFreePool(block.cast());
+        print("freed");
+    }
+});
+
+#[test]
+fn writing_a_whole_odd_sized_block_is_clean() {
+    let machine = machine();
+    load(&machine, entry_uses_whole_odd_block);
+    assert!(machine.debug_output().contains(&"freed".to_owned()));
+    assert_clean(&machine);
 }
 
 entry_then!(entry_reads_freed_pool, |_s| {

@@ -13,11 +13,16 @@ use crate::machine::{Ctx, KResult, Machine, Stopped, service};
 use crate::ob::{Kind, Owner, Target};
 use crate::sched::Tid;
 use crate::wdk_sys::{
-    DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, FILE_OBJECT, IO_DRIVER_CANCEL_TIMEOUT, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
-    IRP_MJ_READ, NTSTATUS, PDEVICE_OBJECT, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE, STATUS_NO_SUCH_DEVICE,
-    STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING, STATUS_SUCCESS,
-    UNICODE_STRING,
+    ACCESS_MASK, DO_DEVICE_INITIALIZING, DO_EXCLUSIVE, FILE_ALL_ACCESS, FILE_APPEND_DATA, FILE_DEVICE_CD_ROM,
+    FILE_DEVICE_DISK, FILE_DEVICE_SECURE_OPEN, FILE_OBJECT, FILE_READ_ATTRIBUTES, FILE_READ_DATA, FILE_TRAVERSE,
+    FILE_WRITE_DATA, GENERIC_READ, GENERIC_WRITE, IO_DRIVER_CANCEL_TIMEOUT, IO_SECURITY_CONTEXT, IRP_MJ_CREATE,
+    IRP_MJ_DEVICE_CONTROL, IRP_MJ_READ, MAXIMUM_ALLOWED, NTSTATUS, PDEVICE_OBJECT, STATUS_ACCESS_DENIED,
+    STATUS_INVALID_HANDLE, STATUS_NO_SUCH_DEVICE, STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_OBJECT_TYPE_MISMATCH, STATUS_PENDING, STATUS_SUCCESS, SYNCHRONIZE, UNICODE_STRING,
 };
+
+/// The access [`Process::open`] asks for: what most callers of CreateFile pass.
+pub const READ_WRITE: ACCESS_MASK = GENERIC_READ | GENERIC_WRITE;
 
 pub(crate) struct ProcessInfo {
     pub(crate) threads: Vec<Tid>,
@@ -47,7 +52,9 @@ impl PendingIo {
 /// What ReadFile/DeviceIoControl returned to the caller.
 #[derive(Clone)]
 pub enum Issued {
+    /// The request finished before the call returned.
     Done(IoResult),
+    /// The request pended (STATUS_PENDING): wait for it or poll it.
     Pending(PendingIo),
 }
 
@@ -177,27 +184,44 @@ impl<'m> Process<'m> {
         self.thread(0)
     }
 
+    /// CreateFile on the main thread ([`Thread::open`]).
     pub fn open(&self, path: &str, overlapped: bool) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().open(path, overlapped)
     }
+    /// CreateFile with a desired access on the main thread ([`Thread::open_with_access`]).
+    pub fn open_with_access(
+        &self,
+        path: &str,
+        access: ACCESS_MASK,
+        overlapped: bool,
+    ) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        self.main().open_with_access(path, access, overlapped)
+    }
+    /// ReadFile on the main thread ([`Thread::read`]).
     pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
         self.main().read(handle, length)
     }
+    /// DeviceIoControl on the main thread ([`Thread::ioctl`]).
     pub fn ioctl(&self, handle: Handle, code: u32, input: &[u8], output_length: usize) -> Result<Issued, Stopped> {
         self.main().ioctl(handle, code, input, output_length)
     }
+    /// CloseHandle on the main thread ([`Thread::close`]).
     pub fn close(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
         self.main().close(handle)
     }
+    /// CancelIoEx on the main thread ([`Thread::cancel_io_ex`]).
     pub fn cancel_io_ex(&self, handle: Handle, io: Option<&PendingIo>) -> Result<NTSTATUS, Stopped> {
         self.main().cancel_io_ex(handle, io)
     }
+    /// DuplicateHandle within the process, on the main thread ([`Thread::duplicate`]).
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().duplicate(handle)
     }
+    /// DuplicateHandle into `target`, on the main thread ([`Thread::duplicate_into`]).
     pub fn duplicate_into(&self, handle: Handle, target: &Process<'_>) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         self.main().duplicate_into(handle, target)
     }
+    /// WriteFile on the main thread ([`Thread::write`]).
     pub fn write(&self, handle: Handle, data: &[u8]) -> Result<Issued, Stopped> {
         self.main().write(handle, data)
     }
@@ -226,23 +250,39 @@ impl<'m> Process<'m> {
 }
 
 impl Thread<'_> {
-    /// CreateFile on `\\.\NAME` (or any `\??\` path). Returns the open's status as
-    /// the client would see it.
+    /// CreateFile on `\\.\NAME` (or any `\??\` path) for [`READ_WRITE`] access. Returns
+    /// the open's status as the client would see it.
     pub fn open(&self, path: &str, overlapped: bool) -> Result<Result<Handle, NTSTATUS>, Stopped> {
+        self.open_with_access(path, READ_WRITE, overlapped)
+    }
+
+    /// CreateFile with `access` as dwDesiredAccess (any ACCESS_MASK, 0 included). As
+    /// CreateFileW does, SYNCHRONIZE | FILE_READ_ATTRIBUTES are added to what reaches
+    /// NtCreateFile (ReactOS kernel32 `create.c`); the handle keeps the access the open
+    /// granted, which ReadFile, WriteFile and DeviceIoControl check.
+    pub fn open_with_access(
+        &self,
+        path: &str,
+        access: ACCESS_MASK,
+        overlapped: bool,
+    ) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let pid = self.pid;
         let path = path.to_owned();
-        self.machine.on_thread(self.tid, "CreateFile", move |ctx| open(ctx, pid, &path, overlapped))
+        let desired = access | SYNCHRONIZE | FILE_READ_ATTRIBUTES;
+        self.machine.on_thread(self.tid, "CreateFile", move |ctx| open(ctx, pid, &path, desired, overlapped))
     }
 
     /// ReadFile of `length` bytes. On a synchronous handle it waits for the result;
-    /// on an overlapped handle a pending read returns [`Issued::Pending`].
+    /// on an overlapped handle a pending read returns [`Issued::Pending`]. A handle
+    /// without FILE_READ_DATA gets STATUS_ACCESS_DENIED.
     pub fn read(&self, handle: Handle, length: usize) -> Result<Issued, Stopped> {
-        self.issue("ReadFile", issue_op(self.pid, handle, read_request(length)))
+        self.issue("ReadFile", issue_op(self.pid, handle, Needs::Read, read_request(length)))
     }
 
-    /// WriteFile of `data` (buffered I/O).
+    /// WriteFile of `data` (buffered I/O). A handle without FILE_WRITE_DATA or
+    /// FILE_APPEND_DATA gets STATUS_ACCESS_DENIED.
     pub fn write(&self, handle: Handle, data: &[u8]) -> Result<Issued, Stopped> {
-        self.issue("WriteFile", issue_op(self.pid, handle, write_request(data.to_vec())))
+        self.issue("WriteFile", issue_op(self.pid, handle, Needs::Write, write_request(data.to_vec())))
     }
 
     /// DuplicateHandle into `target` (another process): the file object gains a handle
@@ -254,13 +294,18 @@ impl Thread<'_> {
                 Ok(file) => file,
                 Err(status) => return Ok(Err(status)),
             };
-            Ok(Ok(insert_handle(ctx, to, file)))
+            // DUPLICATE_SAME_ACCESS.
+            let granted = ctx.ob.granted(Owner::Process(pid), handle.0).unwrap_or(0);
+            Ok(Ok(insert_handle(ctx, to, file, granted)))
         })
     }
 
-    /// DeviceIoControl with METHOD_BUFFERED semantics.
+    /// DeviceIoControl with METHOD_BUFFERED semantics. A code whose required access
+    /// (`(code >> 14) & 3`) the handle lacks gets STATUS_ACCESS_DENIED without reaching
+    /// the driver.
     pub fn ioctl(&self, handle: Handle, code: u32, input: &[u8], output_length: usize) -> Result<Issued, Stopped> {
-        self.issue("DeviceIoControl", issue_op(self.pid, handle, ioctl_request(code, input.to_vec(), output_length)))
+        let request = ioctl_request(code, input.to_vec(), output_length);
+        self.issue("DeviceIoControl", issue_op(self.pid, handle, Needs::Ioctl(code), request))
     }
 
     fn issue(&self, what: &'static str, op: IssueOp) -> Result<Issued, Stopped> {
@@ -281,7 +326,7 @@ impl Thread<'_> {
     /// machine next runs (`run_until_idle`, `advance`, any other call), interleaved
     /// with everything else by the scheduler.
     pub fn post_read(&self, handle: Handle, length: usize) -> Posted<Outcome> {
-        self.post(issue_op(self.pid, handle, read_request(length)))
+        self.post(issue_op(self.pid, handle, Needs::Read, read_request(length)))
     }
 
     /// Posts CancelIo(handle), which returns once the cancelled requests completed.
@@ -369,11 +414,14 @@ impl Thread<'_> {
         })
     }
 
+    /// CloseHandle: IRP_MJ_CLEANUP when the last handle of the file object closes,
+    /// IRP_MJ_CLOSE when its last reference goes.
     pub fn close(&self, handle: Handle) -> Result<NTSTATUS, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "CloseHandle", move |ctx| close(ctx, pid, handle.0))
     }
 
+    /// DuplicateHandle within the process: a second handle to the same file object.
     pub fn duplicate(&self, handle: Handle) -> Result<Result<Handle, NTSTATUS>, Stopped> {
         let pid = self.pid;
         self.machine.on_thread(self.tid, "DuplicateHandle", move |ctx| {
@@ -381,7 +429,9 @@ impl Thread<'_> {
                 Ok(file) => file,
                 Err(status) => return Ok(Err(status)),
             };
-            Ok(Ok(insert_handle(ctx, pid, file)))
+            // DUPLICATE_SAME_ACCESS.
+            let granted = ctx.ob.granted(Owner::Process(pid), handle.0).unwrap_or(0);
+            Ok(Ok(insert_handle(ctx, pid, file, granted)))
         })
     }
 
@@ -482,14 +532,45 @@ fn ioctl_request(code: u32, input: Vec<u8>, output_length: usize) -> MakeRequest
     })
 }
 
+/// The access a request needs on its handle, checked before any IRP is built.
+#[derive(Clone, Copy)]
+enum Needs {
+    /// NtReadFile references the handle for FILE_READ_DATA.
+    Read,
+    /// NtWriteFile's ObReferenceFileObjectForWrite wants FILE_WRITE_DATA or
+    /// FILE_APPEND_DATA.
+    Write,
+    /// NtDeviceIoControlFile from user mode: the code's required access,
+    /// `(code >> 14) & 3` (FILE_READ_ACCESS is FILE_READ_DATA, FILE_WRITE_ACCESS is
+    /// FILE_WRITE_DATA), all of it granted (ReactOS `iofunc.c` IopDeviceFsIoControl).
+    Ioctl(u32),
+}
+
+impl Needs {
+    fn allowed(self, granted: ACCESS_MASK) -> bool {
+        match self {
+            Needs::Read => granted & FILE_READ_DATA != 0,
+            Needs::Write => granted & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0,
+            Needs::Ioctl(code) => {
+                let required = (code >> 14) & 3;
+                granted & required == required
+            }
+        }
+    }
+}
+
 /// Looks up the handle (holding a reference on the file object for the call, as
-/// ObReferenceObjectByHandle does), builds the IRP and sends it to the driver.
-fn issue_op(pid: usize, handle: Handle, make: MakeRequest) -> IssueOp {
+/// ObReferenceObjectByHandle does), checks its granted access, builds the IRP and
+/// sends it to the driver.
+fn issue_op(pid: usize, handle: Handle, needs: Needs, make: MakeRequest) -> IssueOp {
     Box::new(move |ctx| {
         let file = match file_of(ctx, pid, handle) {
             Ok(file) => file,
             Err(status) => return Ok(Err(status)),
         };
+        if !needs.allowed(ctx.ob.granted(Owner::Process(pid), handle.0).unwrap_or(0)) {
+            return Ok(Err(STATUS_ACCESS_DENIED));
+        }
         crate::ob::reference(ctx, file);
         let issued = issue_on(ctx, file, make)?;
         crate::ob::dereference(ctx, file)?;
@@ -658,12 +739,53 @@ fn file_of(ctx: &Ctx<'_>, pid: usize, handle: Handle) -> Result<usize, NTSTATUS>
     }
 }
 
-fn insert_handle(ctx: &mut Ctx<'_>, pid: usize, file: usize) -> Handle {
+fn insert_handle(ctx: &mut Ctx<'_>, pid: usize, file: usize, granted: ACCESS_MASK) -> Handle {
     ctx.io.files.get_mut(&file).expect("file").handles += 1;
-    Handle(ctx.ob.open_handle(Owner::Process(pid), false, Target::Object(file)))
+    Handle(ctx.ob.open_file_handle(Owner::Process(pid), file, granted))
 }
 
-fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<Result<Handle, NTSTATUS>> {
+/// The security check of a user-mode open, as IopParseDevice makes it (ReactOS
+/// `file.c`; "Controlling Device Namespace Access"). An open of the device itself is
+/// checked against the device's DACL. An open of a name below it (`\\.\Dev0\x`) is
+/// checked only for traverse access, which the bypass-traverse privilege every token
+/// holds grants except on disks and CD-ROMs; then, if the device has
+/// FILE_DEVICE_SECURE_OPEN, against the DACL as well, and otherwise the driver's
+/// IRP_MJ_CREATE alone decides. Returns the access the handle gets: what the check
+/// granted, or, where no check ran, all that was asked for.
+fn open_access(
+    ctx: &Ctx<'_>,
+    device: usize,
+    pid: usize,
+    remainder: &str,
+    desired: ACCESS_MASK,
+) -> Result<ACCESS_MASK, NTSTATUS> {
+    let dacl = ctx.io.devices[&device].dacl.as_deref();
+    let groups = crate::se::groups(ctx.io.processes[pid].admin);
+    // SAFETY: the device object is live.
+    let (device_type, characteristics) = unsafe {
+        let object = device as PDEVICE_OBJECT;
+        ((*object).DeviceType, (*object).Characteristics)
+    };
+    if remainder.is_empty() {
+        return crate::se::access_check(dacl, groups, desired);
+    }
+    if matches!(device_type, FILE_DEVICE_DISK | FILE_DEVICE_CD_ROM) {
+        crate::se::access_check(dacl, groups, FILE_TRAVERSE)?;
+    }
+    if characteristics & FILE_DEVICE_SECURE_OPEN != 0 {
+        return crate::se::access_check(dacl, groups, desired);
+    }
+    let asked = crate::se::map_generic(desired & !MAXIMUM_ALLOWED);
+    Ok(if desired & MAXIMUM_ALLOWED != 0 { asked | FILE_ALL_ACCESS } else { asked })
+}
+
+fn open(
+    ctx: &mut Ctx<'_>,
+    pid: usize,
+    path: &str,
+    desired: ACCESS_MASK,
+    overlapped: bool,
+) -> KResult<Result<Handle, NTSTATUS>> {
     let nt_path = path.strip_prefix("\\\\.\\").map_or_else(|| path.to_owned(), |rest| format!("\\??\\{rest}"));
     let Some((device, remainder)) = super::device::resolve(ctx, &nt_path) else {
         return Ok(Err(STATUS_OBJECT_NAME_NOT_FOUND));
@@ -680,9 +802,10 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     if flags & DO_EXCLUSIVE != 0 && ctx.io.files.values().any(|f| f.device == device) {
         return Ok(Err(STATUS_ACCESS_DENIED));
     }
-    if let Some(denied) = super::driver::access_check(ctx, device, pid) {
-        return Ok(Err(denied));
-    }
+    let granted = match open_access(ctx, device, pid, &remainder, desired) {
+        Ok(granted) => granted,
+        Err(denied) => return Ok(Err(denied)),
+    };
     let mut object = crate::special_pool::Object::<FILE_OBJECT>::zeroed(crate::special_pool::Kind::FileObject);
     let mut name: Vec<u16> = remainder.encode_utf16().collect();
     object.Type = 5;
@@ -710,6 +833,16 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
     ctx.ob.insert(file, Kind::File, 0);
     crate::ob::reference(ctx, device);
     super::device::add_open(ctx, device);
+    // The driver sees the access asked for (mapped) in Parameters.Create.SecurityContext;
+    // ntsim has no ACCESS_STATE to give (AccessState is NULL). The context lives until
+    // the CREATE completed, which this thread waits for below.
+    let mut security = Box::new(IO_SECURITY_CONTEXT {
+        SecurityQos: std::ptr::null_mut(),
+        AccessState: std::ptr::null_mut(),
+        DesiredAccess: crate::se::map_generic(desired),
+        FullCreateOptions: 0,
+    });
+    let security_context = std::ptr::from_mut(security.as_mut());
     let request = Request {
         major: u8::try_from(IRP_MJ_CREATE).expect("code"),
         file,
@@ -718,13 +851,14 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
         input: Vec::new(),
         max_information: u64::MAX,
         holds_file_ref: false,
-        fill: Box::new(|_| {}),
+        fill: Box::new(move |stack| stack.Parameters.Create.SecurityContext = security_context),
     };
     let (irp, result) = irp::build(ctx, request);
     irp::send(ctx, irp)?;
     let slot = Arc::clone(&result);
     ctx.block(Box::new(move |_| slot.lock().expect("slot").is_some().then_some(0)))?;
     let status = result.lock().expect("slot").as_ref().map_or(0, |r| r.status);
+    drop(security);
     if !crate::wdk_sys::NT_SUCCESS(status) {
         // A failed open gets neither CLEANUP nor CLOSE.
         ctx.io.files.remove(&file);
@@ -733,7 +867,7 @@ fn open(ctx: &mut Ctx<'_>, pid: usize, path: &str, overlapped: bool) -> KResult<
         crate::ob::dereference(ctx, device)?;
         return Ok(Err(status));
     }
-    Ok(Ok(insert_handle(ctx, pid, file)))
+    Ok(Ok(insert_handle(ctx, pid, file, granted)))
 }
 
 /// CloseHandle from user mode: its process's table only.

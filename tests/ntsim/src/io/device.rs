@@ -22,7 +22,8 @@ pub(crate) struct DeviceInfo {
     pub(crate) open_count: u32,
     /// Creation order, for deterministic iteration.
     pub(crate) seq: u64,
-    /// The DACL applied with ZwSetSecurityObject, if any.
+    /// The DACL: IoCreateDevice's default for a named device, or the one applied with
+    /// ZwSetSecurityObject; `None` is no (or a NULL) DACL, which grants everything.
     pub(crate) dacl: Option<Vec<crate::se::Ace>>,
     /// The device object with its extension right after it, in one special-pool block
     /// (no-access once freed).
@@ -118,9 +119,12 @@ pub unsafe extern "C" fn IoCreateDevice(
         }
         ctx.ob.insert(address, Kind::Device, 1);
         let seq = ctx.io.devices.len() as u64 + ctx.io.irps.issued_total;
+        // A named device gets the system's default descriptor for its type; an unnamed one
+        // has no DACL (IoCreateDevice documentation).
+        let dacl = name.as_ref().map(|_| crate::se::default_dacl(DeviceType, DeviceCharacteristics));
         ctx.io.devices.insert(
             address,
-            DeviceInfo { driver: DriverObject as usize, name, deleted: false, open_count: 0, seq, dacl: None, memory },
+            DeviceInfo { driver: DriverObject as usize, name, deleted: false, open_count: 0, seq, dacl, memory },
         );
         // SAFETY: the driver passed a writable pointer.
         unsafe { *DeviceObject = address as PDEVICE_OBJECT };
@@ -138,7 +142,8 @@ pub unsafe extern "C" fn IoDeleteDevice(DeviceObject: PDEVICE_OBJECT) {
             _ => {
                 return Err(ctx.violation(Violation::new(
                     code::DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-                    [c9::DEVICE_DELETED_TWICE, address as u64, 0, 0],
+                    // WDM DRIVER ERROR layout [code, driver address (unknown: 0), IRP (none), device].
+                    [c9::DEVICE_DELETED_TWICE, 0, 0, address as u64],
                     "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                     format!("IoDeleteDevice on {address:#x}, which is not a live device object (deleted twice?)."),
                 )));

@@ -14,13 +14,16 @@ use crate::wdk_sys::{
 /// The signature of DriverEntry.
 pub type DriverEntry = unsafe extern "C" fn(PDRIVER_OBJECT, PCUNICODE_STRING) -> NTSTATUS;
 
+/// Where a loaded driver is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverState {
+    /// DriverEntry succeeded; the driver serves requests.
     Running,
     /// `sc stop` was issued while devices of the driver were open.
     UnloadPending,
     /// DriverUnload (and then ntsim's unload checks) are running.
     Unloading,
+    /// DriverUnload ran and the unload checks passed (or the driver is unknown).
     Unloaded,
     /// DriverEntry failed; the driver was unloaded without DriverUnload.
     FailedToLoad(NTSTATUS),
@@ -60,6 +63,40 @@ unsafe extern "C" fn invalid_device_request(_device: PDEVICE_OBJECT, irp: PIRP) 
     STATUS_INVALID_DEVICE_REQUEST
 }
 
+/// The lowest and highest address of the loaded ELF object that contains `address`
+/// (all its PT_LOAD segments), or an empty range when none does.
+fn image_range(address: usize) -> (usize, usize) {
+    struct Search {
+        address: usize,
+        range: Option<(usize, usize)>,
+    }
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> i32 {
+        // SAFETY: dl_iterate_phdr passes a valid info and our Search.
+        let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
+        let base = info.dlpi_addr as usize;
+        // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        let loads = headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
+        let (mut low, mut high, mut holds) = (usize::MAX, 0, false);
+        for header in loads {
+            let start = base + header.p_vaddr as usize;
+            let end = start + header.p_memsz as usize;
+            holds |= (start..end).contains(&search.address);
+            low = low.min(start);
+            high = high.max(end);
+        }
+        if holds {
+            search.range = Some((low, high));
+            return 1;
+        }
+        0
+    }
+    let mut search = Search { address, range: None };
+    // SAFETY: `visit` only reads the headers it is given and writes `search`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut search).cast()) };
+    search.range.unwrap_or((0, 0))
+}
+
 fn utf16(s: &str) -> Vec<u16> {
     s.encode_utf16().collect()
 }
@@ -95,6 +132,11 @@ impl Machine {
             object.Size = i16::try_from(size_of::<DRIVER_OBJECT>()).expect("small");
             object.DriverExtension = std::ptr::from_mut(extension.as_mut());
             object.DriverName = counted(&mut driver_name);
+            // The image is the loaded object holding DriverEntry (on the host: the test
+            // executable or shared library the driver is linked into).
+            let (start, end) = image_range(entry as usize);
+            object.DriverStart = start as PVOID;
+            object.DriverSize = u32::try_from(end - start).unwrap_or(u32::MAX);
             let default_dispatch: crate::wdk_sys::PDRIVER_DISPATCH = if state.hostile.odd_routine_addresses {
                 let odd = crate::thunk::odd_address(invalid_device_request as *const () as usize);
                 // SAFETY: the thunk jumps to `invalid_device_request`, so it is a function
@@ -205,6 +247,7 @@ impl Machine {
         self.verdict()
     }
 
+    /// The state of `driver` (`Unloaded` once it is gone).
     pub fn driver_state(&self, driver: Driver) -> DriverState {
         self.lock().io.drivers.get(&driver.object).map_or(DriverState::Unloaded, |d| d.state)
     }
@@ -217,12 +260,6 @@ impl Machine {
 
 pub(crate) fn is_stopping(ctx: &Ctx<'_>, driver: usize) -> bool {
     ctx.io.drivers.get(&driver).is_some_and(|d| d.state != DriverState::Running)
-}
-
-/// The security check of an open; `None` admits it. ntsim's clients run as
-/// administrators unless the test says otherwise.
-pub(crate) fn access_check(ctx: &Ctx<'_>, device: usize, pid: usize) -> Option<NTSTATUS> {
-    crate::se::access_check(ctx, device, pid)
 }
 
 /// `sc stop`: a driver without DriverUnload cannot be stopped and stays loaded.
@@ -301,42 +338,66 @@ pub(crate) fn maybe_rundown(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     check_unloaded(ctx, driver)
 }
 
+/// ntsim's own unload check: something Windows leaves behind without a bug check.
 fn ce(ctx: &Ctx<'_>, kind: u64, what: usize, text: String) -> crate::machine::Stop {
-    ctx.violation(Violation::new(
-        code::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
-        [kind, what as u64, 0, 0],
-        "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
-        text,
-    ))
+    ctx.violation(Violation::new(code::NTSIM_UNLOAD_LEAK, [kind, what as u64, 0, 0], "NTSIM_UNLOAD_LEAK", text))
+}
+
+/// A timer set, or a DPC queued or running, when the image goes. Verifier checks the
+/// unloaded image for them ("Automatic Checks": timers and pending DPCs at unload are
+/// 0xC7): the driver's KTIMER/KDPC live in pool, so what lies in the image is the DPC
+/// routine, 0xC7/2 [routine, image start, image end]. A routine outside the image (or
+/// a timer without a DPC) is ntsim's own report.
+fn timer_or_dpc_left(
+    ctx: &Ctx<'_>,
+    driver: usize,
+    object: usize,
+    routine: usize,
+    text: String,
+) -> crate::machine::Stop {
+    // SAFETY: the driver object lives until its DriverInfo goes.
+    let (start, size) = unsafe {
+        let object = driver as PDRIVER_OBJECT;
+        ((*object).DriverStart as usize, (*object).DriverSize as usize)
+    };
+    if routine != 0 && (start..start + size).contains(&routine) {
+        return ctx.violation(Violation::new(
+            code::TIMER_OR_DPC_INVALID,
+            [2, routine as u64, start as u64, (start + size) as u64],
+            "TIMER_OR_DPC_INVALID",
+            text,
+        ));
+    }
+    ce(ctx, unload::TIMER_OR_DPC, object, text)
+}
+
+/// The DeferredRoutine of a live KDPC (0 for none).
+fn dpc_routine(dpc: usize) -> usize {
+    if dpc == 0 {
+        return 0;
+    }
+    // SAFETY: a KDPC of a set timer or a queued KDPC is live (checked when freed).
+    unsafe { (*(dpc as *const crate::wdk_sys::KDPC)).DeferredRoutine }.map_or(0, |r| r as usize)
 }
 
 /// What must be gone once a driver is unloaded.
 fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
-    if let Some((&timer, _)) = ctx.ke.timers.set.iter().next() {
-        return Err(ctx.violation(Violation::new(
-            code::TIMER_OR_DPC_INVALID,
-            [0, timer as u64, 0, 0],
-            "TIMER_OR_DPC_INVALID",
-            "the driver unloaded with a KTIMER still set: KeCancelTimer it in Unload (stage 2).".to_owned(),
-        )));
+    if let Some((&timer, set)) = ctx.ke.timers.set.iter().next() {
+        let routine = dpc_routine(set.dpc);
+        let text = "the driver unloaded with a KTIMER still set: KeCancelTimer it in Unload (stage 2).".to_owned();
+        return Err(timer_or_dpc_left(ctx, driver, timer, routine, text));
     }
     if let Some((&dpc, _)) = ctx.ke.dpcs.inserted.iter().next() {
-        return Err(ctx.violation(Violation::new(
-            code::TIMER_OR_DPC_INVALID,
-            [1, dpc as u64, 0, 0],
-            "TIMER_OR_DPC_INVALID",
+        let text =
             "the driver unloaded with a DPC still queued: KeRemoveQueueDpc / KeFlushQueuedDpcs in Unload (stage 2)."
-                .to_owned(),
-        )));
+                .to_owned();
+        return Err(timer_or_dpc_left(ctx, driver, dpc, dpc_routine(dpc), text));
     }
-    if let Some((&dpc, _)) = ctx.ke.dpcs.running.iter().next() {
-        return Err(ctx.violation(Violation::new(
-            code::TIMER_OR_DPC_INVALID,
-            [2, dpc as u64, 0, 0],
-            "TIMER_OR_DPC_INVALID",
+    if let Some((&dpc, &routine)) = ctx.ke.dpcs.running_routine.iter().next() {
+        let text =
             "the driver unloaded while one of its DPC routines was running: KeFlushQueuedDpcs in Unload (stage 2)."
-                .to_owned(),
-        )));
+                .to_owned();
+        return Err(timer_or_dpc_left(ctx, driver, dpc, routine, text));
     }
     if ctx.ke.work.outstanding() > 0 {
         return Err(ce(
@@ -449,7 +510,12 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
         let list: Vec<String> = leaks.iter().map(|l| format!("{} x{} ({} bytes)", l.tag, l.blocks, l.bytes)).collect();
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [c4::POOL_LEAK_AT_UNLOAD, 0, 0, blocks as u64],
+            [
+                c4::POOL_LEAK_AT_UNLOAD,
+                (driver + std::mem::offset_of!(DRIVER_OBJECT, DriverName)) as u64,
+                0,
+                blocks as u64,
+            ],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("the driver unloaded without freeing pool: {}.", list.join(", ")),
         )));
@@ -464,6 +530,7 @@ fn check_unloaded(ctx: &mut Ctx<'_>, driver: usize) -> KResult<()> {
     Ok(())
 }
 
+/// IoAllocateDriverObjectExtension: a zeroed extension per client identification address.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
     DriverObject: PDRIVER_OBJECT,
@@ -493,6 +560,7 @@ pub unsafe extern "C" fn IoAllocateDriverObjectExtension(
 }
 const _: crate::wdk_sys::fnsig::IoAllocateDriverObjectExtension = IoAllocateDriverObjectExtension;
 
+/// IoGetDriverObjectExtension: the extension allocated for that address, or NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoGetDriverObjectExtension(
     DriverObject: PDRIVER_OBJECT,

@@ -19,7 +19,9 @@ use crate::wdk_sys::{
 /// What the client gets back for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IoResult {
+    /// The final `IoStatus.Status`.
     pub status: NTSTATUS,
+    /// The final `IoStatus.Information` (bytes transferred for reads and IOCTLs).
     pub information: u64,
     /// For reads and IOCTLs: the first `information` bytes of the system buffer.
     pub data: Vec<u8>,
@@ -209,13 +211,8 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
     (address, result)
 }
 
-fn c9(ctx: &Ctx<'_>, rule: u64, irp: usize, p3: u64, text: String) -> crate::machine::Stop {
-    ctx.violation(Violation::new(
-        code::DRIVER_VERIFIER_IOMANAGER_VIOLATION,
-        [rule, irp as u64, p3, 0],
-        "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-        text,
-    ))
+fn c9(params: [u64; 4], text: String) -> Violation {
+    Violation::new(code::DRIVER_VERIFIER_IOMANAGER_VIOLATION, params, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", text)
 }
 
 /// Calls the driver's dispatch routine for `irp` (IoCallDriver) and applies the I/O
@@ -246,72 +243,67 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
     let after = ctx.irql();
     let name = major_name(major);
     if after != before {
-        return Err(c9(
-            ctx,
-            c9::IRQL_CHANGED_BY_DISPATCH,
-            irp,
-            u64::from(after),
+        let v = c9(
+            [c9::IRQL_CHANGED_BY_DISPATCH, device as u64, u64::from(before), u64::from(after)],
             format!("the {name} dispatch routine returned at IRQL {after}; it was called at IRQL {before}."),
-        ));
+        );
+        return Err(ctx.violation(v));
     }
     let info = &ctx.io.irps.live[&irp];
     let completed = info.phase == Phase::Completed;
     // A completed IRP may be freed already: what IofCompleteRequest saw is kept.
     // SAFETY: an outstanding IRP's memory is live.
     let marked = if completed { info.pending_returned } else { unsafe { pending_marked(raw) } };
+    // The "WDM DRIVER ERROR" layout: [code, address in the driver, IRP, device].
+    let wdm_error = [routine as usize as u64, irp as u64, device as u64];
     if returned == STATUS_PENDING {
         if !marked {
-            return Err(c9(
-                ctx,
-                c9::PENDING_NOT_MARKED,
-                irp,
-                0,
+            // Non-fatal for Verifier: the request stays pending.
+            let v = c9(
+                [c9::PENDING_NOT_MARKED, wdm_error[0], wdm_error[1], wdm_error[2]],
                 format!("the {name} dispatch routine returned STATUS_PENDING without calling IoMarkIrpPending."),
-            ));
+            );
+            ctx.report(v);
         }
+        let info = &ctx.io.irps.live[&irp];
         // SAFETY: read only while outstanding, so live.
         let routine_set = !completed && unsafe { (*raw).CancelRoutine.is_some() };
         if info.cancelled_at.is_some() && routine_set {
             return Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-                [crate::checker::c4::SLOW_CANCEL, irp as u64, 0, 0],
+                [crate::checker::c4::SLOW_CANCEL, irp as u64, ctx.slow_cancel / 10_000, 0],
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
                 format!("the {name} IRP {irp:#x} was cancelled while its dispatch routine ran, before the cancel routine was set, and the routine pended it anyway: re-check Irp->Cancel after IoSetCancelRoutine, or the cancel is lost."),
             )));
         }
     } else if marked {
-        return Err(c9(
-            ctx,
-            c9::MARKED_BUT_NOT_PENDING,
-            irp,
-            returned as u64,
+        // Non-fatal for Verifier: the caller gets the status returned.
+        let v = c9(
+            [c9::MARKED_BUT_NOT_PENDING, wdm_error[0], wdm_error[1], wdm_error[2]],
             format!(
                 "the {name} dispatch routine marked the IRP pending but returned {returned:#x}, not STATUS_PENDING."
             ),
-        ));
+        );
+        ctx.report(v);
     } else if !completed {
-        return Err(c9(
-            ctx,
-            c9::NEITHER_COMPLETED_NOR_PENDING,
-            irp,
-            returned as u64,
+        let v = c9(
+            [c9::NEITHER_COMPLETED_NOR_PENDING, wdm_error[0], wdm_error[1], wdm_error[2]],
             format!(
                 "the {name} dispatch routine returned {returned:#x} without completing the IRP or returning STATUS_PENDING (the IRP would be lost)."
             ),
-        ));
+        );
+        return Err(ctx.violation(v));
     } else {
         let final_status = info.result.lock().expect("slot").as_ref().map(|r| r.status);
         if final_status != Some(returned) {
-            return Err(c9(
-                ctx,
-                c9::RETURNED_STATUS_MISMATCH,
-                irp,
-                returned as u64,
+            let v = c9(
+                [c9::RETURNED_STATUS_MISMATCH, wdm_error[0], wdm_error[1], wdm_error[2]],
                 format!(
                     "the {name} dispatch routine returned {returned:#x} but completed the IRP with {:#x}.",
                     final_status.unwrap_or_default()
                 ),
-            ));
+            );
+            return Err(ctx.violation(v));
         }
     }
     Ok(returned)
@@ -338,48 +330,43 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
     let raw = irp as PIRP;
     // SAFETY: an outstanding IRP's memory is valid.
     let cancel_routine = unsafe { (*raw).CancelRoutine };
-    if cancel_routine.is_some() {
-        return Err(c9(
-            ctx,
-            c9::COMPLETED_WITH_CANCEL_ROUTINE,
-            irp,
-            0,
+    if let Some(routine) = cancel_routine {
+        let v = c9(
+            [c9::COMPLETED_WITH_CANCEL_ROUTINE, routine as usize as u64, irp as u64, 0],
             format!(
                 "IoCompleteRequest on {irp:#x} while its cancel routine is still set: call IoSetCancelRoutine(Irp, NULL) first (and only complete if it returned non-NULL)."
             ),
-        ));
+        );
+        return Err(ctx.violation(v));
     }
     if status == STATUS_PENDING || status == -1 {
-        return Err(c9(
-            ctx,
-            c9::COMPLETED_WITH_PENDING_STATUS,
-            irp,
-            status as u64,
+        let v = c9(
+            [c9::COMPLETED_WITH_PENDING_STATUS, u64::from(status.cast_unsigned()), irp as u64, 0],
             format!("IoCompleteRequest on {irp:#x} with status {status:#x}, which is not a final status."),
-        ));
+        );
+        return Err(ctx.violation(v));
     }
     let irql = ctx.irql();
     if irql > DISPATCH_LEVEL {
-        return Err(c9(
-            ctx,
-            c9::COMPLETED_ABOVE_DISPATCH,
-            irp,
-            u64::from(irql),
+        let v = c9(
+            [c9::COMPLETED_ABOVE_DISPATCH, u64::from(irql), irp as u64, 0],
             format!("IoCompleteRequest at IRQL {irql}, above DISPATCH_LEVEL."),
-        ));
+        );
+        return Err(ctx.violation(v));
     }
     // Verifier checks Information against the buffer whatever the status.
     let max = info.max_information;
     if information > max {
-        return Err(c9(
-            ctx,
-            c9::INFORMATION_TOO_LARGE,
-            irp,
-            information,
+        // Non-fatal for Verifier. P2, the driver address that completed, is 0: ntsim
+        // does not know its caller's return address. The copy-back stops at the buffer.
+        let device = info.device;
+        let v = c9(
+            [c9::INFORMATION_TOO_LARGE, 0, irp as u64, device as u64],
             format!(
                 "IoCompleteRequest on {irp:#x} reports {information} bytes in IoStatus.Information, more than the {max}-byte buffer."
             ),
-        ));
+        );
+        ctx.report(v);
     }
     let apc_now = match ctx.completion_apc {
         CompletionApc::AtOnce => true,
@@ -568,10 +555,10 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, irp: usize) -> KResult<bool> {
     }
     let irql = ctx.irql();
     if irql != old_irql {
-        return Err(ctx.violation(Violation::new(
-            code::IRQL_NOT_LESS_OR_EQUAL,
-            [u64::from(irql), u64::from(old_irql), 0, 0],
-            "IRQL_NOT_LESS_OR_EQUAL",
+        return Err(ctx.violation(crate::ke::dpc::irql_unexpected(
+            irql,
+            old_irql,
+            crate::checker::c8::CANCEL_ROUTINE,
             format!("the cancel routine returned at IRQL {irql}; it must return at Irp->CancelIrql ({old_irql})."),
         )));
     }
@@ -597,7 +584,7 @@ pub(crate) fn check_slow_cancel(state: &mut crate::machine::State, limit: u64) {
     if state.halt.is_none() {
         let mut v = Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [crate::checker::c4::SLOW_CANCEL, irp as u64, now - since, 0],
+            [crate::checker::c4::SLOW_CANCEL, irp as u64, limit / 10_000, 0],
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!(
                 "the {} IRP {irp:#x} was cancelled {} ms ago and is still not completed (its cancel routine was lost or the driver ignored Irp->Cancel).",

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::checker::{Violation, code};
+use crate::checker::{Violation, c8, code, ntsim_rule};
 use crate::irql::DISPATCH_LEVEL;
 use crate::machine::{Ctx, Inner, KResult, State, kcall, service};
 use crate::trace::Routine;
@@ -25,6 +25,9 @@ pub(crate) struct Dpcs {
     pub(crate) inserted: HashMap<usize, usize>,
     /// KDPC address → how many processors are running it now.
     pub(crate) running: HashMap<usize, u32>,
+    /// KDPC address → the DeferredRoutine it had when it started running (the KDPC
+    /// itself may be freed by its own routine).
+    pub(crate) running_routine: HashMap<usize, usize>,
     /// The processor the next expired timer's DPC goes to (round robin).
     pub(crate) next_cpu: usize,
 }
@@ -74,6 +77,9 @@ fn next_work(ctx: &mut Ctx<'_>, cpu: usize) -> KResult<Option<Queued>> {
     if let Queued::Dpc { dpc, .. } = &work {
         ctx.ke.dpcs.inserted.remove(dpc);
         *ctx.ke.dpcs.running.entry(*dpc).or_default() += 1;
+        // SAFETY: a queued KDPC is live (checked when freed and at unload).
+        let routine = unsafe { (*(*dpc as *const KDPC)).DeferredRoutine }.map_or(0, |r| r as usize);
+        ctx.ke.dpcs.running_routine.insert(*dpc, routine);
     }
     Ok(Some(work))
 }
@@ -97,6 +103,7 @@ fn run(ctx: &mut Ctx<'_>, cpu: usize, work: Queued) -> KResult<()> {
                 *count -= 1;
                 if *count == 0 {
                     ctx.ke.dpcs.running.remove(&dpc);
+                    ctx.ke.dpcs.running_routine.remove(&dpc);
                 }
             }
         }
@@ -132,21 +139,32 @@ pub(crate) fn after_routine(ctx: &mut Ctx<'_>, routine: Routine) -> KResult<()> 
         .filter(|(l, t)| **t == me && !(routine == Routine::IoTimer && **l == crate::ke::timer::IO_TIMER_LOCK))
         .map(|(l, _)| *l)
         .collect();
-    if irql != DISPATCH_LEVEL || !held.is_empty() {
-        let text = if held.is_empty() {
-            format!("{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL.")
-        } else {
-            format!("{routine} returned holding spin lock {:#x}.", held[0])
-        };
-        let v = Violation::new(
-            code::IRQL_NOT_LESS_OR_EQUAL,
-            [u64::from(irql), u64::from(DISPATCH_LEVEL), 0, 0],
-            "IRQL_NOT_LESS_OR_EQUAL",
-            text,
-        );
-        return Err(ctx.violation(v));
+    if let Some(&lock) = held.first() {
+        // The IRQL is unchanged (the lock was taken at DISPATCH_LEVEL): Windows has no
+        // check for this; ntsim's own rule 3 [3, lock, 0, 0].
+        return Err(ctx.violation(Violation::new(
+            code::NTSIM_RULE,
+            [ntsim_rule::SPIN_LOCK_HELD_AT_RETURN, lock as u64, 0, 0],
+            "NTSIM_SPIN_LOCK_HELD_AT_RETURN",
+            format!("{routine} returned holding spin lock {lock:#x}."),
+        )));
+    }
+    if irql != DISPATCH_LEVEL {
+        let site = if routine == Routine::IoTimer { c8::IO_TIMER_ROUTINE } else { c8::DPC_ROUTINE };
+        return Err(ctx.violation(irql_unexpected(
+            irql,
+            DISPATCH_LEVEL,
+            site,
+            format!("{routine} returned at IRQL {irql}; it was called at DISPATCH_LEVEL."),
+        )));
     }
     Ok(())
+}
+
+/// Bug check 0xC8 IRQL_UNEXPECTED_VALUE: P1 = (current << 16) | (expected << 8) | site.
+pub(crate) fn irql_unexpected(current: u8, expected: u8, site: u64, text: String) -> Violation {
+    let p1 = (u64::from(current) << 16) | (u64::from(expected) << 8) | site;
+    Violation::new(code::IRQL_UNEXPECTED_VALUE, [p1, 0, 0, 0], "IRQL_UNEXPECTED_VALUE", text)
 }
 
 /// KOBJECTS' DpcObject, the Type KeInitializeDpc writes.

@@ -42,13 +42,20 @@ struct Window {
 /// One resource of a claim, as the driver reported it to IoReportResourceForDetection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
+    /// A CmResourceTypeMemory range.
     Memory {
+        /// Its first (translated) address.
         start: u64,
+        /// Its length in bytes.
         length: u32,
     },
+    /// A CmResourceTypeInterrupt.
     Interrupt {
+        /// Its level (the IRQL the ISR runs at).
         level: u32,
+        /// Its vector.
         vector: u32,
+        /// The processors it may be delivered to.
         affinity: u64,
     },
     /// Another CM_RESOURCE_TYPE, by number.
@@ -290,9 +297,20 @@ pub unsafe extern "C" fn MmMapIoSpace(
 const _: crate::wdk_sys::fnsig::MmMapIoSpace = MmMapIoSpace;
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn MmUnmapIoSpace(BaseAddress: PVOID, _NumberOfBytes: SIZE_T) {
+pub unsafe extern "C" fn MmUnmapIoSpace(BaseAddress: PVOID, NumberOfBytes: SIZE_T) {
     kcall("MmUnmapIoSpace", |ctx| {
         let address = BaseAddress as usize;
+        // The DDI page allows DISPATCH_LEVEL, but Verifier flags MmUnmapIoSpace above
+        // APC_LEVEL: 0xC4/0x7B [IRQL, address, bytes] (0xC4's page).
+        let irql = ctx.irql();
+        if irql > crate::irql::APC_LEVEL {
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [crate::checker::c4::UNMAP_IO_SPACE_IRQL, u64::from(irql), address as u64, NumberOfBytes],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("MmUnmapIoSpace was called at IRQL {irql}; Driver Verifier allows at most APC_LEVEL."),
+            )));
+        }
         match ctx.ke.interrupts.windows.iter_mut().find(|w| w.mapped_at == Some(address)) {
             Some(window) => {
                 window.mapped_at = None;
@@ -458,10 +476,12 @@ fn deliver(ctx: &mut Ctx<'_>, line: u32) -> KResult<bool> {
         });
     let now = ctx.irql();
     if now != irql {
+        // Verifier's 0xC4/0x111: [ISR, IRQL before, IRQL after].
+        let routine = isr.map_or(0, |r| r as usize);
         return Err(ctx.violation(Violation::new(
-            code::IRQL_NOT_LESS_OR_EQUAL,
-            [u64::from(now), u64::from(irql), 0, 0],
-            "IRQL_NOT_LESS_OR_EQUAL",
+            code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [crate::checker::c4::ISR_CHANGED_IRQL, routine as u64, u64::from(irql), u64::from(now)],
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
             format!("the ISR returned at IRQL {now}; it was called at IRQL {irql}."),
         )));
     }

@@ -1,34 +1,41 @@
-//! Pool, the performance counter, bug checks and debug output.
+//! Pool, bug checks and debug output.
 
 use crate::checker::{Violation, c4, code};
 use crate::machine::kcall;
 use crate::pool::FreeError;
 use crate::wdk_sys::{
-    LARGE_INTEGER, PLARGE_INTEGER, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS,
-    PUNICODE_STRING, PVOID, SIZE_T, ULONG, ULONG_PTR,
+    POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAGS, PUNICODE_STRING, PVOID, SIZE_T,
+    ULONG, ULONG_PTR,
 };
-
-/// ntsim's performance counter runs at the clock's resolution: 10 MHz.
-pub const PERFORMANCE_FREQUENCY: i64 = 10_000_000;
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID {
     kcall("ExAllocatePool2", |ctx| {
+        let irql = ctx.irql();
+        // 0xC4's pool-type parameter is a POOL_TYPE: the flags' NonPagedPool (0),
+        // PagedPool (1) or NonPagedPoolNx (512).
+        let pool_type = if Flags & POOL_FLAG_PAGED != 0 {
+            1
+        } else if Flags & POOL_FLAG_NON_PAGED != 0 {
+            512
+        } else {
+            0
+        };
         if NumberOfBytes == 0 {
             return Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-                [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0],
+                [c4::ZERO_SIZE_ALLOCATION, u64::from(irql), pool_type, 0],
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                "ExAllocatePool2 was asked for zero bytes.".to_owned(),
+                format!("ExAllocatePool2 (tag {Tag:#x}) was asked for zero bytes."),
             )));
         }
-        let irql = ctx.irql();
         let limit = if Flags & POOL_FLAG_PAGED != 0 { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
         // The pool types ExAllocatePool2 accepts (one must be chosen).
-        let pool_type = POOL_FLAG_PAGED | POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE;
-        if irql > limit || Flags & pool_type == 0 {
-            let rule = if Flags & POOL_FLAG_PAGED != 0 { 0x01 } else { 0x02 };
-            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), Flags, 0], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePool2(flags {Flags:#x}) at IRQL {irql}: paged pool needs IRQL <= APC_LEVEL, nonpaged <= DISPATCH_LEVEL, and one of them must be chosen."))));
+        let pool_types = POOL_FLAG_PAGED | POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE;
+        if irql > limit || Flags & pool_types == 0 {
+            let rule =
+                if Flags & POOL_FLAG_PAGED != 0 { c4::PAGED_ALLOCATION_IRQL } else { c4::NONPAGED_ALLOCATION_IRQL };
+            return Err(ctx.violation(Violation::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [rule, u64::from(irql), pool_type, NumberOfBytes], "DRIVER_VERIFIER_DETECTED_VIOLATION", format!("ExAllocatePool2(flags {Flags:#x}) at IRQL {irql}: paged pool needs IRQL <= APC_LEVEL, nonpaged <= DISPATCH_LEVEL, and one of them must be chosen."))));
         }
         if ctx.should_fail() {
             ctx.pool.note_failure();
@@ -55,21 +62,21 @@ pub unsafe extern "C" fn ExAllocatePoolWithTag(PoolType: i32, NumberOfBytes: SIZ
     // NonPagedPool 0, PagedPool 1, NonPagedPoolNx 512 (and their variants' low bits).
     let flags = if PoolType & 1 == 1 { POOL_FLAG_PAGED } else { POOL_FLAG_NON_PAGED };
     kcall("ExAllocatePoolWithTag", |ctx| {
+        let irql = ctx.irql();
         if NumberOfBytes == 0 {
             return Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-                [c4::ZERO_SIZE_ALLOCATION, 0, u64::from(Tag), 0],
+                [c4::ZERO_SIZE_ALLOCATION, u64::from(irql), PoolType as u64, 0],
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
-                "ExAllocatePoolWithTag was asked for zero bytes.".to_owned(),
+                format!("ExAllocatePoolWithTag (tag {Tag:#x}) was asked for zero bytes."),
             )));
         }
-        let irql = ctx.irql();
         let limit = if flags == POOL_FLAG_PAGED { crate::irql::APC_LEVEL } else { crate::irql::DISPATCH_LEVEL };
         if irql > limit {
-            let rule = if flags == POOL_FLAG_PAGED { 0x01 } else { 0x02 };
+            let rule = if flags == POOL_FLAG_PAGED { c4::PAGED_ALLOCATION_IRQL } else { c4::NONPAGED_ALLOCATION_IRQL };
             return Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-                [rule, u64::from(irql), PoolType as u64, 0],
+                [rule, u64::from(irql), PoolType as u64, NumberOfBytes],
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
                 format!("ExAllocatePoolWithTag(pool type {PoolType}) at IRQL {irql}."),
             )));
@@ -163,18 +170,6 @@ pub unsafe extern "C" fn ExFreePoolWithTag(P: PVOID, Tag: ULONG) {
     free("ExFreePoolWithTag", P, Some(Tag));
 }
 const _: crate::wdk_sys::fnsig::ExFreePoolWithTag = ExFreePoolWithTag;
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn KeQueryPerformanceCounter(PerformanceFrequency: PLARGE_INTEGER) -> LARGE_INTEGER {
-    kcall("KeQueryPerformanceCounter", |ctx| {
-        if !PerformanceFrequency.is_null() {
-            // SAFETY: the driver passed a writable LARGE_INTEGER.
-            unsafe { (*PerformanceFrequency).QuadPart = PERFORMANCE_FREQUENCY };
-        }
-        Ok(LARGE_INTEGER { QuadPart: i64::try_from(ctx.clock).unwrap_or(i64::MAX) })
-    })
-}
-const _: crate::wdk_sys::fnsig::KeQueryPerformanceCounter = KeQueryPerformanceCounter;
 
 /// The driver bug-checked itself (for example its panic handler did).
 #[unsafe(no_mangle)]

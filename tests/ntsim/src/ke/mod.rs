@@ -1,6 +1,7 @@
 //! The dispatcher: IRQL, spin locks, dispatcher objects and waits, DPCs, timers,
 //! system threads, work items, interrupts.
 
+pub(crate) mod clock;
 pub(crate) mod dpc;
 pub(crate) mod interrupt;
 pub(crate) mod misc;

@@ -21,10 +21,10 @@ fn is_lock_word(lock: usize) -> bool {
     lock & 1 == 0
 }
 
-fn c4_violation(ctx: &Ctx<'_>, rule: u64, p2: u64, text: String) -> crate::machine::Stop {
+fn c4_violation(ctx: &Ctx<'_>, params: [u64; 4], text: String) -> crate::machine::Stop {
     ctx.violation(Violation::new(
         code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-        [rule, p2, 0, 0],
+        params,
         "DRIVER_VERIFIER_DETECTED_VIOLATION",
         text,
     ))
@@ -106,8 +106,7 @@ pub(crate) fn acquire(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
     if ctx.ke.lock_owner.get(&lock) == Some(&me) {
         return Err(c4_violation(
             ctx,
-            c4::RECURSIVE_SPIN_LOCK,
-            lock as u64,
+            [c4::RECURSIVE_SPIN_LOCK, lock as u64, 0, 0],
             format!(
                 "{} acquired spin lock {lock:#x} that this thread already holds (deadlock on a real machine).",
                 ctx.api
@@ -145,7 +144,11 @@ pub(crate) fn release(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
                 Some(_) => format!("{} released spin lock {lock:#x}, which another thread holds.", ctx.api),
                 None => format!("{} released spin lock {lock:#x}, which is not held.", ctx.api),
             };
-            return Err(c4_violation(ctx, 0x1004, lock as u64, text));
+            // [lock, owner thread, current thread]: a thread is named by ntsim's
+            // per-thread block (0 for a lock nobody holds).
+            let owner = other.map_or(0, |&t| thread_address(ctx, t));
+            let params = [c4::RELEASE_BY_NON_OWNER, lock as u64, owner, thread_address(ctx, me)];
+            return Err(c4_violation(ctx, params, text));
         }
     }
     ctx.ke.lock_owner.remove(&lock);
@@ -157,39 +160,53 @@ pub(crate) fn release(ctx: &mut Ctx<'_>, lock: usize) -> KResult<()> {
     Ok(())
 }
 
-fn raise_to_dispatch(ctx: &mut Ctx<'_>) -> KResult<KIRQL> {
+/// A simulated thread's address in bug-check parameters: ntsim has no KTHREAD for
+/// every thread, so it names one by its own per-thread block.
+fn thread_address(ctx: &Ctx<'_>, tid: Tid) -> u64 {
+    std::sync::Arc::as_ptr(&ctx.threads[tid].parking) as u64
+}
+
+/// KeAcquireSpinLock and the acquires built like it raise to DISPATCH_LEVEL. Above it,
+/// KeAcquireSpinLock is Verifier's 0x42 [IRQL, lock, 0]; KeAcquireInStackQueuedSpinLock
+/// and IoAcquireCancelSpinLock have no documented Verifier rule (ntsim's own, 6).
+fn raise_to_dispatch(ctx: &mut Ctx<'_>, lock: usize) -> KResult<KIRQL> {
     let old = ctx.irql();
     if old > DISPATCH_LEVEL {
-        return Err(c4_violation(
-            ctx,
-            c4::SPIN_LOCK_ACQUIRE_ABOVE_DISPATCH,
-            u64::from(old),
-            format!("{} was called at IRQL {old}; spin locks are acquired at or below DISPATCH_LEVEL.", ctx.api),
-        ));
+        let text = format!("{} was called at IRQL {old}; spin locks are acquired at or below DISPATCH_LEVEL.", ctx.api);
+        if ctx.api != "KeAcquireSpinLockRaiseToDpc" {
+            return Err(ctx.violation(Violation::new(
+                code::NTSIM_RULE,
+                [crate::checker::ntsim_rule::DDI_IRQL, u64::from(old), u64::from(DISPATCH_LEVEL), 0],
+                "NTSIM_DDI_IRQL",
+                text,
+            )));
+        }
+        return Err(c4_violation(ctx, [c4::SPIN_LOCK_ACQUIRE_ABOVE_DISPATCH, u64::from(old), lock as u64, 0], text));
     }
     ctx.set_irql(DISPATCH_LEVEL);
     Ok(old)
 }
 
-fn require_dispatch(ctx: &Ctx<'_>, rule: u64) -> KResult<()> {
+/// Releases (and KeAcquireSpinLockAtDpcLevel) run at DISPATCH_LEVEL: [rule, IRQL, lock, 0].
+fn require_dispatch(ctx: &Ctx<'_>, rule: u64, lock: usize) -> KResult<()> {
     let irql = ctx.irql();
     if irql == DISPATCH_LEVEL {
         return Ok(());
     }
     Err(c4_violation(
         ctx,
-        rule,
-        u64::from(irql),
+        [rule, u64::from(irql), lock as u64, 0],
         format!("{} was called at IRQL {irql}; it must run at DISPATCH_LEVEL.", ctx.api),
     ))
 }
 
+/// The release lowers IRQL to `new_irql` as KeLowerIrql does: a higher one is 0x31
+/// [current IRQL, requested IRQL, 0 (the new IRQL is bad)].
 fn lower_to(ctx: &mut Ctx<'_>, new_irql: KIRQL) -> KResult<()> {
     if new_irql > DISPATCH_LEVEL {
         return Err(c4_violation(
             ctx,
-            c4::SPIN_LOCK_RELEASE_IRQL,
-            u64::from(new_irql),
+            [c4::LOWER_IRQL_INVALID, u64::from(ctx.irql()), u64::from(new_irql), 0],
             format!("{} was asked to return to IRQL {new_irql}, above DISPATCH_LEVEL.", ctx.api),
         ));
     }
@@ -201,7 +218,7 @@ fn lower_to(ctx: &mut Ctx<'_>, new_irql: KIRQL) -> KResult<()> {
 /// The in-stack queued and the ordinary spin-lock calls keep different state in the
 /// lock (a queue of KLOCK_QUEUE_HANDLEs versus a plain owner word): a lock taken with
 /// one family and released with the other is Verifier's DDI-compliance SpinLockRelease
-/// (0x4000B) or QueuedSpinLockRelease (0x40007) rule. P2–P4 (rule text and state) are 0.
+/// (0x4000B) or QueuedSpinLockRelease (0x40007) rule: [rule, rule text, 0, 0].
 fn check_release_family(ctx: &Ctx<'_>, lock: usize, queued_release: bool) -> KResult<()> {
     let held_queued = ctx.ke.queued_locks.contains(&lock);
     if ctx.ke.lock_owner.get(&lock) != Some(&ctx.tid) || held_queued == queued_release {
@@ -212,14 +229,18 @@ fn check_release_family(ctx: &Ctx<'_>, lock: usize, queued_release: bool) -> KRe
     } else {
         (c4::SPIN_LOCK_RELEASE_RULE, "KeReleaseSpinLock on a lock taken with KeAcquireInStackQueuedSpinLock")
     };
-    Err(c4_violation(ctx, rule, 0, format!("{text} ({lock:#x}): release a lock with the call family that took it.")))
+    Err(c4_violation(
+        ctx,
+        [rule, crate::checker::rule_text(rule), 0, 0],
+        format!("{text} ({lock:#x}): release a lock with the call family that took it."),
+    ))
 }
 
 /// KeAcquireSpinLockRaiseToDpc (what `KeAcquireSpinLock` expands to on x64).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL {
     kcall("KeAcquireSpinLockRaiseToDpc", |ctx| {
-        let old = raise_to_dispatch(ctx)?;
+        let old = raise_to_dispatch(ctx, SpinLock as usize)?;
         acquire(ctx, SpinLock as usize)?;
         Ok(old)
     })
@@ -229,7 +250,7 @@ const _: crate::wdk_sys::fnsig::KeAcquireSpinLockRaiseToDpc = KeAcquireSpinLockR
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
     kcall("KeReleaseSpinLock", |ctx| {
-        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL, SpinLock as usize)?;
         check_release_family(ctx, SpinLock as usize, false)?;
         release(ctx, SpinLock as usize)?;
         lower_to(ctx, NewIrql)
@@ -240,7 +261,7 @@ const _: crate::wdk_sys::fnsig::KeReleaseSpinLock = KeReleaseSpinLock;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeAcquireSpinLockAtDpcLevel(SpinLock: PKSPIN_LOCK) {
     kcall("KeAcquireSpinLockAtDpcLevel", |ctx| {
-        require_dispatch(ctx, c4::SPIN_LOCK_AT_DPC_BELOW_DISPATCH)?;
+        require_dispatch(ctx, c4::ACQUIRE_AT_DPC_LEVEL_IRQL, SpinLock as usize)?;
         acquire(ctx, SpinLock as usize)
     });
 }
@@ -249,7 +270,7 @@ const _: crate::wdk_sys::fnsig::KeAcquireSpinLockAtDpcLevel = KeAcquireSpinLockA
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeReleaseSpinLockFromDpcLevel(SpinLock: PKSPIN_LOCK) {
     kcall("KeReleaseSpinLockFromDpcLevel", |ctx| {
-        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        require_dispatch(ctx, c4::RELEASE_FROM_DPC_LEVEL_IRQL, SpinLock as usize)?;
         check_release_family(ctx, SpinLock as usize, false)?;
         release(ctx, SpinLock as usize)
     });
@@ -259,7 +280,7 @@ const _: crate::wdk_sys::fnsig::KeReleaseSpinLockFromDpcLevel = KeReleaseSpinLoc
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeAcquireInStackQueuedSpinLock(SpinLock: PKSPIN_LOCK, LockHandle: PKLOCK_QUEUE_HANDLE) {
     kcall("KeAcquireInStackQueuedSpinLock", |ctx| {
-        let old = raise_to_dispatch(ctx)?;
+        let old = raise_to_dispatch(ctx, SpinLock as usize)?;
         acquire(ctx, SpinLock as usize)?;
         ctx.ke.queued_locks.insert(SpinLock as usize);
         // SAFETY: the driver passed a writable lock-queue handle.
@@ -277,8 +298,8 @@ pub unsafe extern "C" fn KeReleaseInStackQueuedSpinLock(LockHandle: PKLOCK_QUEUE
     kcall("KeReleaseInStackQueuedSpinLock", |ctx| {
         // SAFETY: the handle was filled by KeAcquireInStackQueuedSpinLock.
         let handle: KLOCK_QUEUE_HANDLE = unsafe { core::ptr::read(LockHandle) };
-        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
         let lock = handle.LockQueue.Lock as usize;
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL, lock)?;
         check_release_family(ctx, lock, true)?;
         release(ctx, lock)?;
         ctx.ke.queued_locks.remove(&lock);
@@ -290,7 +311,7 @@ const _: crate::wdk_sys::fnsig::KeReleaseInStackQueuedSpinLock = KeReleaseInStac
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoAcquireCancelSpinLock(Irql: PKIRQL) {
     kcall("IoAcquireCancelSpinLock", |ctx| {
-        let old = raise_to_dispatch(ctx)?;
+        let old = raise_to_dispatch(ctx, CANCEL_LOCK)?;
         acquire(ctx, CANCEL_LOCK)?;
         // SAFETY: the driver passed a writable KIRQL.
         unsafe { *Irql = old };
@@ -302,7 +323,7 @@ const _: crate::wdk_sys::fnsig::IoAcquireCancelSpinLock = IoAcquireCancelSpinLoc
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn IoReleaseCancelSpinLock(Irql: KIRQL) {
     kcall("IoReleaseCancelSpinLock", |ctx| {
-        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL)?;
+        require_dispatch(ctx, c4::SPIN_LOCK_RELEASE_IRQL, 0)?;
         release(ctx, CANCEL_LOCK)?;
         lower_to(ctx, Irql)
     });

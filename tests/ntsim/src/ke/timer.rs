@@ -1,6 +1,12 @@
 //! KTIMERs (one-shot and periodic, with a DPC), the per-device IoTimer, and the
 //! controllable clock that drives them. Nothing here sleeps: time moves only when the
-//! test (or an idle machine waiting for a timer) moves it.
+//! test (or an idle machine waiting for a timer) moves it, or, with
+//! [`crate::machine::TimePasses`], at scheduling points.
+//!
+//! The clock (`State::clock`) is the interrupt time: 100 ns units since boot. System
+//! time is [`BOOT_SYSTEM_TIME`] plus the interrupt time. Both advance, as Windows
+//! reports them, one clock tick ([`crate::machine::Config::time_increment`]) at a time;
+//! the precise variants and the performance counter see the clock itself.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,7 +24,53 @@ use crate::wdk_sys::{
 /// 100 ns units per second.
 pub const SECOND: u64 = 10_000_000;
 
+/// The system time at boot: 2024-01-01 00:00:00 UTC as a FILETIME (100 ns units since
+/// 1601-01-01), fixed so that runs stay reproducible. A due time or timeout that is
+/// positive is an absolute system time (KeSetTimer, KeWaitForSingleObject
+/// documentation), so a small one is long past.
+pub const BOOT_SYSTEM_TIME: u64 = 133_485_408_000_000_000;
+
+/// The default clock tick, 15.625 ms: the interval KeQueryTimeIncrement reports on
+/// most x64 machines at the default timer resolution.
+pub const DEFAULT_TIME_INCREMENT: u64 = 156_250;
+
+/// The interrupt time as the kernel's tick-updated copy shows it (KeQueryInterruptTime,
+/// and the base of relative due times): the clock at its latest tick.
+pub(crate) fn last_tick(state: &State) -> u64 {
+    state.clock - state.clock % state.time_increment
+}
+
+/// The first clock tick at or after `when`: a timer is expired by the processing of
+/// the first tick at or after its due time ("Timer Accuracy", Microsoft; ReactOS
+/// `KiTimerExpiration` compares DueTime with the tick's interrupt time).
+pub(crate) fn tick_at_or_after(increment: u64, when: u64) -> u64 {
+    when.div_ceil(increment) * increment
+}
+
+/// KeQuerySystemTime: the system time at the latest tick.
+pub(crate) fn system_time(state: &State) -> u64 {
+    BOOT_SYSTEM_TIME + last_tick(state)
+}
+
+/// When a due time or timeout given as Windows takes it expires, in interrupt time and
+/// on a tick; `None` when it already has. Negative is relative to the interrupt time
+/// at the latest tick; zero or positive is an absolute system time, expired when it is
+/// not later than the current system time (ReactOS `KiComputeDueTime`).
+pub(crate) fn expiry(state: &State, value: i64) -> Option<u64> {
+    let due = if value < 0 {
+        last_tick(state) + value.unsigned_abs()
+    } else {
+        let absolute = value.unsigned_abs();
+        if absolute <= system_time(state) {
+            return None;
+        }
+        absolute - BOOT_SYSTEM_TIME
+    };
+    Some(tick_at_or_after(state.time_increment, due))
+}
+
 pub(crate) struct SetTimer {
+    /// The tick (interrupt time) at which it expires.
     due: u64,
     period: u64,
     pub(crate) dpc: usize,
@@ -86,23 +138,22 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
     let mut due: Vec<(u64, u64, usize)> =
         state.ke.timers.set.iter().filter(|(_, t)| t.due <= now).map(|(a, t)| (t.due, t.seq, *a)).collect();
     due.sort_unstable();
-    for (_, _, timer) in due {
-        // SAFETY: a set timer is a live KTIMER (checked at unload).
-        unsafe { *header::signal_state(timer) = 1 };
+    let increment = state.time_increment;
+    for (tick, _, timer) in due {
         let entry = state.ke.timers.set.get_mut(&timer).expect("due timer");
-        let dpc = entry.dpc;
-        if entry.period > 0 {
+        let (dpc, period) = (entry.dpc, entry.period);
+        if period > 0 {
+            // Re-inserted relative to the tick that expired it (ReactOS
+            // KiTimerExpiration: Period as a relative interval). Ticks the clock jumped
+            // over in one step expire it only once.
+            entry.due = tick_at_or_after(increment, tick + period);
             while entry.due <= now {
-                entry.due += entry.period;
+                entry.due = tick_at_or_after(increment, entry.due + period);
             }
         } else {
             state.ke.timers.set.remove(&timer);
         }
-        if dpc != 0 {
-            let cpu = state.ke.dpcs.next_cpu;
-            state.ke.dpcs.next_cpu = state.ke.dpcs.next_cpu.wrapping_add(1);
-            dpc::insert(state, dpc, cpu, Routine::CustomTimerDpc);
-        }
+        signal(state, timer, dpc, BOOT_SYSTEM_TIME + tick);
     }
     if state.ke.timers.next_io_tick == 0 {
         state.ke.timers.next_io_tick = SECOND;
@@ -116,6 +167,51 @@ pub(crate) fn advance_to(state: &mut State, when: u64) {
     let limit = state.slow_cancel;
     crate::io::irp::check_slow_cancel(state, limit);
     crate::sched::wake_satisfied(state);
+}
+
+/// An expiring timer: signalled, and its DPC queued with the system time of the
+/// expiring tick, low half in SystemArgument1 and high half in SystemArgument2 (ReactOS
+/// `KiTimerExpiration` and `KiSignalTimer` pass KeQuerySystemTime's halves so;
+/// Microsoft documents both arguments as not used for a CustomTimerDpc, so a driver
+/// must not rely on them).
+fn signal(state: &mut State, timer: usize, dpc: usize, system_time: u64) {
+    // SAFETY: a set timer is a live KTIMER (checked at unload and when freed).
+    unsafe { *header::signal_state(timer) = 1 };
+    if dpc == 0 || state.ke.dpcs.inserted.contains_key(&dpc) {
+        return;
+    }
+    let raw = dpc as *mut crate::wdk_sys::KDPC;
+    // SAFETY: the driver passed this initialised KDPC with the timer and keeps it alive
+    // while the timer is set; KeInsertQueueDpc writes the arguments only when it
+    // queues the DPC.
+    unsafe {
+        (*raw).SystemArgument1 = (system_time & 0xFFFF_FFFF) as PVOID;
+        (*raw).SystemArgument2 = (system_time >> 32) as PVOID;
+    }
+    let cpu = state.ke.dpcs.next_cpu;
+    state.ke.dpcs.next_cpu = state.ke.dpcs.next_cpu.wrapping_add(1);
+    dpc::insert(state, dpc, cpu, Routine::CustomTimerDpc);
+}
+
+/// With [`crate::machine::TimePasses`]: at a scheduling point the clock may move by a
+/// seeded random step, expiring timers and timeouts while threads are still runnable.
+pub(crate) fn maybe_pass_time(state: &mut State) {
+    let Some(passes) = state.time_passes else { return };
+    let rng = &mut state.time_rng;
+    if passes.max_step == 0 || !rng.next_u64().is_multiple_of(u64::from(passes.one_in.max(1))) {
+        return;
+    }
+    let step = 1 + rng.next_u64() % passes.max_step;
+    run_clock_for(state, step);
+}
+
+/// Moves the clock forward by `step`, expiring what falls due in order on the way.
+pub(crate) fn run_clock_for(state: &mut State, step: u64) {
+    let target = state.clock + step;
+    while let Some(when) = next_event(state).filter(|&w| w <= target && w > state.clock) {
+        advance_to(state, when);
+    }
+    advance_to(state, target);
 }
 
 /// The I/O manager's IopTimerLock in the spin-lock owner table (an odd key: no real
@@ -189,12 +285,6 @@ pub(crate) fn remove_io_timer(ctx: &mut Ctx<'_>, device: usize) -> KResult<()> {
     })
 }
 
-fn due_time(state: &State, due: LARGE_INTEGER) -> u64 {
-    // SAFETY: LARGE_INTEGER is a plain 64-bit union.
-    let value = unsafe { due.QuadPart };
-    if value < 0 { state.clock + value.unsigned_abs() } else { value.unsigned_abs().max(state.clock) }
-}
-
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeInitializeTimerEx(Timer: PKTIMER, Type: TIMER_TYPE) {
     kcall("KeInitializeTimerEx", |ctx| {
@@ -230,13 +320,28 @@ const _: crate::wdk_sys::fnsig::KeInitializeTimer = KeInitializeTimer;
 fn set_timer(ctx: &mut Ctx<'_>, timer: PKTIMER, due: LARGE_INTEGER, period_ms: LONG, dpc: PKDPC) -> KResult<BOOLEAN> {
     // The expiry walks the timer's wait list (KiSignalTimer).
     crate::ke::wait::check_initialised(ctx, timer as usize, false)?;
-    let due = due_time(ctx, due);
+    // SAFETY: LARGE_INTEGER is a plain 64-bit union.
+    let due = expiry(ctx, unsafe { due.QuadPart });
     let period = u64::try_from(period_ms.max(0)).expect("non-negative") * 10_000;
-    let seq = ctx.ke.timers.next_seq;
-    ctx.ke.timers.next_seq += 1;
-    let was_set = ctx.ke.timers.set.insert(timer as usize, SetTimer { due, period, dpc: dpc as usize, seq }).is_some();
+    let was_set = ctx.ke.timers.set.remove(&(timer as usize)).is_some();
     // SAFETY: the driver passed an initialised KTIMER.
     unsafe { *header::signal_state(timer as usize) = 0 };
+    let due = due.or_else(|| {
+        // Already expired (an absolute time not in the future): KeSetTimerEx signals
+        // the timer and queues its DPC at once, and a periodic timer is re-inserted
+        // one period on (ReactOS `timerobj.c` KeSetTimerEx, KiSignalTimer).
+        let now = system_time(ctx);
+        signal(ctx, timer as usize, dpc as usize, now);
+        ctx.signal();
+        let base = last_tick(ctx);
+        let increment = ctx.time_increment;
+        (period > 0).then(|| tick_at_or_after(increment, base + period))
+    });
+    if let Some(due) = due {
+        let seq = ctx.ke.timers.next_seq;
+        ctx.ke.timers.next_seq += 1;
+        ctx.ke.timers.set.insert(timer as usize, SetTimer { due, period, dpc: dpc as usize, seq });
+    }
     Ok(BOOLEAN::from(was_set))
 }
 

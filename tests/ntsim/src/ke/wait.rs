@@ -36,18 +36,32 @@ pub(crate) unsafe fn try_satisfy(object: usize, consume: bool) -> bool {
     signalled
 }
 
-/// A wait deadline from a Windows timeout: NULL waits forever, negative is relative
-/// in 100 ns units, positive is absolute system time (ntsim's clock).
-fn deadline(state: &State, timeout: PLARGE_INTEGER) -> Option<u64> {
+/// When a wait gives up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    /// No timeout (NULL).
+    Never,
+    /// Zero, or an absolute time not in the future: the wait only polls.
+    Expired,
+    /// On this clock tick (interrupt time).
+    At(u64),
+}
+
+/// A wait's timeout as Windows reads it: NULL waits forever, negative is relative in
+/// 100 ns units, zero or positive is an absolute system time, so a small positive
+/// value (a relative timeout written without its minus sign) is long past
+/// (KeWaitForSingleObject documentation; ReactOS `KiComputeDueTime` via the wait's
+/// timer). Expiry lands on a clock tick.
+fn timeout_of(state: &State, timeout: PLARGE_INTEGER) -> Timeout {
     if timeout.is_null() {
-        return None;
+        return Timeout::Never;
     }
     // SAFETY: the driver passed a readable LARGE_INTEGER.
     let value = unsafe { (*timeout).QuadPart };
-    Some(if value < 0 { state.clock + value.unsigned_abs() } else { value.unsigned_abs() })
+    crate::ke::timer::expiry(state, value).map_or(Timeout::Expired, Timeout::At)
 }
 
-fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
+fn check_wait_irql(ctx: &Ctx<'_>, object: usize, timeout: PLARGE_INTEGER) -> KResult<()> {
     let irql = ctx.irql();
     let zero_timeout = !timeout.is_null() && {
         // SAFETY: non-NULL timeouts point to a LARGE_INTEGER.
@@ -62,9 +76,11 @@ fn check_wait_irql(ctx: &Ctx<'_>, timeout: PLARGE_INTEGER) -> KResult<()> {
     } else {
         return Ok(());
     };
+    // [address of the IRQL value, object, address of the timeout] (0xC4 page): the
+    // IRQL value is this thread's IRQL cell.
     Err(ctx.violation(Violation::new(
         code::DRIVER_VERIFIER_DETECTED_VIOLATION,
-        [rule, u64::from(irql), 0, 0],
+        [rule, crate::crash::irql_cell() as u64, object as u64, timeout as u64],
         "DRIVER_VERIFIER_DETECTED_VIOLATION",
         match rule {
             c4::WAIT_ABOVE_DISPATCH => format!("{} was called at IRQL {irql}, above DISPATCH_LEVEL.", ctx.api),
@@ -96,22 +112,23 @@ pub(crate) fn check_initialised(ctx: &Ctx<'_>, object: usize, write: bool) -> KR
 
 /// Waits for any (or all) of `objects`; returns the NTSTATUS the DDI returns.
 pub(crate) fn wait(ctx: &mut Ctx<'_>, objects: Vec<usize>, all: bool, timeout: PLARGE_INTEGER) -> KResult<NTSTATUS> {
-    check_wait_irql(ctx, timeout)?;
-    let zero_timeout = !timeout.is_null() && {
-        // SAFETY: non-NULL timeouts point to a LARGE_INTEGER.
-        unsafe { (*timeout).QuadPart == 0 }
-    };
+    check_wait_irql(ctx, objects.first().copied().unwrap_or(0), timeout)?;
+    let timeout = timeout_of(ctx, timeout);
     // SAFETY: the driver passed dispatcher objects (checked just below when the wait
     // blocks); reading SignalState does not consume anything.
     let signalled = |o: usize| unsafe { try_satisfy(o, false) };
     let satisfied_now = if all { objects.iter().all(|&o| signalled(o)) } else { objects.iter().any(|&o| signalled(o)) };
-    if !satisfied_now && !zero_timeout {
+    if !satisfied_now && timeout != Timeout::Expired {
         // A wait that blocks links a wait block into every object's wait list.
         for &object in &objects {
             check_initialised(ctx, object, true)?;
         }
     }
-    let deadline = deadline(ctx, timeout);
+    let deadline = match timeout {
+        Timeout::Never => None,
+        Timeout::Expired => Some(ctx.clock),
+        Timeout::At(when) => Some(when),
+    };
     if let Some(when) = deadline {
         ctx.ke.timers.add_deadline(when);
     }
@@ -159,6 +176,15 @@ const _: crate::wdk_sys::fnsig::KeInitializeEvent = KeInitializeEvent;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeSetEvent(Event: PRKEVENT, _Increment: KPRIORITY, _Wait: BOOLEAN) -> LONG {
     kcall("KeSetEvent", |ctx| {
+        let irql = ctx.irql();
+        if irql > DISPATCH_LEVEL {
+            return Err(ctx.violation(Violation::new(
+                code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [c4::SET_EVENT_IRQL, u64::from(irql), Event as u64, 0],
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format!("KeSetEvent was called at IRQL {irql}, above DISPATCH_LEVEL."),
+            )));
+        }
         check_initialised(ctx, Event as usize, false)?;
         // SAFETY: the driver passed a KEVENT (its header checked above).
         let state = unsafe { header::signal_state(Event as usize) };

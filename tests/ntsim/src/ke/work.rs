@@ -111,10 +111,14 @@ fn run_item(ctx: &mut Ctx<'_>, work: Queued) -> KResult<()> {
     }
     let irql = ctx.irql();
     if irql != PASSIVE_LEVEL {
+        // The worker thread's check after each item (0xE1's page): [routine, IRQL,
+        // parameter, work item]. For IoQueueWorkItem Windows names its own wrapper
+        // routine and the IO_WORKITEM; ntsim names the driver's routine and context.
+        let routine = work.routine.map_or(0, |r| r as usize);
         return Err(ctx.violation(Violation::new(
-            code::IRQL_NOT_LESS_OR_EQUAL,
-            [u64::from(irql), 0, 0, 0],
-            "IRQL_NOT_LESS_OR_EQUAL",
+            code::WORKER_THREAD_RETURNED_AT_BAD_IRQL,
+            [routine as u64, u64::from(irql), work.context as u64, work.item as u64],
+            "WORKER_THREAD_RETURNED_AT_BAD_IRQL",
             format!("a work item routine returned at IRQL {irql}; it was called at PASSIVE_LEVEL."),
         )));
     }

@@ -10206,3 +10206,7 @@ pub type ExAllocatePool2 = unsafe extern "C" fn(
     NumberOfBytes: SIZE_T,
     Tag: ULONG,
 ) -> PVOID;
+pub type KeQuerySystemTimePrecise = unsafe extern "C" fn(CurrentTime: PLARGE_INTEGER);
+pub type KeQueryInterruptTimePrecise = unsafe extern "C" fn(
+    QpcTimeStamp: PULONG64,
+) -> ULONG64;

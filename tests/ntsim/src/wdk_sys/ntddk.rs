@@ -15368,3 +15368,9 @@ unsafe extern "C" {
         Tag: ULONG,
     ) -> PVOID;
 }
+unsafe extern "C" {
+    pub fn KeQuerySystemTimePrecise(CurrentTime: PLARGE_INTEGER);
+}
+unsafe extern "C" {
+    pub fn KeQueryInterruptTimePrecise(QpcTimeStamp: PULONG64) -> ULONG64;
+}
