@@ -48,7 +48,7 @@ ROOT = HERE.parent.parent
 COPY = ROOT / "target/wine/negative/src"
 OUT = ROOT / "target/vm/negative"
 
-READ_SIGNATURE = 'pub unsafe extern "C" fn dispatch_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {\n'
+READ_SIGNATURE = "pub fn read(extension: &DeviceExtension, mut irp: Irp) -> Dispatched {\n"
 
 # variant -> (file, old text, new text), the client's arguments, the symptom expected in
 # the phase's problems.
@@ -59,7 +59,7 @@ VARIANTS = {
         "Unload stage lines: [1 2 3 4 5]",
     ),
     "cleanup-not-draining": (
-        ("src/dispatch/cleanup.rs", "            drain(&mut shared, handle, &mut cancelled);\n", ""),
+        ("src/dispatch/cleanup.rs", "        drain(&mut state, &irp, &mut cancelled);\n", ""),
         ["--scenario", "close-pending"],
         "FAIL close-pending",
     ),
@@ -68,10 +68,11 @@ VARIANTS = {
             "src/dispatch/read.rs",
             READ_SIGNATURE,
             READ_SIGNATURE
-            + "    // SAFETY: broken on purpose: every read is marked pending and forgotten.\n"
-            + "    unsafe { crate::sys::mark_irp_pending(irp) };\n"
-            + "    if !device.is_null() {\n"
-            + "        return crate::sys::STATUS_PENDING;\n"
+            + "    // Broken on purpose: every read is marked pending and forgotten.\n"
+            + "    if core::hint::black_box(true) {\n"
+            + "        let pending = irp.mark_pending();\n"
+            + "        let _ = irp.into_raw();\n"
+            + "        return pending.into();\n"
             + "    }\n",
         ),
         ["--scenario", "basic-read", "--scenario-timeout", "15"],
@@ -81,8 +82,8 @@ VARIANTS = {
     "timer-not-cancelled": (
         (
             "src/unload.rs",
-            "        extension.shared.lock().stopping = true;\n        extension.producer.cancel();\n",
-            "        extension.shared.lock().stopping = true;\n",
+            "        extension.state.lock().stopping = true;\n        extension.producer.cancel();\n",
+            "        extension.state.lock().stopping = true;\n",
         ),
         ["--scenario", "basic-read"],
         ("bug check", "kernel debugger"),
