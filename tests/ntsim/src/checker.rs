@@ -139,7 +139,9 @@ pub mod c4 {
     pub const FREE_PAGED_POOL_IRQL: u64 = 0x11;
     /// Already freed: [reserved, pool header, header contents] (0x13 or 0x14).
     pub const DOUBLE_FREE: u64 = 0x14;
-    /// KeLowerIrql to a higher IRQL (ntsim: a spin-lock release asked to return above
+    /// KeRaiseIrql to a lower IRQL or above HIGH_LEVEL: [current IRQL, requested IRQL, 0].
+    pub const RAISE_IRQL_INVALID: u64 = 0x30;
+    /// KeLowerIrql to a higher IRQL (also a spin-lock release asked to return above
     /// DISPATCH_LEVEL): [current IRQL, requested IRQL, 0].
     pub const LOWER_IRQL_INVALID: u64 = 0x31;
     /// KeReleaseSpinLock at an IRQL other than DISPATCH_LEVEL: [current IRQL, lock, 0].
@@ -158,7 +160,8 @@ pub mod c4 {
     pub const UNMAP_IO_SPACE_IRQL: u64 = 0x7B;
     /// KeSetEvent above DISPATCH_LEVEL: [current IRQL, event, 0].
     pub const SET_EVENT_IRQL: u64 = 0x80;
-    /// An ISR returned at another IRQL: [ISR, IRQL before, IRQL after].
+    /// An ISR returned at another IRQL: [ISR, IRQL before, IRQL after] (0xC4's reference
+    /// lists them in this order: the ISR's address, the IRQL before it ran, after).
     pub const ISR_CHANGED_IRQL: u64 = 0x111;
     /// Waits: [address of the IRQL value, object, address of the timeout].
     /// Above DISPATCH_LEVEL.

@@ -112,6 +112,8 @@ pub fn max_irql(api: &str) -> Option<u8> {
         | "DbgPrintEx"
         | "KeSynchronizeExecution"
         | "KeGetCurrentIrql"
+        | "KfRaiseIrql"
+        | "KeLowerIrql"
         | "IoSetCancelRoutine"
         | "Irp->Cancel"
         | "KeStallExecutionProcessor"

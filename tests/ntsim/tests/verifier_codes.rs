@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{State, bugcheck, machine, print_value, printed, setup, state};
+use common::{State, assert_clean, bugcheck, load, machine, print, print_value, printed, setup, state};
+use ntsim::hal::{irql_of_vector, vector_of_line};
+use ntsim::inline::{KeGetCurrentIrql, KeLowerIrql, KfRaiseIrql};
 use ntsim::wdk_sys::ntddk::{
     IoConnectInterrupt, IoCreateDevice, KeAcquireInStackQueuedSpinLock, KeAcquireSpinLockRaiseToDpc, KeFlushQueuedDpcs,
     KeInitializeEvent, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeSetTimer,
@@ -16,6 +18,7 @@ use ntsim::wdk_sys::ntddk::{
 use ntsim::wdk_sys::{
     _EVENT_TYPE, _KINTERRUPT_MODE, _MODE, BOOLEAN, FILE_DEVICE_UNKNOWN, HANDLE, KLOCK_QUEUE_HANDLE, LARGE_INTEGER,
     NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT, PDRIVER_OBJECT, PKINTERRUPT, PVOID, STATUS_SUCCESS, THREAD_ALL_ACCESS,
+    ULONG,
 };
 
 const C4: u32 = 0xC4;
@@ -269,4 +272,147 @@ fn releasing_a_spin_lock_to_a_higher_irql_is_c4_31() {
     let machine = machine();
     let v = bugcheck(machine.load_driver("chk", entry_releases_to_dirql));
     assert_eq!((v.code, v.params), (C4, [0x31, 2, u64::from(DIRQL), 0]), "{v}");
+}
+
+// --- KeRaiseIrql and KeLowerIrql --------------------------------------------------------
+
+entry_then!(entry_raises_to_lower, |_driver, s| {
+    // SAFETY: our state's lock; "raising" from DISPATCH_LEVEL to PASSIVE_LEVEL is the bug.
+    unsafe { KeAcquireSpinLockRaiseToDpc(&raw mut (*s).lock) };
+    KfRaiseIrql(0);
+});
+
+/// 0xC4/0x30: KeRaiseIrql to a lower IRQL, [0x30, current IRQL, requested IRQL, 0].
+#[test]
+fn raising_irql_to_a_lower_one_is_c4_30() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_raises_to_lower));
+    assert_eq!((v.code, v.params), (C4, [0x30, 2, 0, 0]), "{v}");
+}
+
+entry_then!(entry_raises_above_high_level, |_driver, _s| {
+    // The bug: no IRQL above HIGH_LEVEL (15) exists.
+    KfRaiseIrql(16);
+});
+
+/// 0xC4/0x30 also covers a requested IRQL above HIGH_LEVEL.
+#[test]
+fn raising_irql_above_high_level_is_c4_30() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_raises_above_high_level));
+    assert_eq!((v.code, v.params), (C4, [0x30, 0, 16, 0]), "{v}");
+}
+
+entry_then!(entry_lowers_to_higher, |_driver, _s| {
+    // The bug: "lowering" from PASSIVE_LEVEL to DISPATCH_LEVEL.
+    KeLowerIrql(2);
+});
+
+/// 0xC4/0x31: KeLowerIrql to a higher IRQL, [0x31, current IRQL, requested IRQL, 0].
+#[test]
+fn lowering_irql_to_a_higher_one_is_c4_31() {
+    let machine = machine();
+    let v = bugcheck(machine.load_driver("chk", entry_lowers_to_higher));
+    assert_eq!((v.code, v.params), (C4, [0x31, 0, 2, 0]), "{v}");
+}
+
+// --- An ISR returning at another IRQL ---------------------------------------------------
+
+/// The bus line the ISR tests' device interrupts on.
+const LINE: ULONG = 3;
+
+/// Raises to HIGH_LEVEL and returns there: the bug.
+unsafe extern "C" fn isr_stays_raised(_interrupt: PKINTERRUPT, _context: PVOID) -> BOOLEAN {
+    KfRaiseIrql(15);
+    1
+}
+
+/// Lowers to DISPATCH_LEVEL and returns there: the bug.
+unsafe extern "C" fn isr_stays_lowered(_interrupt: PKINTERRUPT, _context: PVOID) -> BOOLEAN {
+    KeLowerIrql(2);
+    1
+}
+
+/// Raises to HIGH_LEVEL for a moment and restores the IRQL it was called at.
+unsafe extern "C" fn isr_restores(_interrupt: PKINTERRUPT, _context: PVOID) -> BOOLEAN {
+    let old = KfRaiseIrql(15);
+    KeLowerIrql(old);
+    print(&format!("isr ran at {old}, returns at {}", KeGetCurrentIrql()));
+    1
+}
+
+/// IoConnectInterrupt of `isr` on the vector the HAL routes [`LINE`] to.
+unsafe fn connect_line(s: *mut State, isr: unsafe extern "C" fn(PKINTERRUPT, PVOID) -> BOOLEAN) {
+    let vector = vector_of_line(LINE).expect("a routed line");
+    let irql = irql_of_vector(vector);
+    let mut interrupt: PKINTERRUPT = std::ptr::null_mut();
+    // SAFETY: valid arguments for a latched interrupt; the state outlives the connection.
+    let status = unsafe {
+        IoConnectInterrupt(
+            &raw mut interrupt,
+            Some(isr),
+            s.cast(),
+            std::ptr::null_mut(),
+            vector,
+            irql,
+            irql,
+            _KINTERRUPT_MODE::Latched,
+            0,
+            1,
+            0,
+        )
+    };
+    print_value("connect", u64::from(status.cast_unsigned()));
+}
+
+entry_then!(entry_connects_isr_stays_raised, |_driver, s| {
+    // SAFETY: our state.
+    unsafe { connect_line(s, isr_stays_raised) };
+});
+
+entry_then!(entry_connects_isr_stays_lowered, |_driver, s| {
+    // SAFETY: our state.
+    unsafe { connect_line(s, isr_stays_lowered) };
+});
+
+entry_then!(entry_connects_isr_restores, |_driver, s| {
+    // SAFETY: our state.
+    unsafe { connect_line(s, isr_restores) };
+});
+
+/// The IRQL the ISR on [`LINE`] is called at.
+fn line_irql() -> u64 {
+    u64::from(irql_of_vector(vector_of_line(LINE).unwrap()))
+}
+
+/// 0xC4/0x111 [0x111, ISR, IRQL before, IRQL after]: an ISR that left the IRQL raised.
+#[test]
+fn isr_returning_raised_is_c4_111() {
+    let machine = machine();
+    load(&machine, entry_connects_isr_stays_raised);
+    assert_eq!(printed(&machine, "connect"), 0);
+    let v = bugcheck(machine.raise_interrupt(LINE));
+    assert_eq!((v.code, v.params), (C4, [0x111, isr_stays_raised as *const () as u64, line_irql(), 15]), "{v}");
+}
+
+/// The same check for an ISR that left the IRQL lowered.
+#[test]
+fn isr_returning_lowered_is_c4_111() {
+    let machine = machine();
+    load(&machine, entry_connects_isr_stays_lowered);
+    assert_eq!(printed(&machine, "connect"), 0);
+    let v = bugcheck(machine.raise_interrupt(LINE));
+    assert_eq!((v.code, v.params), (C4, [0x111, isr_stays_lowered as *const () as u64, line_irql(), 2]), "{v}");
+}
+
+/// An ISR that raises and restores its IRQL before returning is not reported.
+#[test]
+fn isr_restoring_its_irql_is_clean() {
+    let machine = machine();
+    load(&machine, entry_connects_isr_restores);
+    assert_eq!(printed(&machine, "connect"), 0);
+    assert!(machine.raise_interrupt(LINE).unwrap(), "the ISR claimed the interrupt");
+    let irql = line_irql();
+    assert!(machine.debug_output().contains(&format!("isr ran at {irql}, returns at {irql}")));
+    assert_clean(&machine);
 }

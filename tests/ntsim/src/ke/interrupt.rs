@@ -476,7 +476,9 @@ fn deliver(ctx: &mut Ctx<'_>, line: u32) -> KResult<bool> {
         });
     let now = ctx.irql();
     if now != irql {
-        // Verifier's 0xC4/0x111: [ISR, IRQL before, IRQL after].
+        // Verifier's 0xC4/0x111, parameters in the order of "Bug Check 0xC4:
+        // DRIVER_VERIFIER_DETECTED_VIOLATION" (learn.microsoft.com, windows-hardware/
+        // drivers/debugger): the ISR's address, the IRQL before it ran, the IRQL after.
         let routine = isr.map_or(0, |r| r as usize);
         return Err(ctx.violation(Violation::new(
             code::DRIVER_VERIFIER_DETECTED_VIOLATION,
