@@ -116,7 +116,14 @@ fn protect(start: usize, len: usize, access: bool) {
     let prot = if access { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
     // SAFETY: the range is whole pages of the arena, which ntsim owns.
     let rc = unsafe { libc::mprotect(start as *mut libc::c_void, len, prot) };
-    assert_eq!(rc, 0, "mprotect of special pool pages failed");
+    assert_eq!(
+        rc,
+        0,
+        "mprotect of special pool pages failed ({}): each live block costs the process two \
+         mappings, so more blocks than vm.max_map_count allows cannot be protected; keep fewer \
+         allocations outstanding or raise vm.max_map_count",
+        std::io::Error::last_os_error()
+    );
 }
 
 impl Arena {
