@@ -105,6 +105,22 @@ fn watchdog_times_out_old_reads() {
 }
 
 #[test]
+fn without_a_read_timeout_the_watchdog_leaves_reads_pending() {
+    let machine = machine_with(5, &[("SamplePeriodMs", 60_000), ("ReadTimeoutSeconds", 0)]);
+    let driver = load(&machine);
+    let process = machine.new_process();
+    let handle = open(&process, 0);
+    let read = pending_read(&process, handle, 1);
+    machine.advance_ms(5_000).unwrap();
+    assert!(read.result().is_none(), "timed out without a timeout: {:?}", read.result());
+    let s = stats(&process, handle);
+    assert_eq!((s.reads_timed_out, s.reads_pending), (0, 1));
+    process.close(handle).unwrap();
+    assert_eq!(read.result().unwrap().status, STATUS_CANCELLED);
+    unload_clean(&machine, driver);
+}
+
+#[test]
 fn per_handle_limit_rejects_with_quota_exceeded() {
     let machine = machine_with(6, &[("SamplePeriodMs", 60_000), ("MaxPendingReadsPerHandle", 3)]);
     let driver = load(&machine);
@@ -137,6 +153,12 @@ fn bad_input_gets_defined_statuses() {
     assert_eq!(unknown.status, STATUS_INVALID_DEVICE_REQUEST);
     let small = process.ioctl(handle, IOCTL_STAGEDRV_GET_STATS, &[], 8).unwrap().done().unwrap();
     assert_eq!(small.status, STATUS_BUFFER_TOO_SMALL);
+    let roomy = process.ioctl(handle, IOCTL_STAGEDRV_GET_STATS, &[], 2 * size_of::<Stats>()).unwrap().done().unwrap();
+    assert_eq!(
+        (roomy.status, roomy.information),
+        (0, size_of::<Stats>() as u64),
+        "a larger buffer gets the statistics"
+    );
     assert_balanced(&stats(&process, handle));
     process.close(handle).unwrap();
     unload_clean(&machine, driver);
