@@ -23,6 +23,7 @@ use common::{
 use ntsim::wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoCreateDevice, IoDeleteDevice, KeAcquireSpinLockRaiseToDpc, KeCancelTimer,
     KeInitializeDpc, KeInitializeEvent, KeInitializeTimer, KeReleaseSpinLock, KeSetEvent, KeSetTimer,
+    PsTerminateSystemThread,
 };
 use ntsim::wdk_sys::{
     _EVENT_TYPE, DEVICE_OBJECT, DO_BUFFERED_IO, DO_DEVICE_INITIALIZING, FILE_DEVICE_UNKNOWN, FILE_OBJECT,
@@ -151,6 +152,88 @@ fn completion_reuses_tail_overlay_for_the_apc() {
     assert_ne!(printed(&machine, "thread"), 0);
     assert_eq!(printed(&machine, "stack"), printed(&machine, "file"));
     assert_eq!(printed(&machine, "type"), 0x12);
+    process.close(handle).unwrap();
+    common::assert_clean(&machine);
+}
+
+/// Pends the read, hands it to the system thread, and returns only once the IOCTL
+/// says so: the read is completed on another thread while this routine still runs.
+unsafe extern "C" fn read_waits_for_release(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the IRP is ours until the system thread completes it, and is not touched
+    // afterwards; the events are initialised in DriverEntry.
+    unsafe {
+        let s = state(device);
+        mark_pending(irp);
+        (*s).pending.store(irp, Ordering::SeqCst);
+        KeSetEvent(&raw mut (*s).event, 0, 0);
+        common::wait((&raw mut (*s).done).cast(), None);
+    }
+    STATUS_PENDING
+}
+
+/// Completes the read handed over by [`read_waits_for_release`], then ends.
+unsafe extern "C" fn thread_completes_read(context: PVOID) {
+    let s = context.cast::<State>();
+    // SAFETY: the state is live for the machine's life; the read is the driver's.
+    unsafe {
+        common::wait((&raw mut (*s).event).cast(), None);
+        let read = (*s).pending.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        complete(read, STATUS_SUCCESS, 0);
+        let _ = PsTerminateSystemThread(STATUS_SUCCESS);
+    }
+}
+
+/// Lets [`read_waits_for_release`] return.
+unsafe extern "C" fn ioctl_releases_read(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the state is live; the IOCTL is ours.
+    unsafe {
+        KeSetEvent(&raw mut (*state(device)).done, 0, 0);
+        complete(irp, STATUS_SUCCESS, 0);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "C" fn entry_completes_during_dispatch(driver: PDRIVER_OBJECT, _path: PCUNICODE_STRING) -> NTSTATUS {
+    // SAFETY: DriverEntry's driver object; the state's events are set up before the
+    // thread that waits on them starts.
+    unsafe {
+        let status = entry_with(
+            driver,
+            &[(IRP_MJ_READ, Some(read_waits_for_release)), (IRP_MJ_DEVICE_CONTROL, Some(ioctl_releases_read))],
+            None,
+        );
+        if status != STATUS_SUCCESS {
+            return status;
+        }
+        let s = common::driver_state(driver);
+        KeInitializeEvent(&raw mut (*s).event, _EVENT_TYPE::NotificationEvent, 0);
+        KeInitializeEvent(&raw mut (*s).done, _EVENT_TYPE::NotificationEvent, 0);
+        common::start_thread(s, thread_completes_read);
+    }
+    STATUS_SUCCESS
+}
+
+#[test]
+fn a_read_completed_on_another_thread_while_its_dispatch_routine_runs_is_kept() {
+    // The system thread completes the read while its dispatch routine waits; then more
+    // requests complete than ntsim keeps completed IRPs' records for (4096), all before
+    // the routine returns. Windows' caller of IoCallDriver gets the routine's status
+    // whatever happened to the IRP meanwhile; ntsim must still know the request then.
+    let machine = machine();
+    load(&machine, entry_completes_during_dispatch);
+    let (process, handle) = open(&machine);
+    let reader = process.thread(1);
+    let posted = reader.post_read(handle, 4);
+    machine.run_until_idle();
+    for _ in 0..1_400 {
+        // CREATE, CLEANUP and CLOSE: three completions each.
+        let extra = process.open(PATH, true).unwrap().expect("open succeeds");
+        process.close(extra).unwrap();
+    }
+    process.ioctl(handle, 0x22_2000, &[], 0).unwrap();
+    let Some(Ok((_, _, pending))) = posted.get() else { panic!("the read was issued") };
+    assert!(pending, "the dispatch routine returned STATUS_PENDING");
+    assert_eq!(posted.completion().map(|r| r.status), Some(STATUS_SUCCESS));
     process.close(handle).unwrap();
     common::assert_clean(&machine);
 }

@@ -678,7 +678,13 @@ fn cancel_io_ex(ctx: &mut Ctx<'_>, pid: usize, handle: Handle, only: Option<u64>
             .by_seq
             .get(&seq)
             .copied()
-            .filter(|irp| ctx.io.irps.live.get(irp).is_some_and(|i| i.phase == irp::Phase::Outstanding && matches(i)))
+            .filter(|irp| {
+                ctx.io
+                    .irps
+                    .live
+                    .get(irp)
+                    .is_some_and(|i| i.seq == seq && i.phase == irp::Phase::Outstanding && matches(i))
+            })
             .into_iter()
             .collect(),
         None => irp::outstanding(ctx, matches),

@@ -108,7 +108,8 @@ pub(crate) struct Irps {
     /// Issue number → address, for IRPs still in `live` (CancelIoEx of one request
     /// finds it without a scan).
     pub(crate) by_seq: HashMap<u64, usize>,
-    quarantine: VecDeque<usize>,
+    /// Completed IRPs whose records are kept, oldest first: address and issue number.
+    quarantine: VecDeque<(usize, u64)>,
     pub(crate) completed_total: u64,
     pub(crate) issued_total: u64,
 }
@@ -187,7 +188,8 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
             f.outstanding += 1;
         }
     }
-    ctx.io.irps.live.insert(
+    // A completed IRP's record at a reused address gives way to the new IRP's.
+    let replaced = ctx.io.irps.live.insert(
         address,
         IrpInfo {
             phase: Phase::Outstanding,
@@ -208,6 +210,9 @@ pub(crate) fn build(ctx: &mut Ctx<'_>, request: Request) -> (usize, ResultSlot) 
             buffer_len,
         },
     );
+    if let Some(old) = replaced {
+        ctx.io.irps.by_seq.remove(&old.seq);
+    }
     (address, result)
 }
 
@@ -218,9 +223,9 @@ fn c9(params: [u64; 4], text: String) -> Violation {
 /// Calls the driver's dispatch routine for `irp` (IoCallDriver) and applies the I/O
 /// verification rules to what it returns.
 pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
-    let (major, device) = {
+    let (major, device, seq, result) = {
         let info = &ctx.io.irps.live[&irp];
-        (info.major, info.device)
+        (info.major, info.device, info.seq, Arc::clone(&info.result))
     };
     let dispatch = crate::io::device::dispatch_routine(ctx, device, major);
     let before = ctx.irql();
@@ -234,12 +239,21 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
         // SAFETY: calling the driver's dispatch routine with its device and a valid IRP.
         unsafe { routine(device as PDEVICE_OBJECT, raw) }
     });
-    let info = ctx.io.irps.live.get_mut(&irp).expect("kept while its dispatch routine runs");
-    info.in_dispatch = false;
-    if info.free_after_dispatch {
-        // The I/O manager's own completion of a request completed inline.
-        free_memory(info);
-    }
+    // The record is kept while the routine runs (see `forget_oldest_completed`), but a
+    // request marked pending and completed meanwhile is freed by its completion, and
+    // special pool may hand its pages to a newer IRP before the routine returns.
+    let record = ctx.io.irps.live.get_mut(&irp).filter(|i| i.seq == seq);
+    let (completed, pending_returned) = match record {
+        Some(info) => {
+            info.in_dispatch = false;
+            if info.free_after_dispatch {
+                // The I/O manager's own completion of a request completed inline.
+                free_memory(info);
+            }
+            (info.phase == Phase::Completed, info.pending_returned)
+        }
+        None => (true, true),
+    };
     let after = ctx.irql();
     let name = major_name(major);
     if after != before {
@@ -249,11 +263,9 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
         );
         return Err(ctx.violation(v));
     }
-    let info = &ctx.io.irps.live[&irp];
-    let completed = info.phase == Phase::Completed;
     // A completed IRP may be freed already: what IofCompleteRequest saw is kept.
     // SAFETY: an outstanding IRP's memory is live.
-    let marked = if completed { info.pending_returned } else { unsafe { pending_marked(raw) } };
+    let marked = if completed { pending_returned } else { unsafe { pending_marked(raw) } };
     // The "WDM DRIVER ERROR" layout: [code, address in the driver, IRP, device].
     let wdm_error = [routine as usize as u64, irp as u64, device as u64];
     if returned == STATUS_PENDING {
@@ -265,10 +277,10 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
             );
             ctx.report(v);
         }
-        let info = &ctx.io.irps.live[&irp];
         // SAFETY: read only while outstanding, so live.
         let routine_set = !completed && unsafe { (*raw).CancelRoutine.is_some() };
-        if info.cancelled_at.is_some() && routine_set {
+        // Outstanding, so its record is the one at this address.
+        if routine_set && ctx.io.irps.live[&irp].cancelled_at.is_some() {
             return Err(ctx.violation(Violation::new(
                 code::DRIVER_VERIFIER_DETECTED_VIOLATION,
                 [crate::checker::c4::SLOW_CANCEL, irp as u64, ctx.slow_cancel / 10_000, 0],
@@ -294,7 +306,7 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, irp: usize) -> KResult<NTSTATUS> {
         );
         return Err(ctx.violation(v));
     } else {
-        let final_status = info.result.lock().expect("slot").as_ref().map(|r| r.status);
+        let final_status = result.lock().expect("slot").as_ref().map(|r| r.status);
         if final_status != Some(returned) {
             let v = c9(
                 [c9::RETURNED_STATUS_MISMATCH, wdm_error[0], wdm_error[1], wdm_error[2]],
@@ -414,12 +426,9 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
         free_memory(info);
     }
     ctx.io.irps.completed_total += 1;
-    ctx.io.irps.quarantine.push_back(irp);
+    ctx.io.irps.quarantine.push_back((irp, seq));
     if ctx.io.irps.quarantine.len() > QUARANTINE {
-        let old = ctx.io.irps.quarantine.pop_front().expect("non-empty");
-        if let Some(info) = ctx.io.irps.live.remove(&old) {
-            ctx.io.irps.by_seq.remove(&info.seq);
-        }
+        forget_oldest_completed(&mut ctx.io.irps);
     }
     if let Some(f) = ctx.io.files.get_mut(&file) {
         f.outstanding -= 1;
@@ -438,6 +447,28 @@ pub(crate) fn complete(ctx: &mut Ctx<'_>, irp: usize, status: NTSTATUS, informat
         }
     }
     Ok(())
+}
+
+/// Drops the record of the longest-completed IRP in the quarantine, unless it is gone
+/// or its dispatch routine still runs.
+///
+/// The record stands for what the I/O manager knows of the request. On Windows a request
+/// completed on another processor while its dispatch routine runs is still the I/O
+/// manager's when IoCallDriver returns: the caller reads the routine's status and,
+/// for STATUS_PENDING, leaves the rest to the completion (ReactOS `iofunc.c`
+/// IopSynchronousServiceTail, `irp.c` IofCompleteRequest). So such a record goes back
+/// to the end of the quarantine. An address in the quarantine may also belong to a
+/// newer IRP by now (special pool reuses freed IRP pages after its own quarantine):
+/// only the record of the IRP that was quarantined, by issue number, is dropped.
+fn forget_oldest_completed(irps: &mut Irps) {
+    let Some((address, seq)) = irps.quarantine.pop_front() else { return };
+    let Some(info) = irps.live.get(&address).filter(|i| i.seq == seq) else { return };
+    if info.in_dispatch {
+        irps.quarantine.push_back((address, seq));
+        return;
+    }
+    irps.live.remove(&address);
+    irps.by_seq.remove(&seq);
 }
 
 /// Whether the IRP's (only) stack location is marked SL_PENDING_RETURNED.
