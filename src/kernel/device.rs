@@ -131,10 +131,9 @@ impl<E> DeviceObject<E> {
 impl<E> DriverObject<E> {
     /// One of the driver's devices (the most recently created), if it has any.
     fn any_device(&self) -> Option<&DeviceObject<E>> {
-        // SAFETY: a live driver object (its type invariant); its device list changes
-        // only in IoCreateDevice and IoDeleteDevice, which this driver calls from
-        // DriverEntry and Unload, not concurrently with the Unload adapter that calls
-        // this.
+        // SAFETY: a live driver object (type invariant); its device list changes only in
+        // IoCreateDevice/IoDeleteDevice, called from DriverEntry and Unload, never at
+        // the same time as the Unload adapter that calls this.
         let first = unsafe { (*self.as_raw()).DeviceObject };
         // SAFETY: every device on the list was created for `E` (the driver object's
         // type invariant); the borrow ends before the caller deletes anything.
@@ -196,10 +195,9 @@ impl<E> OwnedDevice<E> {
         };
         to_result(status)?;
         let raw = NonNull::new(object).ok_or(NtError::INSUFFICIENT_RESOURCES)?;
-        // SAFETY: IoCreateDevice succeeded: the object and its zeroed, suitably aligned
-        // (pool) extension of `size_of::<E>()` bytes are ours, and nothing reads the
-        // extension before DO_DEVICE_INITIALIZING is cleared; writing initialises it in
-        // place. Flags is ours to set while the device initialises.
+        // SAFETY: IoCreateDevice succeeded: the object and its zeroed, aligned (pool)
+        // extension of `size_of::<E>()` bytes are ours, unread until DO_DEVICE_INITIALIZING
+        // is cleared, so writing initialises it in place; Flags is ours while initialising.
         unsafe {
             (*object).DeviceExtension.cast::<E>().write(extension());
             (*object).Flags |= DO_BUFFERED_IO;
